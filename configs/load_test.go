@@ -1,0 +1,172 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// writeCluster writes a cluster file whose two nodes use real key pairs and
+// whose secret files live in a temp dir. It returns the file path and the
+// private keys by node name.
+type fixture struct {
+	dir, path, keyFile, tokenFile string
+	keys                          map[string]wgtypes.Key
+}
+
+func newFixture(t *testing.T, self string) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir(), keys: map[string]wgtypes.Key{}}
+	f.keyFile = filepath.Join(f.dir, "private.key")
+	f.tokenFile = filepath.Join(f.dir, "token")
+	for _, n := range []string{"k3s-master", "k3s-node-1"} {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.keys[n] = k
+	}
+	body := strings.NewReplacer(
+		keyA, f.keys["k3s-master"].PublicKey().String(),
+		keyB, f.keys["k3s-node-1"].PublicKey().String(),
+		"interface:\n", "interface:\n  private_key_file: "+f.keyFile+"\n",
+		"k3s:\n", "k3s:\n  token_file: "+f.tokenFile+"\n",
+	).Replace(base)
+	f.path = filepath.Join(f.dir, "wgk3s.yaml")
+	mustWrite(t, f.path, body, 0o644)
+	if self != "" {
+		mustWrite(t, f.keyFile, f.keys[self].String()+"\n", 0o600)
+	}
+	mustWrite(t, f.tokenFile, "K10secret-token\n", 0o600)
+	return f
+}
+
+func mustWrite(t *testing.T, path, body string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadFindsSelfByKey(t *testing.T) {
+	for _, self := range []string{"k3s-master", "k3s-node-1"} {
+		f := newFixture(t, self)
+		cfg, err := Load(f.path, Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", self, err)
+		}
+		if cfg.Self.Name != self {
+			t.Errorf("self = %q, want %q", cfg.Self.Name, self)
+		}
+		if cfg.PrivateKey.Key() != f.keys[self] {
+			t.Errorf("%s: private key not loaded", self)
+		}
+		if len(cfg.Peers()) != 1 || cfg.Peers()[0].Name == self {
+			t.Errorf("%s: peers = %+v", self, cfg.Peers())
+		}
+	}
+}
+
+func TestLoadRoleAndNode(t *testing.T) {
+	f := newFixture(t, "k3s-node-1")
+	if _, err := Load(f.path, Options{Role: RoleAgent, Node: "k3s-node-1"}); err != nil {
+		t.Fatalf("matching --role and --node rejected: %v", err)
+	}
+	tests := []struct {
+		name         string
+		opts         Options
+		field, wants string
+	}{
+		{"role disagrees", Options{Role: RoleMaster}, "nodes[1].role", "--role master, but this node (k3s-node-1) is agent"},
+		{"unknown node", Options{Node: "k3s-node-9"}, "nodes", `--node "k3s-node-9" names no node`},
+		{"node key mismatch", Options{Node: "k3s-master"}, "nodes[0].public_key", "does not match this node's private key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(f.path, tt.opts)
+			var es Errors
+			if !errors.As(err, &es) || find(es, tt.field, tt.wants) == nil {
+				t.Fatalf("want %s: %q, got:\n%v", tt.field, tt.wants, err)
+			}
+		})
+	}
+}
+
+func TestLoadSecretFiles(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(f *fixture)
+		field  string
+		want   string
+		fix    string
+	}{
+		{"key missing", func(f *fixture) { os.Remove(f.keyFile) }, "interface.private_key_file", "does not exist", "appliance init"},
+		{"key world readable", func(f *fixture) { os.Chmod(f.keyFile, 0o644) }, "interface.private_key_file", "readable by group or others", "chmod 600 "},
+		{"key garbage", func(f *fixture) { os.WriteFile(f.keyFile, []byte("hunter2"), 0o600) }, "interface.private_key_file", "does not hold a WireGuard private key", "appliance genkey"},
+		{"key is a dir", func(f *fixture) { os.Remove(f.keyFile); os.Mkdir(f.keyFile, 0o700) }, "interface.private_key_file", "not a regular file", "regular file"},
+		{"token missing", func(f *fixture) { os.Remove(f.tokenFile) }, "k3s.token_file", "does not exist", "copy it from the master"},
+		{"token group readable", func(f *fixture) { os.Chmod(f.tokenFile, 0o640) }, "k3s.token_file", "readable by group or others", "chmod 600 "},
+		{"token empty", func(f *fixture) { os.WriteFile(f.tokenFile, nil, 0o600) }, "k3s.token_file", "is empty", "appliance init"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, "k3s-master")
+			tt.mutate(f)
+			_, err := Load(f.path, Options{Role: RoleMaster})
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("got %v, want Errors", err)
+			}
+			fe := find(es, tt.field, tt.want)
+			if fe == nil {
+				t.Fatalf("want %s: %q, got:\n%v", tt.field, tt.want, err)
+			}
+			if !strings.Contains(fe.Fix, tt.fix) {
+				t.Errorf("fix %q does not mention %q", fe.Fix, tt.fix)
+			}
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "K10secret") {
+				t.Errorf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "no such file") || !strings.Contains(err.Error(), "--config") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLoadReportsFileAndSchemaProblemsTogether(t *testing.T) {
+	f := newFixture(t, "k3s-master")
+	os.Chmod(f.keyFile, 0o644)
+	body, _ := os.ReadFile(f.path)
+	mustWrite(t, f.path, strings.Replace(string(body), "mtu: 1420", "mtu: 1", 1), 0o644)
+	_, err := Load(f.path, Options{})
+	if err == nil || !strings.Contains(err.Error(), "interface.mtu") || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("want both the mtu and the key file reported, got:\n%v", err)
+	}
+}
+
+func TestPrivateKeyNeverPrints(t *testing.T) {
+	f := newFixture(t, "k3s-master")
+	cfg, err := Load(f.path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := f.keys["k3s-master"].String()
+	for _, s := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", *cfg), fmt.Sprintf("%#v", cfg.PrivateKey), fmt.Sprintf("%s", cfg.PrivateKey)} {
+		if strings.Contains(s, secret) {
+			t.Fatalf("private key printed: %s", s)
+		}
+	}
+}

@@ -1,0 +1,158 @@
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse decodes and validates a cluster file's contents. It reads no other
+// file and changes nothing; file is used in messages only. The error, when
+// not nil, is an Errors holding every problem found.
+func Parse(data []byte, file string) (*Cluster, error) {
+	cl, c := parse(data, file)
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	return cl, nil
+}
+
+// parse returns the cluster as far as it could be read (nil when the YAML
+// itself is broken) and the collector holding every problem, so that Load
+// can add its own findings to the same report.
+func parse(data []byte, file string) (*Cluster, *collector) {
+	c := &collector{file: file, skip: map[string]bool{}}
+	if len(bytes.TrimSpace(data)) == 0 {
+		c.add("", "copy /usr/share/doc/wgk3s/wgk3s.yaml or run `appliance init` and fill in the nodes", "the file is empty")
+		return nil, c
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		c.errs = append(c.errs, syntaxError(file, err))
+		return nil, c
+	}
+	c.lines = newLocator(&doc)
+	if len(doc.Content) == 1 && doc.Content[0].Kind != yaml.MappingNode {
+		c.add("", "the file must be a mapping with network, interface, nodes, firewall and k3s keys", "the top level is not a mapping of keys")
+		return nil, c
+	}
+
+	var r raw
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&r); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			c.errs = append(c.errs, syntaxError(file, err))
+			return nil, c
+		}
+		for _, msg := range te.Errors {
+			c.typeError(msg)
+		}
+	}
+	cl := validate(&r, c)
+	cl.File = file
+	cl.lines = c.lines
+	return cl, c
+}
+
+var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func syntaxError(file string, err error) *FieldError {
+	msg := err.Error()
+	line := 0
+	if m := lineRE.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	return &FieldError{File: file, Line: line, Problem: "not valid YAML: " + msg,
+		Fix: "check the indentation (spaces, not tabs) and quoting on that line"}
+}
+
+var (
+	unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type configs\.(\w+)$`)
+	mismatchRE     = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
+)
+
+// typeError turns one of yaml.v3's per-field decode messages into a
+// FieldError that names the field and the fix.
+func (c *collector) typeError(msg string) {
+	line := 0
+	if m := lineRE.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	path := c.lines.byLine[line]
+	fe := &FieldError{File: c.file, Line: line, Field: path, Problem: msg}
+	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
+		fe.Problem = fmt.Sprintf("unknown key %q", m[1])
+		fe.Fix = "remove it or correct its spelling; the keys allowed here are " + strings.Join(knownKeys(m[2]), ", ")
+	} else if m := mismatchRE.FindStringSubmatch(msg); m != nil {
+		want := describeGoType(m[3])
+		got := m[2]
+		if got == "" {
+			got = yamlTagName(m[1])
+		} else {
+			got = strconv.Quote(got)
+		}
+		fe.Problem = fmt.Sprintf("%s is not %s", got, want)
+		fe.Fix = "write " + want + " here"
+		c.skip[path] = true
+	}
+	c.errs = append(c.errs, fe)
+}
+
+var rawTypes = map[string]reflect.Type{
+	"raw":          reflect.TypeFor[raw](),
+	"rawInterface": reflect.TypeFor[rawInterface](),
+	"rawNode":      reflect.TypeFor[rawNode](),
+	"rawFirewall":  reflect.TypeFor[rawFirewall](),
+	"rawK3s":       reflect.TypeFor[rawK3s](),
+}
+
+func knownKeys(typeName string) []string {
+	t, ok := rawTypes[typeName]
+	if !ok {
+		return nil
+	}
+	keys := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		keys = append(keys, strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0])
+	}
+	return keys
+}
+
+func describeGoType(t string) string {
+	switch {
+	case t == "int":
+		return "a whole number"
+	case t == "bool":
+		return "true or false"
+	case t == "string":
+		return "a single value (quote it)"
+	case t == "[]string":
+		return "a list of strings"
+	case t == "[]configs.rawNode":
+		return "a list of node entries"
+	case strings.HasPrefix(t, "configs.raw"):
+		return "a mapping of keys"
+	}
+	return t
+}
+
+func yamlTagName(tag string) string {
+	switch tag {
+	case "!!map":
+		return "a mapping"
+	case "!!seq":
+		return "a list"
+	}
+	return "a " + strings.TrimPrefix(tag, "!!")
+}

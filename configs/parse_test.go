@@ -1,0 +1,270 @@
+package configs
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+const (
+	keyA = "l60hi1DvIDkuWlBhkI8m0i+EzOEf0NR2f1NgEg26Byk="
+	keyB = "bApVFJR6NMjUtEUgBcdbxLOEIrHcpiZ1slrKJ2LksCo="
+)
+
+// base is a minimal valid file; each bad case edits one thing in it.
+const base = `network: 192.168.2.0/24
+interface:
+  listen_port: 5418
+  mtu: 1420
+  mode: auto
+  persistent_keepalive: 25s
+nodes:
+  - name: k3s-master
+    role: master
+    address: 192.168.2.1
+    endpoint: 203.0.113.10:5418
+    public_key: "` + keyA + `"
+  - name: k3s-node-1
+    role: agent
+    address: 192.168.2.2
+    endpoint: node1.example.net:5418
+    public_key: "` + keyB + `"
+k3s:
+  server_args: ["--disable=traefik"]
+`
+
+func TestParseExample(t *testing.T) {
+	cl, err := Parse(Example, "configs/wgk3s.yaml")
+	if err != nil {
+		t.Fatalf("the shipped example does not parse:\n%v", err)
+	}
+	if got, want := cl.Network, netip.MustParsePrefix("192.168.2.0/24"); got != want {
+		t.Errorf("network = %v, want %v", got, want)
+	}
+	if got := cl.Master().Name; got != "k3s-master" {
+		t.Errorf("master = %q, want k3s-master", got)
+	}
+	if got := len(cl.Peers("k3s-master")); got != 1 {
+		t.Errorf("master has %d peers, want 1", got)
+	}
+	if cl.Interface.ListenPort != 5418 || cl.Interface.Name != "wg0" {
+		t.Errorf("interface = %+v, want wg0 on 5418", cl.Interface)
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	const minimal = `network: 10.9.0.1/16
+nodes:
+  - {name: m, role: master, address: 10.9.0.1, endpoint: "[2001:db8::1]:51820", public_key: "` + keyA + `"}
+  - {name: a, role: agent, address: 10.9.0.2, public_key: "` + keyB + `"}
+`
+	cl, err := Parse([]byte(minimal), "min.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Interface{Name: "wg0", ListenPort: 51820, MTU: 1420, Mode: ModeAuto,
+		PrivateKeyFile: DefaultPrivateKeyFile, PersistentKeepalive: 25 * time.Second}
+	if diff := cmp.Diff(want, cl.Interface); diff != "" {
+		t.Errorf("interface defaults (-want +got):\n%s", diff)
+	}
+	if cl.Network.String() != "10.9.0.0/16" {
+		t.Errorf("network = %v, want the masked 10.9.0.0/16", cl.Network)
+	}
+	if cl.Firewall != (Firewall{EgressInterface: EgressAuto, Masquerade: true}) {
+		t.Errorf("firewall defaults = %+v", cl.Firewall)
+	}
+	if cl.K3s.Binary != DefaultK3sBinary || cl.K3s.TokenFile != DefaultTokenFile ||
+		cl.K3s.Advertise != AdvertiseWireGuard || cl.K3s.StopGracePeriod != DefaultStopGrace {
+		t.Errorf("k3s defaults = %+v", cl.K3s)
+	}
+	m := cl.Master()
+	if m.Endpoint.String() != "[2001:db8::1]:51820" || m.ExternalIP.String() != "2001:db8::1" {
+		t.Errorf("master endpoint %v external %v", m.Endpoint, m.ExternalIP)
+	}
+	if a, _ := cl.NodeByName("a"); a.Endpoint.Host != "" || a.ExternalIP.IsValid() {
+		t.Errorf("agent without endpoint got %+v", a)
+	}
+	if k, _ := wgtypes.ParseKey(keyB); cl.Peers("m")[0].PublicKey != k {
+		t.Errorf("peer key not parsed")
+	}
+}
+
+func TestParseKeepaliveForms(t *testing.T) {
+	for in, want := range map[string]time.Duration{"25": 25 * time.Second, "0": 0, "off": 0, "1m": time.Minute} {
+		got, ok := parseKeepalive(in)
+		if !ok || got != want {
+			t.Errorf("parseKeepalive(%q) = %v, %v; want %v", in, got, ok, want)
+		}
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	tests := []struct {
+		name    string
+		old     string // replaced in base (first occurrence)
+		new     string
+		field   string // FieldError.Field wanted
+		line    int    // wanted line, 0 = don't care
+		problem string // substring of the problem
+		fix     string // substring of the fix
+	}{
+		{"network missing", "network: 192.168.2.0/24\n", "", "network", 0, "missing", "network: 192.168.2.0/24"},
+		{"network not a prefix", "192.168.2.0/24", "192.168.2.0", "network", 1, "not an IP prefix", "IPv4 prefix"},
+		{"network ipv6", "192.168.2.0/24", "fd00::/64", "network", 1, "not IPv4", "IPv4"},
+		{"network too small", "192.168.2.0/24", "192.168.2.0/31", "network", 1, "no room", "/30 or shorter"},
+		{"unknown top key", "network:", "netwrok: x\nnetwork:", "netwrok", 1, `unknown key "netwrok"`, "network, interface, nodes, firewall, k3s"},
+		{"unknown node key", "    role: agent\n", "    role: agent\n    adress: 1.2.3.4\n", "nodes[1].adress", 15, `unknown key "adress"`, "address"},
+		{"listen port range", "listen_port: 5418", "listen_port: 70000", "interface.listen_port", 3, "out of range", "1 to 65535"},
+		{"listen port type", "listen_port: 5418", "listen_port: udp", "interface.listen_port", 3, `"udp" is not a whole number`, "write a whole number"},
+		{"mtu low", "mtu: 1420", "mtu: 576", "interface.mtu", 4, "out of range", "1280 to 9000"},
+		{"mtu high", "mtu: 1420", "mtu: 9001", "interface.mtu", 4, "out of range", "1280 to 9000"},
+		{"mode", "mode: auto", "mode: fast", "interface.mode", 5, `"fast" is not a mode`, "auto, kernel or userspace"},
+		{"keepalive range", "keepalive: 25s", "keepalive: 70000s", "interface.persistent_keepalive", 6, "not a keepalive", "0 (off) to 65535"},
+		{"keepalive fraction", "keepalive: 25s", "keepalive: 1.5s", "interface.persistent_keepalive", 6, "not a keepalive", "whole seconds"},
+		{"interface name", "interface:\n", "interface:\n  name: wireguard-interface0\n", "interface.name", 3, "not a valid Linux interface name", "1 to 15"},
+		{"key file relative", "interface:\n", "interface:\n  private_key_file: private.key\n", "interface.private_key_file", 3, "not an absolute path", "/etc/wgk3s/private.key"},
+		{"no nodes", "nodes:", "nodes: []\nx_nodes:", "", 0, "", ""}, // unknown key + empty list; checked below
+		{"no master", "role: master", "role: agent", "nodes", 0, "no node has role master", "exactly one"},
+		{"two masters", "role: agent", "role: master", "nodes[1].role", 14, "a second master", "role: agent"},
+		{"bad role", "role: agent", "role: worker", "nodes[1].role", 14, `"worker" is not a role`, "master or agent"},
+		{"missing role", "    role: agent\n", "", "nodes[1].role", 13, "missing", "role: agent"},
+		{"duplicate name", "name: k3s-node-1", "name: k3s-master", "nodes[1].name", 13, "already used by nodes[0]", "its own name"},
+		{"bad name", "name: k3s-node-1", "name: K3s_Node", "nodes[1].name", 13, "not a valid Kubernetes node name", "lower-case"},
+		{"address outside", "address: 192.168.2.2", "address: 192.168.3.2", "nodes[1].address", 15, "outside network 192.168.2.0/24", "inside 192.168.2.0/24"},
+		{"address network", "address: 192.168.2.2", "address: 192.168.2.0", "nodes[1].address", 15, "network address", "192.168.2.1"},
+		{"address broadcast", "address: 192.168.2.2", "address: 192.168.2.255", "nodes[1].address", 15, "broadcast address", "below"},
+		{"address duplicate", "address: 192.168.2.2", "address: 192.168.2.1", "nodes[1].address", 15, "already used by nodes[0]", "its own address"},
+		{"address with prefix", "address: 192.168.2.2", "address: 192.168.2.2/24", "nodes[1].address", 15, "not an IP address", "without a prefix"},
+		{"endpoint no port", "endpoint: node1.example.net:5418", "endpoint: node1.example.net", "nodes[1].endpoint", 16, "not host:port", "host:port"},
+		{"endpoint bad port", "endpoint: node1.example.net:5418", "endpoint: node1.example.net:0", "nodes[1].endpoint", 16, "not from 1 to 65535", "host:port"},
+		{"endpoint bad host", "endpoint: node1.example.net:5418", "endpoint: node_1!:5418", "nodes[1].endpoint", 16, "neither an IP address nor a DNS name", "host:port"},
+		{"endpoint bad ip", "endpoint: node1.example.net:5418", "endpoint: 300.1.1.1:5418", "nodes[1].endpoint", 16, "neither an IP address nor a DNS name", "host:port"},
+		{"master without endpoint", "    endpoint: 203.0.113.10:5418\n", "", "nodes[0].endpoint", 0, "agents need it", "public IP"},
+		{"external ip", "    role: agent\n", "    role: agent\n    external_ip: nope\n", "nodes[1].external_ip", 15, `"nope" is not an IP address`, "public IP"},
+		{"public key missing", `    public_key: "` + keyB + `"` + "\n", "", "nodes[1].public_key", 0, "missing", "appliance init"},
+		{"public key short", keyB, "AAAA", "nodes[1].public_key", 17, "base64 of 32 bytes", "44-character"},
+		{"public key duplicate", keyB, keyA, "nodes[1].public_key", 17, "same key as nodes[0]", "its own key pair"},
+		{"egress name", "k3s:", "firewall:\n  egress_interface: eth0/1\nk3s:", "firewall.egress_interface", 19, "not a valid interface name", "auto"},
+		{"masquerade type", "k3s:", "firewall:\n  masquerade: sometimes\nk3s:", "firewall.masquerade", 19, "not true or false", "true or false"},
+		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},
+		{"owned flag", `["--disable=traefik"]`, `["--disable=traefik", "--node-ip=1.2.3.4"]`, "k3s.server_args[1]", 19, "--node-ip is a flag the appliance owns", "remove it"},
+		{"token in argv", `["--disable=traefik"]`, `["--token", "s3cret"]`, "k3s.server_args[0]", 19, "--token is a flag the appliance owns", "visible to every user"},
+		{"grace period", "k3s:\n", "k3s:\n  stop_grace_period: forever\n", "k3s.stop_grace_period", 19, "not a grace period", "1s to 10m"},
+		{"binary relative", "k3s:\n", "k3s:\n  binary: k3s\n", "k3s.binary", 19, "not an absolute path", "/usr/local/bin/k3s"},
+		{"args type", `server_args: ["--disable=traefik"]`, "server_args: --disable=traefik", "k3s.server_args", 19, "not a list of strings", "list of strings"},
+		{"syntax", "  mtu: 1420\n", "  mtu: 1420\n\tmode: auto\n", "", 4, "not valid YAML", "indentation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(base, tt.old) {
+				t.Fatalf("test bug: %q not in base", tt.old)
+			}
+			in := strings.Replace(base, tt.old, tt.new, 1)
+			_, err := Parse([]byte(in), "cluster.yaml")
+			if err == nil {
+				t.Fatalf("Parse accepted:\n%s", in)
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error is %T, want Errors", err)
+			}
+			if tt.name == "no nodes" {
+				if !strings.Contains(err.Error(), "no nodes are listed") || !strings.Contains(err.Error(), `unknown key "x_nodes"`) {
+					t.Fatalf("want both problems reported, got:\n%v", err)
+				}
+				return
+			}
+			fe := find(es, tt.field, tt.problem)
+			if fe == nil {
+				t.Fatalf("no error for field %q with problem %q; got:\n%v", tt.field, tt.problem, err)
+			}
+			if !strings.Contains(fe.Fix, tt.fix) {
+				t.Errorf("fix = %q, want it to mention %q", fe.Fix, tt.fix)
+			}
+			if tt.line != 0 && fe.Line != tt.line {
+				t.Errorf("line = %d, want %d", fe.Line, tt.line)
+			}
+			if fe.File != "cluster.yaml" || !strings.HasPrefix(fe.Error(), "cluster.yaml:") {
+				t.Errorf("message does not start with the file name: %q", fe.Error())
+			}
+		})
+	}
+}
+
+func find(es Errors, field, problem string) *FieldError {
+	for _, e := range es {
+		if e.Field == field && strings.Contains(e.Problem, problem) {
+			return e
+		}
+	}
+	return nil
+}
+
+func TestParseReportsAllProblemsTogether(t *testing.T) {
+	in := strings.NewReplacer("mtu: 1420", "mtu: 10", "mode: auto", "mode: turbo",
+		"address: 192.168.2.2", "address: 10.0.0.2", keyB, "xyz").Replace(base)
+	_, err := Parse([]byte(in), "c.yaml")
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("got %v, want Errors", err)
+	}
+	var fields []string
+	for _, e := range es {
+		fields = append(fields, e.Field)
+	}
+	want := []string{"interface.mtu", "interface.mode", "nodes[1].address", "nodes[1].public_key"}
+	if diff := cmp.Diff(want, fields); diff != "" {
+		t.Errorf("fields reported, in file order (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseTypeErrorIsNotAlsoMissing(t *testing.T) {
+	in := strings.Replace(base, "endpoint: 203.0.113.10:5418", "endpoint: [203.0.113.10, 5418]", 1)
+	_, err := Parse([]byte(in), "c.yaml")
+	if err == nil {
+		t.Fatal("accepted a list as endpoint")
+	}
+	if n := strings.Count(err.Error(), "nodes[0].endpoint"); n != 1 {
+		t.Errorf("nodes[0].endpoint reported %d times, want once:\n%v", n, err)
+	}
+}
+
+func TestParseEmptyAndScalar(t *testing.T) {
+	for _, in := range []string{"", "   \n", "just a string", "- a\n- b\n"} {
+		if _, err := Parse([]byte(in), "c.yaml"); err == nil {
+			t.Errorf("Parse(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(Example)
+	f.Add([]byte(base))
+	f.Add([]byte("network: [\n"))
+	f.Add([]byte("nodes:\n  - name: a\n    address: 1.2.3.4\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cl, err := Parse(data, "fuzz.yaml")
+		if err == nil {
+			// Anything accepted must satisfy the invariants the rest of the
+			// appliance relies on.
+			if cl.Master().Name == "" {
+				t.Fatalf("accepted a cluster without a master")
+			}
+			for _, n := range cl.Nodes {
+				if !cl.Network.Contains(n.Address) {
+					t.Fatalf("accepted %v outside %v", n.Address, cl.Network)
+				}
+			}
+			return
+		}
+		var es Errors
+		if !errors.As(err, &es) || len(es) == 0 {
+			t.Fatalf("error %T %v is not a non-empty Errors", err, err)
+		}
+	})
+}

@@ -1,0 +1,210 @@
+// Package configs holds the cluster file: its schema, its validation and the
+// commented example shipped as /etc/wgk3s.yaml.
+//
+// The cluster file is identical on every node. Loading it is pure (Parse) and
+// touches no system state; Load adds the checks that read this node's secret
+// files and work out which entry is "this node".
+package configs
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Defaults applied to fields the file leaves out.
+const (
+	DefaultInterfaceName  = "wg0"
+	DefaultListenPort     = 51820
+	DefaultMTU            = 1420
+	DefaultPrivateKeyFile = "/etc/wgk3s/private.key"
+	DefaultKeepalive      = 25 * time.Second
+	DefaultK3sBinary      = "/usr/local/bin/k3s"
+	DefaultTokenFile      = "/etc/wgk3s/token"
+	DefaultStopGrace      = 30 * time.Second
+	DefaultPath           = "/etc/wgk3s.yaml"
+)
+
+// MTU and keepalive bounds. 1280 is the IPv6 minimum that WireGuard also
+// assumes; 9000 is a jumbo frame. Keepalive is a uint16 of seconds on the wire.
+const (
+	MinMTU       = 1280
+	MaxMTU       = 9000
+	MaxKeepalive = 65535 * time.Second
+)
+
+// Role is a node's part in the k3s cluster.
+type Role string
+
+// Roles.
+const (
+	RoleMaster Role = "master"
+	RoleAgent  Role = "agent"
+)
+
+// Mode selects the WireGuard implementation.
+type Mode string
+
+// Modes.
+const (
+	ModeAuto      Mode = "auto"
+	ModeKernel    Mode = "kernel"
+	ModeUserspace Mode = "userspace"
+)
+
+// Advertise selects the k3s --advertise-address.
+type Advertise string
+
+// Advertise choices.
+const (
+	AdvertiseWireGuard Advertise = "wireguard"
+	AdvertiseExternal  Advertise = "external"
+)
+
+// EgressAuto means "the interface of the IPv4 default route".
+const EgressAuto = "auto"
+
+// Cluster is a validated cluster file with defaults filled in.
+type Cluster struct {
+	// File is the path the cluster was loaded from, for messages.
+	File      string
+	Network   netip.Prefix
+	Interface Interface
+	Nodes     []Node
+	Firewall  Firewall
+	K3s       K3s
+
+	lines *locator
+}
+
+// Interface is the wg0 section.
+type Interface struct {
+	Name                string
+	ListenPort          int
+	MTU                 int
+	Mode                Mode
+	PrivateKeyFile      string
+	PersistentKeepalive time.Duration
+}
+
+// Node is one entry of the nodes list.
+type Node struct {
+	Name    string
+	Role    Role
+	Address netip.Addr
+	// Endpoint is how the other nodes reach this one, host:port.
+	Endpoint Endpoint
+	// ExternalIP is the public address: external_ip, else the endpoint's IP.
+	// It is invalid when the endpoint is a DNS name and external_ip is absent.
+	ExternalIP netip.Addr
+	PublicKey  wgtypes.Key
+}
+
+// Endpoint is a host (IP literal or DNS name) and a UDP port.
+type Endpoint struct {
+	Host string
+	Port uint16
+}
+
+// String returns host:port, bracketing IPv6 literals.
+func (e Endpoint) String() string {
+	return netJoinHostPort(e.Host, e.Port)
+}
+
+// IP returns the endpoint's address when Host is an IP literal.
+func (e Endpoint) IP() (netip.Addr, bool) {
+	a, err := netip.ParseAddr(e.Host)
+	return a, err == nil
+}
+
+// Firewall is the firewall section.
+type Firewall struct {
+	// EgressInterface is EgressAuto or an interface name.
+	EgressInterface string
+	Masquerade      bool
+}
+
+// K3s is the k3s section.
+type K3s struct {
+	Binary     string
+	TokenFile  string
+	Advertise  Advertise
+	ServerArgs []string
+	AgentArgs  []string
+	// StopGracePeriod is how long k3s gets between SIGTERM and SIGKILL.
+	StopGracePeriod time.Duration
+}
+
+// Master returns the master node. A validated Cluster has exactly one.
+func (c *Cluster) Master() Node {
+	for _, n := range c.Nodes {
+		if n.Role == RoleMaster {
+			return n
+		}
+	}
+	return Node{}
+}
+
+// NodeByName returns the node called name.
+func (c *Cluster) NodeByName(name string) (Node, bool) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Peers returns every node but self: the full mesh as seen from self.
+func (c *Cluster) Peers(self string) []Node {
+	peers := make([]Node, 0, len(c.Nodes))
+	for _, n := range c.Nodes {
+		if n.Name != self {
+			peers = append(peers, n)
+		}
+	}
+	return peers
+}
+
+// raw mirrors the YAML document. Strings stay strings so that every
+// semantic problem is found by validate and reported together with the rest.
+type raw struct {
+	Network   string       `yaml:"network"`
+	Interface rawInterface `yaml:"interface"`
+	Nodes     []rawNode    `yaml:"nodes"`
+	Firewall  rawFirewall  `yaml:"firewall"`
+	K3s       rawK3s       `yaml:"k3s"`
+}
+
+type rawInterface struct {
+	Name                string `yaml:"name"`
+	ListenPort          *int   `yaml:"listen_port"`
+	MTU                 *int   `yaml:"mtu"`
+	Mode                string `yaml:"mode"`
+	PrivateKeyFile      string `yaml:"private_key_file"`
+	PersistentKeepalive string `yaml:"persistent_keepalive"`
+}
+
+type rawNode struct {
+	Name       string `yaml:"name"`
+	Role       string `yaml:"role"`
+	Address    string `yaml:"address"`
+	Endpoint   string `yaml:"endpoint"`
+	ExternalIP string `yaml:"external_ip"`
+	PublicKey  string `yaml:"public_key"`
+}
+
+type rawFirewall struct {
+	EgressInterface string `yaml:"egress_interface"`
+	Masquerade      *bool  `yaml:"masquerade"`
+}
+
+type rawK3s struct {
+	Binary          string   `yaml:"binary"`
+	TokenFile       string   `yaml:"token_file"`
+	Advertise       string   `yaml:"advertise"`
+	ServerArgs      []string `yaml:"server_args"`
+	AgentArgs       []string `yaml:"agent_args"`
+	StopGracePeriod string   `yaml:"stop_grace_period"`
+}

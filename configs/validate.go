@@ -1,0 +1,388 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// validate checks every field of r, reports each problem to c, and returns
+// the cluster with defaults filled in. The result is meaningful only when c
+// collected no error.
+func validate(r *raw, c *collector) *Cluster {
+	cl := &Cluster{}
+	cl.Network = validateNetwork(r.Network, c)
+	cl.Interface = validateInterface(&r.Interface, c)
+	cl.Nodes = validateNodes(r.Nodes, cl.Network, c)
+	cl.Firewall = validateFirewall(&r.Firewall, c)
+	cl.K3s = validateK3s(&r.K3s, cl, c)
+	return cl
+}
+
+func validateNetwork(s string, c *collector) netip.Prefix {
+	const field = "network"
+	if s == "" {
+		c.add(field, "add `network: 192.168.2.0/24` (the WireGuard subnet, the same on every node)", "missing")
+		return netip.Prefix{}
+	}
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		c.add(field, "write an IPv4 prefix such as 192.168.2.0/24", "%q is not an IP prefix", s)
+	case !p.Addr().Is4():
+		c.add(field, "use an IPv4 prefix such as 192.168.2.0/24 (IPv6 is not supported yet)", "%q is not IPv4", s)
+	case p.Bits() > 30:
+		c.add(field, "use a prefix of /30 or shorter, such as /24", "%q leaves no room for two nodes", s)
+	default:
+		// The seed writes 192.168.1.1/24; accept it and mean the network.
+		return p.Masked()
+	}
+	return netip.Prefix{}
+}
+
+func validateInterface(r *rawInterface, c *collector) Interface {
+	in := Interface{
+		Name:                r.Name,
+		ListenPort:          DefaultListenPort,
+		MTU:                 DefaultMTU,
+		Mode:                Mode(r.Mode),
+		PrivateKeyFile:      r.PrivateKeyFile,
+		PersistentKeepalive: DefaultKeepalive,
+	}
+	if in.Name == "" {
+		in.Name = DefaultInterfaceName
+	} else if !validIfName(in.Name) {
+		c.add("interface.name", "use 1 to 15 letters, digits, '-' or '_', such as wg0", "%q is not a valid Linux interface name", in.Name)
+	}
+	if r.ListenPort != nil {
+		in.ListenPort = *r.ListenPort
+		if in.ListenPort < 1 || in.ListenPort > 65535 {
+			c.add("interface.listen_port", "use a UDP port from 1 to 65535, such as 51820", "%d is out of range", in.ListenPort)
+		}
+	}
+	if r.MTU != nil {
+		in.MTU = *r.MTU
+		if in.MTU < MinMTU || in.MTU > MaxMTU {
+			c.add("interface.mtu", fmt.Sprintf("use a value from %d to %d; 1420 suits most clouds", MinMTU, MaxMTU), "%d is out of range", in.MTU)
+		}
+	}
+	switch in.Mode {
+	case "":
+		in.Mode = ModeAuto
+	case ModeAuto, ModeKernel, ModeUserspace:
+	default:
+		c.add("interface.mode", "use auto, kernel or userspace", "%q is not a mode", r.Mode)
+	}
+	if in.PrivateKeyFile == "" {
+		in.PrivateKeyFile = DefaultPrivateKeyFile
+	} else if !filepath.IsAbs(in.PrivateKeyFile) {
+		c.add("interface.private_key_file", "write an absolute path such as "+DefaultPrivateKeyFile, "%q is not an absolute path", in.PrivateKeyFile)
+	}
+	if r.PersistentKeepalive != "" {
+		d, ok := parseKeepalive(r.PersistentKeepalive)
+		if !ok {
+			c.add("interface.persistent_keepalive", "write whole seconds from 0 (off) to 65535, such as 25s", "%q is not a keepalive interval", r.PersistentKeepalive)
+		}
+		in.PersistentKeepalive = d
+	}
+	return in
+}
+
+// parseKeepalive accepts a Go duration ("25s") or bare seconds ("25", the
+// wg(8) form) and "off". WireGuard carries it as a uint16 of seconds.
+func parseKeepalive(s string) (time.Duration, bool) {
+	if s == "off" {
+		return 0, true
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		s = strconv.Itoa(n) + "s"
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > MaxKeepalive || d%time.Second != 0 {
+		return 0, false
+	}
+	return d, true
+}
+
+func validateNodes(rs []rawNode, network netip.Prefix, c *collector) []Node {
+	if len(rs) == 0 {
+		c.add("nodes", "add one entry per server; `appliance init` prints an entry to paste", "no nodes are listed")
+		return nil
+	}
+	nodes := make([]Node, len(rs))
+	names := map[string]int{}
+	addrs := map[netip.Addr]int{}
+	keys := map[wgtypes.Key]int{}
+	var masters []int
+	for i := range rs {
+		r, p := &rs[i], fmt.Sprintf("nodes[%d]", i)
+		n := &nodes[i]
+		n.Name = r.Name
+		validateNodeName(p, r.Name, names, i, c)
+		n.Role = Role(r.Role)
+		switch n.Role {
+		case RoleMaster:
+			masters = append(masters, i)
+		case RoleAgent:
+		case "":
+			c.add(p+".role", "add `role: master` or `role: agent`", "missing")
+		default:
+			c.add(p+".role", "use master or agent", "%q is not a role", r.Role)
+		}
+		n.Address = validateAddress(p, r.Address, network, addrs, i, c)
+		n.Endpoint = validateEndpoint(p, r, c)
+		n.ExternalIP = validateExternalIP(p, r.ExternalIP, n.Endpoint, c)
+		n.PublicKey = validatePublicKey(p, r.PublicKey, keys, i, c)
+	}
+	switch len(masters) {
+	case 0:
+		c.add("nodes", "give exactly one node `role: master`", "no node has role master")
+	case 1:
+		if nodes[masters[0]].Endpoint.Host == "" && !c.skip[fmt.Sprintf("nodes[%d].endpoint", masters[0])] {
+			c.add(fmt.Sprintf("nodes[%d].endpoint", masters[0]), "add the master's public IP or DNS name and port, such as 203.0.113.10:51820", "missing: the agents need it to reach the master")
+		}
+	default:
+		for _, i := range masters[1:] {
+			c.add(fmt.Sprintf("nodes[%d].role", i), fmt.Sprintf("keep exactly one master (%s) and make the others `role: agent`", nodes[masters[0]].Name), "a second master")
+		}
+	}
+	return nodes
+}
+
+// nodeNameRE is a Kubernetes node name: an RFC 1123 subdomain.
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+func validateNodeName(p, name string, seen map[string]int, i int, c *collector) {
+	field := p + ".name"
+	switch {
+	case name == "":
+		c.add(field, "add `name: k3s-node-1`; it becomes the k3s node name", "missing")
+	case len(name) > 253 || !nodeNameRE.MatchString(name):
+		c.add(field, "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, such as k3s-node-1", "%q is not a valid Kubernetes node name", name)
+	default:
+		if j, dup := seen[name]; dup {
+			c.add(field, "give every node its own name", "%q is already used by nodes[%d]", name, j)
+			return
+		}
+		seen[name] = i
+	}
+}
+
+func validateAddress(p, s string, network netip.Prefix, seen map[netip.Addr]int, i int, c *collector) netip.Addr {
+	field := p + ".address"
+	if s == "" {
+		c.add(field, "add this node's wg0 address, such as 192.168.2.2", "missing")
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		c.add(field, "write a plain IPv4 address without a prefix, such as 192.168.2.2", "%q is not an IP address", s)
+		return netip.Addr{}
+	}
+	if !network.IsValid() {
+		return a // the network's own error was reported
+	}
+	switch {
+	case !network.Contains(a):
+		c.add(field, "pick a free address inside "+network.String(), "%s is outside network %s", a, network)
+	case a == network.Addr():
+		c.add(field, "pick a host address such as "+network.Addr().Next().String(), "%s is the network address of %s", a, network)
+	case a == broadcast(network):
+		c.add(field, "pick a host address below "+a.String(), "%s is the broadcast address of %s", a, network)
+	default:
+		if j, dup := seen[a]; dup {
+			c.add(field, "give every node its own address", "%s is already used by nodes[%d]", a, j)
+			break
+		}
+		seen[a] = i
+	}
+	return a
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 1 << (7 - uint(i%8))
+	}
+	return netip.AddrFrom4(b)
+}
+
+func validateEndpoint(p string, r *rawNode, c *collector) Endpoint {
+	field := p + ".endpoint"
+	if r.Endpoint == "" {
+		return Endpoint{} // allowed for agents: the agent dials out and keepalive holds its NAT open
+	}
+	const fix = "write host:port, such as 203.0.113.10:51820 or node1.example.net:51820"
+	host, portStr, err := net.SplitHostPort(r.Endpoint)
+	if err != nil {
+		c.add(field, fix, "%q is not host:port", r.Endpoint)
+		return Endpoint{}
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		c.add(field, fix, "port %q is not from 1 to 65535", portStr)
+		return Endpoint{}
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !ValidHostname(host) {
+		c.add(field, fix, "host %q is neither an IP address nor a DNS name", host)
+		return Endpoint{}
+	}
+	return Endpoint{Host: host, Port: uint16(port)}
+}
+
+func validateExternalIP(p, s string, ep Endpoint, c *collector) netip.Addr {
+	if s == "" {
+		a, _ := ep.IP()
+		return a
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		c.add(p+".external_ip", "write the node's public IP address, such as 203.0.113.10, or remove the key to use the endpoint's IP", "%q is not an IP address", s)
+	}
+	return a
+}
+
+func validatePublicKey(p, s string, seen map[wgtypes.Key]int, i int, c *collector) wgtypes.Key {
+	field := p + ".public_key"
+	if s == "" {
+		c.add(field, "run `appliance init` on that node (or `appliance pubkey < private.key`) and paste the key", "missing")
+		return wgtypes.Key{}
+	}
+	k, err := wgtypes.ParseKey(s)
+	if err != nil {
+		c.add(field, "paste the 44-character base64 key printed by `appliance pubkey` on that node", "not a WireGuard key (want base64 of 32 bytes)")
+		return wgtypes.Key{}
+	}
+	if j, dup := seen[k]; dup {
+		c.add(field, "each node needs its own key pair; run `appliance init` on the node that copied it", "the same key as nodes[%d]", j)
+		return k
+	}
+	seen[k] = i
+	return k
+}
+
+func validateFirewall(r *rawFirewall, c *collector) Firewall {
+	fw := Firewall{EgressInterface: r.EgressInterface, Masquerade: true}
+	if fw.EgressInterface == "" {
+		fw.EgressInterface = EgressAuto
+	} else if fw.EgressInterface != EgressAuto && !validIfName(fw.EgressInterface) {
+		c.add("firewall.egress_interface", "write auto (the default route's interface) or an interface name such as eth0", "%q is not a valid interface name", fw.EgressInterface)
+	}
+	if r.Masquerade != nil {
+		fw.Masquerade = *r.Masquerade
+	}
+	return fw
+}
+
+func validateK3s(r *rawK3s, cl *Cluster, c *collector) K3s {
+	k := K3s{
+		Binary:          r.Binary,
+		TokenFile:       r.TokenFile,
+		Advertise:       Advertise(r.Advertise),
+		ServerArgs:      r.ServerArgs,
+		AgentArgs:       r.AgentArgs,
+		StopGracePeriod: DefaultStopGrace,
+	}
+	if k.Binary == "" {
+		k.Binary = DefaultK3sBinary
+	} else if !filepath.IsAbs(k.Binary) {
+		c.add("k3s.binary", "write an absolute path such as "+DefaultK3sBinary, "%q is not an absolute path", k.Binary)
+	}
+	if k.TokenFile == "" {
+		k.TokenFile = DefaultTokenFile
+	} else if !filepath.IsAbs(k.TokenFile) {
+		c.add("k3s.token_file", "write an absolute path such as "+DefaultTokenFile, "%q is not an absolute path", k.TokenFile)
+	}
+	switch k.Advertise {
+	case "":
+		k.Advertise = AdvertiseWireGuard
+	case AdvertiseWireGuard:
+	case AdvertiseExternal:
+		if m := cl.Master(); m.Name != "" && !m.ExternalIP.IsValid() {
+			c.add("k3s.advertise", "give the master an external_ip, or use advertise: wireguard", "external needs the master's public IP, but its endpoint is a DNS name and it has no external_ip")
+		}
+	default:
+		c.add("k3s.advertise", "use wireguard (agents reach the API server through the tunnel) or external (the seed's public IP)", "%q is not a choice", r.Advertise)
+	}
+	validateExtraArgs("k3s.server_args", r.ServerArgs, c)
+	validateExtraArgs("k3s.agent_args", r.AgentArgs, c)
+	if r.StopGracePeriod != "" {
+		d, err := time.ParseDuration(r.StopGracePeriod)
+		if err != nil || d < time.Second || d > 10*time.Minute {
+			c.add("k3s.stop_grace_period", "write a duration from 1s to 10m, such as 30s", "%q is not a grace period", r.StopGracePeriod)
+		} else {
+			k.StopGracePeriod = d
+		}
+	}
+	return k
+}
+
+// OwnedFlags are the k3s flags the appliance derives from the cluster file.
+// An extra argument that sets one of them would fight the appliance (or, for
+// the token, put a secret in argv), so it is refused.
+var OwnedFlags = map[string]string{
+	"--node-ip":           "the node's address in nodes[]",
+	"-i":                  "the node's address in nodes[]",
+	"--node-external-ip":  "external_ip in nodes[]",
+	"--advertise-address": "k3s.advertise",
+	"--flannel-iface":     "interface.name",
+	"--node-name":         "name in nodes[]",
+	"--server":            "the master entry in nodes[]",
+	"-s":                  "the master entry in nodes[]",
+	"--token":             "k3s.token_file (a token in argv is visible to every user in ps)",
+	"-t":                  "k3s.token_file (a token in argv is visible to every user in ps)",
+	"--token-file":        "k3s.token_file",
+}
+
+func validateExtraArgs(field string, args []string, c *collector) {
+	for i, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		if owner, owned := OwnedFlags[name]; owned {
+			c.add(fmt.Sprintf("%s[%d]", field, i), "remove it; the appliance sets it from "+owner, "%s is a flag the appliance owns", name)
+		}
+	}
+}
+
+func validIfName(s string) bool {
+	if len(s) == 0 || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+var hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$`)
+
+// ValidHostname reports whether h is a DNS name (RFC 1123 labels). A name
+// made of digits and dots only is a mistyped IP, not a name.
+func ValidHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	numeric := true
+	for _, l := range strings.Split(h, ".") {
+		if !hostLabelRE.MatchString(l) {
+			return false
+		}
+		if strings.Trim(l, "0123456789") != "" {
+			numeric = false
+		}
+	}
+	return !numeric
+}
+
+func netJoinHostPort(host string, port uint16) string {
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
