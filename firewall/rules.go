@@ -1,0 +1,99 @@
+// Package firewall owns the forwarding sysctls and the iptables rules the
+// tunnel needs, as a desired state: Plan says what should exist, and the
+// controller makes the kernel match it and removes exactly what it added.
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Chains the appliance owns. Each is reached by one jump from its built-in
+// chain, so `iptables-save | grep wgk3s` shows everything and cleanup
+// removes exactly this.
+const (
+	ChainInput       = "WGK3S-INPUT"
+	ChainForward     = "WGK3S-FORWARD"
+	ChainPostrouting = "WGK3S-POSTROUTING"
+	// Tag starts every rule comment.
+	Tag = "wgk3s"
+)
+
+// Rule is one iptables rule: table, chain and the rule spec as go-iptables
+// takes it (everything after -A CHAIN).
+type Rule struct {
+	Table string
+	Chain string
+	Spec  []string
+}
+
+// String renders the rule the way iptables-save does, for humans.
+func (r Rule) String() string {
+	spec := make([]string, len(r.Spec))
+	for i, s := range r.Spec {
+		if strings.ContainsAny(s, " \"") {
+			s = strconv.Quote(s)
+		}
+		spec[i] = s
+	}
+	return fmt.Sprintf("-t %s -A %s %s", r.Table, r.Chain, strings.Join(spec, " "))
+}
+
+// Sysctl is a kernel setting the tunnel needs, restored on stop.
+type Sysctl struct{ Key, Value string }
+
+// Params are the inputs of the plan.
+type Params struct {
+	Network    netip.Prefix // the WireGuard subnet
+	Interface  string       // wg0
+	ListenPort int          // WireGuard's UDP port
+	Egress     string       // resolved egress interface (not "auto")
+	Masquerade bool
+}
+
+// Desired is the complete state the firewall controller maintains.
+type Desired struct {
+	Sysctls []Sysctl
+	// Jumps go into built-in chains (inserted first, ahead of a firewalld
+	// REJECT catch-all); Rules go into the chains the appliance owns.
+	Jumps []Rule
+	Rules []Rule
+}
+
+// Plan returns the desired state for p. It replaces the manual procedure's
+// sysctl lines and its four iptables commands, and also accepts WireGuard's
+// UDP port on INPUT so a default-deny INPUT policy cannot cut the tunnel.
+func Plan(p Params) Desired {
+	d := Desired{
+		Sysctls: []Sysctl{
+			{"net.ipv4.ip_forward", "1"},
+			{"net.ipv4.conf.all.proxy_arp", "1"},
+		},
+		Jumps: []Rule{
+			jump("filter", "INPUT", ChainInput),
+			jump("filter", "FORWARD", ChainForward),
+		},
+		Rules: []Rule{
+			rule("filter", ChainInput, "return traffic", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
+			rule("filter", ChainInput, "WireGuard UDP", "-p", "udp", "--dport", strconv.Itoa(p.ListenPort), "-j", "ACCEPT"),
+			rule("filter", ChainForward, "return traffic", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
+			rule("filter", ChainForward, "mesh forwarding", "-i", p.Interface, "-o", p.Interface, "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"),
+		},
+	}
+	if p.Masquerade {
+		d.Jumps = append(d.Jumps, jump("nat", "POSTROUTING", ChainPostrouting))
+		d.Rules = append(d.Rules, rule("nat", ChainPostrouting, "masquerade mesh egress",
+			"-s", p.Network.String(), "-o", p.Egress, "-j", "MASQUERADE"))
+	}
+	return d
+}
+
+func jump(table, from, to string) Rule {
+	return Rule{Table: table, Chain: from, Spec: []string{"-m", "comment", "--comment", Tag, "-j", to}}
+}
+
+func rule(table, chain, why string, spec ...string) Rule {
+	return Rule{Table: table, Chain: chain, Spec: append([]string{"-m", "comment", "--comment", Tag + ": " + why}, spec...)}
+}

@@ -1,0 +1,42 @@
+package firewall
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestPlanSeedRules(t *testing.T) {
+	d := Plan(Params{Network: netip.MustParsePrefix("192.168.2.0/24"), Interface: "wg0", ListenPort: 5418, Egress: "eth0", Masquerade: true})
+	var got []string
+	for _, r := range append(d.Jumps, d.Rules...) {
+		got = append(got, r.String())
+	}
+	want := []string{
+		"-t filter -A INPUT -m comment --comment wgk3s -j WGK3S-INPUT",
+		"-t filter -A FORWARD -m comment --comment wgk3s -j WGK3S-FORWARD",
+		"-t nat -A POSTROUTING -m comment --comment wgk3s -j WGK3S-POSTROUTING",
+		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: return traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: WireGuard UDP" -p udp --dport 5418 -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: return traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: mesh forwarding" -i wg0 -o wg0 -m conntrack --ctstate NEW -j ACCEPT`,
+		`-t nat -A WGK3S-POSTROUTING -m comment --comment "wgk3s: masquerade mesh egress" -s 192.168.2.0/24 -o eth0 -j MASQUERADE`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+	if d.Sysctls[0] != (Sysctl{"net.ipv4.ip_forward", "1"}) {
+		t.Errorf("sysctls = %v", d.Sysctls)
+	}
+}
+
+func TestPlanWithoutMasquerade(t *testing.T) {
+	d := Plan(Params{Network: netip.MustParsePrefix("10.0.0.0/24"), Interface: "wg1", ListenPort: 1, Egress: "eth0"})
+	for _, r := range append(d.Jumps, d.Rules...) {
+		if r.Table == "nat" || strings.Contains(r.String(), "MASQUERADE") {
+			t.Errorf("masquerade off but planned %s", r)
+		}
+	}
+}
