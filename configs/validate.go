@@ -164,7 +164,7 @@ func validateNodeName(p, name string, seen map[string]int, i int, c *collector) 
 	switch {
 	case name == "":
 		c.add(field, "add `name: k3s-node-1`; it becomes the k3s node name", "missing")
-	case len(name) > 253 || !nodeNameRE.MatchString(name):
+	case !ValidNodeName(name):
 		c.add(field, "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, such as k3s-node-1", "%q is not a valid Kubernetes node name", name)
 	default:
 		if j, dup := seen[name]; dup {
@@ -173,6 +173,11 @@ func validateNodeName(p, name string, seen map[string]int, i int, c *collector) 
 		}
 		seen[name] = i
 	}
+}
+
+// ValidNodeName reports whether name is a valid Kubernetes node name.
+func ValidNodeName(name string) bool {
+	return len(name) <= 253 && nodeNameRE.MatchString(name)
 }
 
 func validateAddress(p, s string, network netip.Prefix, seen map[netip.Addr]int, i int, c *collector) netip.Addr {
@@ -215,26 +220,30 @@ func broadcast(p netip.Prefix) netip.Addr {
 }
 
 func validateEndpoint(p string, r *rawNode, c *collector) Endpoint {
-	field := p + ".endpoint"
 	if r.Endpoint == "" {
 		return Endpoint{} // allowed for agents: the agent dials out and keepalive holds its NAT open
 	}
-	const fix = "write host:port, such as 203.0.113.10:51820 or node1.example.net:51820"
-	host, portStr, err := net.SplitHostPort(r.Endpoint)
+	ep, err := ParseEndpoint(r.Endpoint)
 	if err != nil {
-		c.add(field, fix, "%q is not host:port", r.Endpoint)
-		return Endpoint{}
+		c.add(p+".endpoint", "write host:port, such as 203.0.113.10:51820 or node1.example.net:51820", "%v", err)
+	}
+	return ep
+}
+
+// ParseEndpoint parses host:port where host is an IP literal or a DNS name.
+func ParseEndpoint(s string) (Endpoint, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("%q is not host:port", s)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 1 || port > 65535 {
-		c.add(field, fix, "port %q is not from 1 to 65535", portStr)
-		return Endpoint{}
+		return Endpoint{}, fmt.Errorf("port %q is not from 1 to 65535", portStr)
 	}
 	if _, err := netip.ParseAddr(host); err != nil && !ValidHostname(host) {
-		c.add(field, fix, "host %q is neither an IP address nor a DNS name", host)
-		return Endpoint{}
+		return Endpoint{}, fmt.Errorf("host %q is neither an IP address nor a DNS name", host)
 	}
-	return Endpoint{Host: host, Port: uint16(port)}
+	return Endpoint{Host: host, Port: uint16(port)}, nil
 }
 
 func validateExternalIP(p, s string, ep Endpoint, c *collector) netip.Addr {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the system tools the demo and the tests need, if any is missing.
+# On Debian/Ubuntu as root it uses apt-get; elsewhere it says what to install.
+set -euo pipefail
+
+# command -> Debian package
+declare -A need=(
+  [ip]=iproute2
+  [iptables]=iptables
+  [wg]=wireguard-tools
+  [ping]=iputils-ping
+  [wireguard-go]=wireguard-go
+)
+
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if ! command -v go >/dev/null 2>&1; then
+  echo "deps: Go is not on PATH; install Go 1.26 or later (https://go.dev/doc/install) and retry" >&2
+  exit 1
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  # --no-install-recommends: wireguard-tools would otherwise pull in a kernel.
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
+echo "deps: missing packages: ${missing[*]}" >&2
+echo "deps: on Debian/Ubuntu run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
+echo "deps: on Fedora/CentOS/RHEL: dnf install iproute iptables wireguard-tools iputils (wireguard-go from EPEL or built from source)" >&2
+exit 1
