@@ -1,0 +1,40 @@
+package tunnel
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// host is what the tunnel needs from the kernel besides WireGuard's own
+// configuration. The real one speaks netlink; tests use a fake.
+type host interface {
+	// linkExists reports whether an interface called name exists.
+	linkExists(name string) (bool, error)
+	// deleteLink removes the interface; a missing one is not an error.
+	deleteLink(name string) error
+	// createKernelLink creates a kernel WireGuard link. It fails when the
+	// kernel has no WireGuard module.
+	createKernelLink(name string, mtu int) error
+	// createUserspace creates a TUN device running wireguard-go and serves
+	// its UAPI socket. Closing the result removes both.
+	createUserspace(name string, mtu int, log *slog.Logger) (io.Closer, error)
+	setMTU(name string, mtu int) error
+	setUp(name string) error
+	addresses(name string) ([]netip.Prefix, error)
+	replaceAddress(name string, p netip.Prefix) error
+	deleteAddress(name string, p netip.Prefix) error
+}
+
+// wgClient is the part of wgctrl.Client the tunnel uses: one path for the
+// kernel link and the userspace device's UAPI socket alike.
+type wgClient interface {
+	Device(name string) (*wgtypes.Device, error)
+	ConfigureDevice(name string, cfg wgtypes.Config) error
+	Close() error
+}
+
+var _ wgClient = (*wgctrl.Client)(nil)

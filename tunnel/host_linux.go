@@ -1,0 +1,211 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// netlinkHost is the real host, over rtnetlink.
+type netlinkHost struct{}
+
+func (netlinkHost) linkExists(name string) (bool, error) {
+	_, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (h netlinkHost) deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
+func (netlinkHost) createKernelLink(name string, mtu int) error {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.MTU = name, mtu
+	if err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: attrs}); err != nil {
+		return fmt.Errorf("cannot create a WireGuard link (%w)", err)
+	}
+	return nil
+}
+
+func (netlinkHost) setMTU(name string, mtu int) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetMTU(l, mtu)
+}
+
+func (netlinkHost) setUp(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(l)
+}
+
+func (netlinkHost) addresses(name string) ([]netip.Prefix, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.IP.To4())
+		ones, _ := a.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, ones))
+	}
+	return out, nil
+}
+
+func (netlinkHost) replaceAddress(name string, p netip.Prefix) error {
+	return addrOp(name, p, netlink.AddrReplace)
+}
+
+func (netlinkHost) deleteAddress(name string, p netip.Prefix) error {
+	return addrOp(name, p, netlink.AddrDel)
+}
+
+func addrOp(name string, p netip.Prefix, op func(netlink.Link, *netlink.Addr) error) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	ipn := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+	return op(l, &netlink.Addr{IPNet: ipn})
+}
+
+// userspace is wireguard-go running on a TUN device, with the UAPI socket
+// /var/run/wireguard/<name>.sock served so that wgctrl and the stock `wg`
+// tool configure and show it exactly as they would a kernel link.
+type userspace struct {
+	name string
+	dev  *device.Device
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	uapi    net.Listener
+	closing bool
+	done    chan struct{}
+}
+
+func (netlinkHost) createUserspace(name string, mtu int, log *slog.Logger) (io.Closer, error) {
+	tdev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, fmt.Errorf("creating TUN device %s: %w (is /dev/net/tun present and are we root?)", name, err)
+	}
+	u := &userspace{name: name, log: log, done: make(chan struct{})}
+	u.dev = device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(log, name))
+	if err := u.listen(); err != nil {
+		u.dev.Close()
+		return nil, err
+	}
+	go u.serve()
+	return u, nil
+}
+
+// listen opens the UAPI socket. ipc.UAPIOpen removes a stale socket left by
+// a killed process and refuses one that a live process still serves.
+func (u *userspace) listen() error {
+	f, err := ipc.UAPIOpen(u.name)
+	if err != nil {
+		return fmt.Errorf("opening the UAPI socket for %s: %w (is another appliance or wireguard-go running %s?)", u.name, err, u.name)
+	}
+	l, err := ipc.UAPIListen(u.name, f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("listening on the UAPI socket for %s: %w", u.name, err)
+	}
+	u.mu.Lock()
+	u.uapi = l
+	u.mu.Unlock()
+	return nil
+}
+
+// serve answers UAPI requests until Close. If someone deletes the socket
+// (wireguard-go's own signal to exit), it is recreated: the appliance, not a
+// stray `rm`, decides when wg0 goes away.
+func (u *userspace) serve() {
+	defer close(u.done)
+	for {
+		u.mu.Lock()
+		l := u.uapi
+		u.mu.Unlock()
+		c, err := l.Accept()
+		if err == nil {
+			go u.dev.IpcHandle(c)
+			continue
+		}
+		u.mu.Lock()
+		closing := u.closing
+		u.mu.Unlock()
+		if closing {
+			return
+		}
+		u.log.Warn("UAPI socket lost; recreating it", "interface", u.name, "err", err)
+		l.Close()
+		for attempt := 1; ; attempt++ {
+			if err := u.listen(); err == nil {
+				break
+			} else if attempt == 10 {
+				u.log.Error("cannot recreate the UAPI socket; wg show will not see the device", "interface", u.name, "err", err)
+				return
+			}
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+// Close stops the UAPI server (removing the socket) and wireguard-go, which
+// removes the TUN device.
+func (u *userspace) Close() error {
+	u.mu.Lock()
+	u.closing = true
+	l := u.uapi
+	u.mu.Unlock()
+	err := l.Close()
+	<-u.done
+	u.dev.Close()
+	os.Remove(socketPath(u.name)) // in case the listener did not unlink it
+	return err
+}
+
+// socketPath is where wireguard-go serves UAPI, fixed by its ipc package.
+func socketPath(name string) string { return "/var/run/wireguard/" + name + ".sock" }
+
+// wgLogger adapts wireguard-go's printf logger to slog, prefixed like
+// wireguard-go's own "(wg0) ". Its verbose output is debug level.
+func wgLogger(log *slog.Logger, name string) *device.Logger {
+	prefix := "(" + name + ") "
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) { log.Debug(prefix + fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { log.Error(prefix + fmt.Sprintf(format, args...)) },
+	}
+}

@@ -1,0 +1,305 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/wgk3s/wgk3s/configs"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// ErrRestartRequired is returned by Apply for changes that cannot be made to
+// a running interface (its name or its WireGuard mode).
+var ErrRestartRequired = errors.New("this change needs a restart of the appliance")
+
+// Options tune a Tunnel. The zero value is the production behaviour.
+type Options struct {
+	Logger *slog.Logger
+	// Release is the kernel release used for the mode choice (default: uname).
+	Release string
+	// Resolver looks up a DNS endpoint's IPv4 addresses (default: the system
+	// resolver).
+	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
+	// ResolveAttempts and ResolveBackoff bound the lookups of a DNS endpoint
+	// at start and on apply (default 5 attempts, 1 s doubling).
+	ResolveAttempts int
+	ResolveBackoff  time.Duration
+	// ReresolveInterval is how often Run checks for stale handshakes on
+	// peers with DNS endpoints (default 30 s).
+	ReresolveInterval time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Resolver == nil {
+		o.Resolver = systemResolver
+	}
+	if o.ResolveAttempts == 0 {
+		o.ResolveAttempts = 5
+	}
+	if o.ResolveBackoff == 0 {
+		o.ResolveBackoff = time.Second
+	}
+	if o.ReresolveInterval == 0 {
+		o.ReresolveInterval = 30 * time.Second
+	}
+}
+
+// Tunnel is a live WireGuard interface kept equal to a Config.
+type Tunnel struct {
+	opts   Options
+	log    *slog.Logger
+	host   host
+	wg     wgClient
+	choice Choice
+	now    func() time.Time
+
+	mu    sync.Mutex // serialises Apply, re-resolution and Close
+	state state
+	user  io.Closer // the userspace device, nil in kernel mode
+	// closed is set by Close; later calls are no-ops.
+	closed bool
+}
+
+// Open brings the interface up from cfg: it removes a leftover interface of
+// the same name (a crashed run), chooses kernel WireGuard or wireguard-go,
+// sets key, port, peers, MTU and address, and sets the link up. If any step
+// fails, everything Open did is undone.
+func Open(ctx context.Context, cfg Config, opts Options) (*Tunnel, error) {
+	wg, err := wgctrl.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening wgctrl: %w", err)
+	}
+	t, err := open(ctx, cfg, opts, netlinkHost{}, wg)
+	if err != nil {
+		wg.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func open(ctx context.Context, cfg Config, opts Options, h host, wg wgClient) (*Tunnel, error) {
+	opts.setDefaults()
+	if opts.Release == "" {
+		r, err := Release()
+		if err != nil {
+			return nil, fmt.Errorf("reading the kernel release: %w", err)
+		}
+		opts.Release = r
+	}
+	t := &Tunnel{opts: opts, log: opts.Logger, host: h, wg: wg, now: time.Now}
+	if err := t.recover(cfg.Name); err != nil {
+		return nil, err
+	}
+	if err := t.create(cfg); err != nil {
+		return nil, err
+	}
+	t.state.cfg.Name = cfg.Name // destroy needs it if configure fails
+	if err := t.configure(ctx, cfg); err != nil {
+		t.destroy()
+		return nil, err
+	}
+	t.log.Info("WireGuard interface up", "interface", cfg.Name, "mode", t.choice.Mode, "address", cfg.Address,
+		"listen_port", cfg.ListenPort, "mtu", cfg.MTU, "peers", len(cfg.Peers))
+	return t, nil
+}
+
+// recover removes an interface left by a previous run that was killed
+// before it could clean up. A stale UAPI socket is handled when the
+// userspace device opens it.
+func (t *Tunnel) recover(name string) error {
+	exists, err := t.host.linkExists(name)
+	if err != nil {
+		return fmt.Errorf("looking for a leftover %s: %w", name, err)
+	}
+	if !exists {
+		return nil
+	}
+	t.log.Warn("removing a leftover interface from an earlier run", "interface", name)
+	if err := t.host.deleteLink(name); err != nil {
+		return fmt.Errorf("removing leftover %s: %w; fix: `ip link del %s`", name, err, name)
+	}
+	return nil
+}
+
+// create makes the link, in kernel or userspace mode.
+func (t *Tunnel) create(cfg Config) error {
+	choice, err := Choose(cfg.Mode, t.opts.Release, func() error {
+		return t.host.createKernelLink(cfg.Name, cfg.MTU)
+	})
+	if err != nil {
+		return err
+	}
+	t.choice = choice
+	t.log.Info("WireGuard mode chosen", "mode", choice.Mode, "why", choice.Reason)
+	if choice.Mode == configs.ModeUserspace {
+		u, err := t.host.createUserspace(cfg.Name, cfg.MTU, t.log)
+		if err != nil {
+			return err
+		}
+		t.user = u
+	}
+	return nil
+}
+
+// configure applies cfg to a freshly created link.
+func (t *Tunnel) configure(ctx context.Context, cfg Config) error {
+	peers := t.resolveAll(ctx, nil, cfg.Peers)
+	wcfg := wgtypes.Config{
+		PrivateKey:   &cfg.PrivateKey,
+		ListenPort:   &cfg.ListenPort,
+		ReplacePeers: true,
+	}
+	for _, p := range peers {
+		wcfg.Peers = append(wcfg.Peers, peerConfig(p))
+	}
+	if err := t.wg.ConfigureDevice(cfg.Name, wcfg); err != nil {
+		return fmt.Errorf("configuring %s: %w", cfg.Name, err)
+	}
+	if err := t.host.setMTU(cfg.Name, cfg.MTU); err != nil {
+		return fmt.Errorf("setting the MTU of %s to %d: %w", cfg.Name, cfg.MTU, err)
+	}
+	if err := t.host.replaceAddress(cfg.Name, cfg.Address); err != nil {
+		return fmt.Errorf("adding %s to %s: %w", cfg.Address, cfg.Name, err)
+	}
+	if err := t.host.setUp(cfg.Name); err != nil {
+		return fmt.Errorf("setting %s up: %w", cfg.Name, err)
+	}
+	t.state = state{cfg: cfg, peers: peers}
+	return nil
+}
+
+// Choice returns the WireGuard mode in use and why it was chosen.
+func (t *Tunnel) Choice() Choice { return t.choice }
+
+// Apply changes the running interface to cfg, touching only what differs:
+// unchanged peers keep their sessions, removed peers go, changed peers are
+// updated in place, and the private key, listen port, MTU and address are
+// changed when they differ (unlike `wg syncconf`). If a step fails, the
+// steps already taken are reverted, so the interface is left as it was.
+func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("tunnel is closed")
+	}
+	old := t.state
+	if cfg.Name != old.cfg.Name {
+		return fmt.Errorf("interface.name %s -> %s: %w", old.cfg.Name, cfg.Name, ErrRestartRequired)
+	}
+	if cfg.Mode != old.cfg.Mode {
+		return fmt.Errorf("interface.mode %s -> %s: %w", old.cfg.Mode, cfg.Mode, ErrRestartRequired)
+	}
+	next := state{cfg: cfg, peers: t.resolveAll(ctx, old.peers, cfg.Peers)}
+	var undo []func() error
+	rollback := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("reverting: %w", uerr))
+			}
+		}
+		return err
+	}
+	if c := deviceChanges(old, next); c != nil {
+		if err := t.wg.ConfigureDevice(cfg.Name, *c); err != nil {
+			// A partly applied UAPI set is reverted like a failed later step.
+			return rollback(fmt.Errorf("configuring %s: %w", cfg.Name, errors.Join(err, t.revertDevice(next, old))))
+		}
+		undo = append(undo, func() error { return t.revertDevice(next, old) })
+	}
+	if cfg.MTU != old.cfg.MTU {
+		if err := t.host.setMTU(cfg.Name, cfg.MTU); err != nil {
+			return rollback(fmt.Errorf("setting the MTU of %s to %d: %w", cfg.Name, cfg.MTU, err))
+		}
+		undo = append(undo, func() error { return t.host.setMTU(cfg.Name, old.cfg.MTU) })
+	}
+	if cfg.Address != old.cfg.Address {
+		if err := t.changeAddress(cfg.Name, old.cfg.Address, cfg.Address); err != nil {
+			return rollback(fmt.Errorf("changing the address of %s to %s: %w", cfg.Name, cfg.Address, err))
+		}
+	}
+	t.state = next
+	t.log.Info("WireGuard interface reconfigured", "interface", cfg.Name, "peers", len(cfg.Peers),
+		"peer_changes", len(peerChanges(old.peers, next.peers)))
+	return nil
+}
+
+// revertDevice configures the device from state to back to state from.
+func (t *Tunnel) revertDevice(from, to state) error {
+	if c := deviceChanges(from, to); c != nil {
+		return t.wg.ConfigureDevice(to.cfg.Name, *c)
+	}
+	return nil
+}
+
+// changeAddress adds the new address before removing the old one, and puts
+// the old one back if that fails.
+func (t *Tunnel) changeAddress(name string, from, to netip.Prefix) error {
+	if err := t.host.replaceAddress(name, to); err != nil {
+		return err
+	}
+	if err := t.host.deleteAddress(name, from); err != nil {
+		return errors.Join(err, t.host.deleteAddress(name, to))
+	}
+	return nil
+}
+
+// Run re-resolves DNS endpoints of peers whose handshake is stale until ctx
+// is cancelled, then removes the interface.
+func (t *Tunnel) Run(ctx context.Context) error {
+	defer t.Close()
+	tick := time.NewTicker(t.opts.ReresolveInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			t.reresolve(ctx)
+		}
+	}
+}
+
+// Close removes the interface (and, in userspace mode, the UAPI socket and
+// wireguard-go). It is safe to call more than once.
+func (t *Tunnel) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	err := t.destroy()
+	err = errors.Join(err, t.wg.Close())
+	t.log.Info("WireGuard interface removed", "interface", t.state.cfg.Name)
+	return err
+}
+
+func (t *Tunnel) destroy() error {
+	var err error
+	if t.user != nil {
+		err = t.user.Close()
+		t.user = nil
+	}
+	name := t.state.cfg.Name
+	if name == "" {
+		return err
+	}
+	return errors.Join(err, t.host.deleteLink(name))
+}
+
+// Device returns the live WireGuard device as wgctrl sees it.
+func (t *Tunnel) Device() (*wgtypes.Device, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.wg.Device(t.state.cfg.Name)
+}
