@@ -28,7 +28,9 @@ type fakeLink struct {
 	addrs []netip.Prefix
 }
 
-func newFakeHost() *fakeHost { return &fakeHost{links: map[string]*fakeLink{}, fail: map[string]error{}} }
+func newFakeHost() *fakeHost {
+	return &fakeHost{links: map[string]*fakeLink{}, fail: map[string]error{}}
+}
 
 // check returns an injected failure for op once: a transient error, so
 // that the rollback after it can succeed.
@@ -179,12 +181,12 @@ func (h *fakeHost) deleteAddress(name string, p netip.Prefix) error {
 // fakeWG is an in-memory WireGuard device with wgctrl's configuration
 // semantics, recording every ConfigureDevice call.
 type fakeWG struct {
-	mu      sync.Mutex
-	h       *fakeHost
-	dev     wgtypes.Device
-	calls   []wgtypes.Config
-	failOn  int // fail the n-th call (1-based) after applying half of it; 0 = never
-	closed  bool
+	mu     sync.Mutex
+	h      *fakeHost
+	dev    wgtypes.Device
+	calls  []wgtypes.Config
+	failOn int // fail the n-th call (1-based) after applying half of it; 0 = never
+	closed bool
 }
 
 func (w *fakeWG) Device(name string) (*wgtypes.Device, error) {
@@ -294,4 +296,3 @@ func (w *fakeWG) summary() map[string]string {
 	}
 	return out
 }
-

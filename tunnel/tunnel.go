@@ -241,14 +241,16 @@ func (t *Tunnel) revertDevice(from, to state) error {
 	return nil
 }
 
-// changeAddress adds the new address before removing the old one, and puts
-// the old one back if that fails.
+// changeAddress removes the old address, then adds the new one, and puts
+// the old one back if that fails. Removing first matters: when both are in
+// the same subnet the new one would be a secondary address, and the kernel
+// deletes secondaries with their primary (unless promote_secondaries is on).
 func (t *Tunnel) changeAddress(name string, from, to netip.Prefix) error {
-	if err := t.host.replaceAddress(name, to); err != nil {
+	if err := t.host.deleteAddress(name, from); err != nil {
 		return err
 	}
-	if err := t.host.deleteAddress(name, from); err != nil {
-		return errors.Join(err, t.host.deleteAddress(name, to))
+	if err := t.host.replaceAddress(name, to); err != nil {
+		return errors.Join(err, t.host.replaceAddress(name, from))
 	}
 	return nil
 }

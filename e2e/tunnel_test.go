@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wgk3s/wgk3s/internal/testnet"
+)
+
+func twoClouds(t *testing.T) (*testnet.Net, *node, *node) {
+	t.Helper()
+	testnet.Requirements(t, "wg")
+	net := testnet.New(t)
+	m := newNode(t, net.AddServer("master", 1), "k3s-master", "master", "192.168.2.1")
+	n1 := newNode(t, net.AddServer("node-1", 2), "k3s-node-1", "agent", "192.168.2.2")
+	return net, m, n1
+}
+
+func TestTunnelAcrossNATs(t *testing.T) {
+	net, m, n1 := twoClouds(t)
+	nodes := []*node{m, n1}
+	for _, n := range nodes {
+		n.writeConfig(nodes, nil)
+		n.start(t)
+	}
+	if !strings.Contains(m.proc.Output(), "mode=userspace") {
+		t.Errorf("this kernel has no WireGuard module, so the mode must be userspace:\n%s", m.proc.Output())
+	}
+
+	// The seed's check: ping over wg0 both ways.
+	pingUntil(t, m, "192.168.2.2")
+	pingUntil(t, n1, "192.168.2.1")
+	show := wgShow(t, m.srv)
+	if !strings.Contains(show, n1.key.PublicKey().String()) || !strings.Contains(show, "latest handshake") {
+		t.Fatalf("wg show on the master lacks node-1 with a handshake:\n%s", show)
+	}
+	// The peers see each other at their public (NATed) addresses.
+	if !strings.Contains(show, "endpoint: 203.0.113.20:5418") {
+		t.Errorf("master sees node-1 elsewhere than its public address:\n%s", show)
+	}
+	if fi, err := os.Stat(m.srv.HostPath("/run/wireguard/wg0.sock")); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("UAPI socket: %v, mode %v; want it present and not open to group or others", err, fi.Mode())
+	}
+
+	t.Run("adding a peer leaves the session and a ping flow untouched", func(t *testing.T) {
+		hs := handshake(t, m.srv, n1.key.PublicKey())
+		n2 := newNode(t, net.AddServer("node-2", 3), "k3s-node-2", "agent", "192.168.2.3")
+		flow := m.srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", "192.168.2.2")
+		time.Sleep(500 * time.Millisecond) // let the flow start before the reload
+		m.writeConfig([]*node{m, n1, n2}, nil)
+		m.reload(t, "msg=reloaded")
+		if exited, _ := flow.Wait(20 * time.Second); !exited {
+			t.Fatal("ping flow did not finish")
+		}
+		if !strings.Contains(flow.Output(), "100 packets transmitted, 100 received") {
+			t.Errorf("ping flow lost packets across the reload:\n%s", flow.Output())
+		}
+		if !strings.Contains(wgShow(t, m.srv, "peers"), n2.key.PublicKey().String()) {
+			t.Errorf("node-2 was not added")
+		}
+		if got := handshake(t, m.srv, n1.key.PublicKey()); got != hs {
+			t.Errorf("node-1's latest handshake changed from %s to %s: its session was touched", hs, got)
+		}
+	})
+
+	t.Run("a broken file is rejected and nothing changes", func(t *testing.T) {
+		before := wgShow(t, m.srv, "dump")
+		m.srv.WriteFile(configPath, []byte(clusterFile(nodes, func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 5", 1) })), 0o644)
+		m.reload(t, "reload rejected")
+		if !strings.Contains(m.proc.Output(), "interface.mtu: 5 is out of range") {
+			t.Errorf("the rejection does not name the field:\n%s", m.proc.Output())
+		}
+		if after := wgShow(t, m.srv, "dump"); stripCounters(after) != stripCounters(before) {
+			t.Errorf("wg0 changed after a rejected reload:\nbefore %s\nafter %s", before, after)
+		}
+		pingUntil(t, m, "192.168.2.2")
+	})
+
+	t.Run("MTU and address changes take effect", func(t *testing.T) {
+		n1.address = "192.168.2.22"
+		edit := func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 1380", 1) }
+		for _, n := range nodes {
+			n.writeConfig(nodes, edit)
+			n.reload(t, "msg=reloaded")
+		}
+		for _, n := range nodes {
+			if out := n.srv.Run("ip", "link", "show", "wg0"); !strings.Contains(out, "mtu 1380") {
+				t.Errorf("%s: %s", n.name, out)
+			}
+		}
+		if out := n1.srv.Run("ip", "-4", "addr", "show", "wg0"); !strings.Contains(out, "192.168.2.22/24") || strings.Contains(out, "192.168.2.2/") {
+			t.Errorf("node-1 address not changed:\n%s", out)
+		}
+		if out := wgShow(t, m.srv, "allowed-ips"); !strings.Contains(out, "192.168.2.22/32") {
+			t.Errorf("master's allowed-ips for node-1 not updated:\n%s", out)
+		}
+		pingUntil(t, m, "192.168.2.22")
+	})
+
+	t.Run("SIGTERM removes wg0 and its socket", func(t *testing.T) {
+		for _, n := range nodes {
+			n.stop(t)
+			if out, err := n.srv.Try("ip", "link", "show", "wg0"); err == nil {
+				t.Errorf("%s: wg0 still exists:\n%s", n.name, out)
+			}
+			if _, err := os.Stat(n.srv.HostPath("/run/wireguard/wg0.sock")); !os.IsNotExist(err) {
+				t.Errorf("%s: socket still exists: %v", n.name, err)
+			}
+		}
+	})
+}
+
+var counters = regexp.MustCompile(`\t\d+\t\d+\t\d+\t(\d+|off)$`)
+
+// stripCounters drops handshake time and byte counters from `wg show dump`
+// lines, keeping keys, endpoints, allowed IPs and keepalive.
+func stripCounters(dump string) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(dump), "\n") {
+		f := strings.Split(l, "\t")
+		if len(f) == 8 { // peer: key psk endpoint allowed-ips handshake rx tx keepalive
+			l = strings.Join(append(f[:4:4], f[7]), "\t")
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestTunnelInteropWithStockWireguardGo(t *testing.T) {
+	testnet.Requirements(t, "wireguard-go", "wg-quick")
+	_, m, n1 := twoClouds(t)
+	m.writeConfig([]*node{m, n1}, nil)
+	m.start(t)
+
+	// node-1 runs the stock Debian wireguard-go, configured the seed's way:
+	// a wg0.conf with [Interface] and [Peer], loaded with wg setconf.
+	conf := "[Interface]\nPrivateKey = " + n1.key.String() + "\nAddress = 192.168.2.2\nListenPort = 5418\n\n" +
+		"[Peer]\nPublicKey = " + m.key.PublicKey().String() + "\nEndpoint = 203.0.113.10:5418\nAllowedIPs = 192.168.2.1/32\nPersistentKeepalive = 25\n"
+	n1.srv.WriteFile("/run/wgk3s/wg0.conf", []byte(conf), 0o600)
+	// Debian's wireguard-go refuses to run on a kernel that could have the
+	// module unless told otherwise; this kernel has none.
+	stock := n1.srv.Start("env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", "-f", "wg0")
+	if !testnet.Eventually(10*time.Second, func() bool {
+		_, err := os.Stat(n1.srv.HostPath("/run/wireguard/wg0.sock"))
+		return err == nil
+	}) {
+		t.Fatalf("stock wireguard-go did not start:\n%s", stock.Output())
+	}
+	n1.srv.Run("bash", "-c", "wg setconf wg0 <(wg-quick strip /run/wgk3s/wg0.conf)")
+	n1.srv.Run("ip", "addr", "add", "192.168.2.2/24", "dev", "wg0")
+	n1.srv.Run("ip", "link", "set", "wg0", "up")
+
+	pingUntil(t, m, "192.168.2.2")
+	pingUntil(t, n1, "192.168.2.1")
+	if out := wgShow(t, n1.srv); !strings.Contains(out, "latest handshake") {
+		t.Errorf("the stock side shows no handshake:\n%s", out)
+	}
+	stock.Signal(syscall.SIGTERM)
+}
+
+func TestTunnelStartsAfterAKilledRun(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	nodes := []*node{m, n1}
+	for _, n := range nodes {
+		n.writeConfig(nodes, nil)
+	}
+	n1.start(t)
+	m.start(t)
+	m.proc.Signal(syscall.SIGKILL)
+	m.proc.Wait(5 * time.Second)
+	// The killed run left its UAPI socket; add a leftover wg0 as a killed
+	// kernel-mode run would leave.
+	if _, err := os.Stat(m.srv.HostPath("/run/wireguard/wg0.sock")); err != nil {
+		t.Fatalf("expected a stale socket after SIGKILL: %v", err)
+	}
+	m.srv.Run("ip", "tuntap", "add", "dev", "wg0", "mode", "tun")
+	m.srv.Run("ip", "addr", "add", "10.99.0.1/24", "dev", "wg0")
+
+	m.start(t)
+	if !strings.Contains(m.proc.Output(), "removing a leftover interface") {
+		t.Errorf("no leftover removal logged:\n%s", m.proc.Output())
+	}
+	pingUntil(t, m, "192.168.2.2")
+	if out := m.srv.Run("ip", "-4", "addr", "show", "wg0"); strings.Contains(out, "10.99.0.1") {
+		t.Errorf("the leftover's address survived:\n%s", out)
+	}
+}
