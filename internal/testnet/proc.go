@@ -11,7 +11,6 @@ import (
 	"time"
 )
 
-
 // Proc is a background process started in a server.
 type Proc struct {
 	s    *Server
