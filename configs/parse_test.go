@@ -75,7 +75,7 @@ nodes:
 	if cl.Network.String() != "10.9.0.0/16" {
 		t.Errorf("network = %v, want the masked 10.9.0.0/16", cl.Network)
 	}
-	if cl.Firewall != (Firewall{EgressInterface: EgressAuto, Masquerade: true}) {
+	if cl.Firewall != (Firewall{EgressInterface: EgressAuto, Masquerade: true, Backend: "auto"}) {
 		t.Errorf("firewall defaults = %+v", cl.Firewall)
 	}
 	if cl.K3s.Binary != DefaultK3sBinary || cl.K3s.TokenFile != DefaultTokenFile ||
@@ -151,6 +151,7 @@ func TestParseBad(t *testing.T) {
 		{"public key duplicate", keyB, keyA, "nodes[1].public_key", 17, "same key as nodes[0]", "its own key pair"},
 		{"egress name", "k3s:", "firewall:\n  egress_interface: eth0/1\nk3s:", "firewall.egress_interface", 19, "not a valid interface name", "auto"},
 		{"masquerade type", "k3s:", "firewall:\n  masquerade: sometimes\nk3s:", "firewall.masquerade", 19, "not true or false", "true or false"},
+		{"backend", "k3s:", "firewall:\n  backend: ipfw\nk3s:", "firewall.backend", 19, `"ipfw" is not an iptables backend`, "auto"},
 		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},
 		{"owned flag", `["--disable=traefik"]`, `["--disable=traefik", "--node-ip=1.2.3.4"]`, "k3s.server_args[1]", 19, "--node-ip is a flag the appliance owns", "remove it"},
 		{"token in argv", `["--disable=traefik"]`, `["--token", "s3cret"]`, "k3s.server_args[0]", 19, "--token is a flag the appliance owns", "visible to every user"},

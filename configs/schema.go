@@ -123,6 +123,8 @@ type Firewall struct {
 	// EgressInterface is EgressAuto or an interface name.
 	EgressInterface string
 	Masquerade      bool
+	// Backend is auto, legacy or nft: which iptables the rules go into.
+	Backend string
 }
 
 // K3s is the k3s section.
@@ -198,6 +200,7 @@ type rawNode struct {
 type rawFirewall struct {
 	EgressInterface string `yaml:"egress_interface"`
 	Masquerade      *bool  `yaml:"masquerade"`
+	Backend         string `yaml:"backend"`
 }
 
 type rawK3s struct {

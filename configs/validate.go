@@ -287,6 +287,13 @@ func validateFirewall(r *rawFirewall, c *collector) Firewall {
 	if r.Masquerade != nil {
 		fw.Masquerade = *r.Masquerade
 	}
+	switch fw.Backend = r.Backend; fw.Backend {
+	case "":
+		fw.Backend = "auto"
+	case "auto", "legacy", "nft":
+	default:
+		c.add("firewall.backend", "use auto (detect the iptables in use), legacy or nft", "%q is not an iptables backend", r.Backend)
+	}
 	return fw
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/wgk3s/wgk3s/configs"
 )
 
 // Chains the appliance owns. Each is reached by one jump from its built-in
@@ -84,6 +86,7 @@ func Plan(p Params) Desired {
 	}
 	if p.Masquerade {
 		d.Jumps = append(d.Jumps, jump("nat", "POSTROUTING", ChainPostrouting))
+		d.Rules = append(d.Rules, rule("filter", ChainForward, "mesh egress", "-i", p.Interface, "-o", p.Egress, "-s", p.Network.String(), "-j", "ACCEPT"))
 		d.Rules = append(d.Rules, rule("nat", ChainPostrouting, "masquerade mesh egress",
 			"-s", p.Network.String(), "-o", p.Egress, "-j", "MASQUERADE"))
 	}
@@ -96,4 +99,13 @@ func jump(table, from, to string) Rule {
 
 func rule(table, chain, why string, spec ...string) Rule {
 	return Rule{Table: table, Chain: chain, Spec: append([]string{"-m", "comment", "--comment", Tag + ": " + why}, spec...)}
+}
+
+// FromCluster is the desired state for a cluster file, with the egress
+// interface already resolved (see ResolveEgress).
+func FromCluster(cl *configs.Cluster, egress string) Desired {
+	return Plan(Params{
+		Network: cl.Network, Interface: cl.Interface.Name, ListenPort: cl.Interface.ListenPort,
+		Egress: egress, Masquerade: cl.Firewall.Masquerade,
+	})
 }

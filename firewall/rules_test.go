@@ -22,6 +22,7 @@ func TestPlanSeedRules(t *testing.T) {
 		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: WireGuard UDP" -p udp --dport 5418 -j ACCEPT`,
 		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: return traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
 		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: mesh forwarding" -i wg0 -o wg0 -m conntrack --ctstate NEW -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: mesh egress" -i wg0 -o eth0 -s 192.168.2.0/24 -j ACCEPT`,
 		`-t nat -A WGK3S-POSTROUTING -m comment --comment "wgk3s: masquerade mesh egress" -s 192.168.2.0/24 -o eth0 -j MASQUERADE`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

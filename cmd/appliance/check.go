@@ -63,10 +63,7 @@ func makePlan(cfg *configs.Config, root string) *plan {
 		p.problems = append(p.problems, err.Error())
 		p.egress = "<" + cl.Firewall.EgressInterface + ">"
 	}
-	p.firewall = firewall.Plan(firewall.Params{
-		Network: cl.Network, Interface: cl.Interface.Name, ListenPort: cl.Interface.ListenPort,
-		Egress: p.egress, Masquerade: cl.Firewall.Masquerade,
-	})
+	p.firewall = firewall.FromCluster(cl, p.egress)
 	p.k3sArgv = append([]string{cl.K3s.Binary}, supervisor.Args(cfg)...)
 	if fi, err := os.Stat(cl.K3s.Binary); err != nil || fi.Mode().Perm()&0o111 == 0 || fi.IsDir() {
 		p.problems = append(p.problems, fmt.Sprintf("k3s.binary %s is missing or not executable; fix: install k3s without starting it: "+

@@ -46,6 +46,7 @@ func init() {
 		{"run", "--role master|agent [--config FILE] [--node NAME]", "run the appliance (the default when the first argument is a flag)", runAppliance},
 		{"check", "[--role master|agent] [--config FILE] [--node NAME]", "validate the cluster file and print this node's plan; changes nothing", runCheck},
 		{"init", "--name NAME --address IP [--endpoint HOST:PORT] [--role agent|master]", "create this node's key (and the master's token) and print its entry for the cluster file", runInit},
+		{"cleanup", "[--config FILE] [--interface NAME]", "remove the firewall rules, sysctl changes, wg0 and its socket left by a run (systemd's ExecStopPost)", runCleanup},
 		{"genkey", "[--out FILE]", "print a new private key (like wg genkey); --out writes it 0600", runGenkey},
 		{"pubkey", "", "read a private key on stdin, print its public key (like wg pubkey)", runPubkey},
 		{"version", "", "print the version", runVersion},

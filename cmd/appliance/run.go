@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/firewall"
 	"github.com/wgk3s/wgk3s/tunnel"
 )
 
@@ -44,7 +45,43 @@ type app struct {
 	log  *slog.Logger
 	path string
 	opts configs.Options
-	tun  *tunnel.Tunnel
+
+	cfg    *configs.Config // the configuration that is running
+	egress string          // the egress interface the firewall uses
+	tun    *tunnel.Tunnel
+	fw     *firewall.Controller
+	parts  []*part // started parts, stopped in reverse order
+}
+
+// part is a running component's Run loop.
+type part struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
+	err    error         // Run's result, set before done is closed
+}
+
+func (a *app) startPart(name string, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &part{name: name, cancel: cancel, done: make(chan struct{})}
+	go func() { p.err = run(ctx); close(p.done) }()
+	a.parts = append(a.parts, p)
+}
+
+// stop stops the started parts in reverse order (k3s, firewall, wg0),
+// each finishing its cleanup before the next is stopped.
+func (a *app) stop() error {
+	var errs []error
+	for i := len(a.parts) - 1; i >= 0; i-- {
+		p := a.parts[i]
+		p.cancel()
+		<-p.done
+		if p.err != nil {
+			errs = append(errs, fmt.Errorf("stopping %s: %w", p.name, p.err))
+		}
+	}
+	a.parts = nil
+	return errors.Join(errs...)
 }
 
 // run brings the node up from cfg and serves signals until SIGTERM/SIGINT:
@@ -55,44 +92,83 @@ func (a *app) run(cfg *configs.Config) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	a.log.Info("starting", "version", version, "node", cfg.Self.Name, "role", cfg.Self.Role, "config", a.path)
-	tun, err := tunnel.Open(ctx, tunnel.FromCluster(cfg), tunnel.Options{Logger: a.log})
-	if err != nil {
-		return fmt.Errorf("bringing up %s: %w", cfg.Cluster.Interface.Name, err)
+	if err := a.start(cfg); err != nil {
+		return errors.Join(err, a.stop())
 	}
-	a.tun = tun
-	tunDone := make(chan error, 1)
-	go func() { tunDone <- tun.Run(ctx) }()
-	a.log.Info("running", "node", cfg.Self.Name, "address", cfg.Self.Address, "mode", tun.Choice().Mode)
+	a.log.Info("running", "node", cfg.Self.Name, "address", cfg.Self.Address, "mode", a.tun.Choice().Mode,
+		"firewall", a.fw.Backend(), "egress", a.egress)
 
+	// A part whose Run returns before it is told to stop has failed.
+	failed := make(chan error, len(a.parts))
+	for _, p := range a.parts {
+		go func(p *part) {
+			<-p.done
+			failed <- fmt.Errorf("%s stopped unexpectedly: %v", p.name, p.err)
+		}(p)
+	}
 	for {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				a.reload(ctx)
+				a.reload()
 				continue
 			}
 			a.log.Info("stopping", "signal", sig.String())
-			cancel()
-			err := <-tunDone
-			a.log.Info("stopped")
-			return err
-		case err := <-tunDone:
+			err := a.stop()
 			if err == nil {
-				err = errors.New("the tunnel stopped unexpectedly")
+				a.log.Info("stopped")
 			}
 			return err
+		case err := <-failed:
+			a.log.Error("a part failed; stopping the others", "err", err)
+			return errors.Join(err, a.stop())
 		}
 	}
 }
 
+// start brings up, in order: the firewall's crash recovery, wg0, the
+// firewall rules. The first failure returns; run then stops what started.
+func (a *app) start(cfg *configs.Config) error {
+	cl := cfg.Cluster
+	egress, err := firewall.ResolveEgress(cl.Firewall.EgressInterface)
+	if err != nil {
+		return err
+	}
+	fw, err := firewall.New(firewall.Options{Logger: a.log, Backend: cl.Firewall.Backend})
+	if err != nil {
+		return fmt.Errorf("firewall: %w", err)
+	}
+	// Rules and sysctls left by a run that was killed go first.
+	if err := fw.CleanUp(); err != nil {
+		return fmt.Errorf("removing a previous run's firewall rules: %w", err)
+	}
+	tun, err := tunnel.Open(context.Background(), tunnel.FromCluster(cfg), tunnel.Options{Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("bringing up %s: %w", cl.Interface.Name, err)
+	}
+	a.tun = tun
+	a.startPart("wireguard", tun.Run)
+
+	if err := fw.Set(firewall.FromCluster(cl, egress)); err != nil {
+		fw.CleanUp()
+		return fmt.Errorf("applying firewall rules: %w", err)
+	}
+	a.fw, a.egress = fw, egress
+	a.startPart("firewall", fw.Run)
+	if w := fw.ForwardWarning(cl.Interface.Name); w != "" {
+		a.log.Warn(w)
+	}
+	a.cfg = cfg
+	return nil
+}
+
 // reload re-reads the cluster file. An invalid file is logged, problem by
-// problem, and changes nothing; a valid one is applied as a difference.
-func (a *app) reload(ctx context.Context) {
+// problem, and changes nothing; a valid one is applied as a difference. If
+// applying fails half-way, what was applied is reverted.
+func (a *app) reload() {
 	a.log.Info("reloading", "config", a.path)
-	cfg, err := configs.Load(a.path, a.opts)
+	cfg, egress, err := a.loadForReload()
 	if err != nil {
 		var ce configs.Errors
 		if errors.As(err, &ce) {
@@ -101,12 +177,38 @@ func (a *app) reload(ctx context.Context) {
 			}
 			return
 		}
-		a.log.Error("reload rejected: the running configuration is unchanged", "err", err)
+		a.log.Error("reload rejected: the running configuration is unchanged", "err", oneLine(err))
 		return
 	}
-	if err := a.tun.Apply(ctx, tunnel.FromCluster(cfg)); err != nil {
-		a.log.Error("reload failed and was rolled back", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+	old := a.cfg
+	if err := a.tun.Apply(context.Background(), tunnel.FromCluster(cfg)); err != nil {
+		a.log.Error("reload failed and was rolled back", "err", oneLine(err))
 		return
 	}
+	if err := a.fw.Set(firewall.FromCluster(cfg.Cluster, egress)); err != nil {
+		rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(firewall.FromCluster(old.Cluster, a.egress)))
+		a.log.Error("reload failed and was rolled back", "err", oneLine(err), "rollback_err", rerr)
+		return
+	}
+	a.cfg, a.egress = cfg, egress
 	a.log.Info("reloaded", "node", cfg.Self.Name, "peers", len(cfg.Peers()))
 }
+
+// loadForReload validates the new file and everything it names on this
+// host before anything is changed.
+func (a *app) loadForReload() (*configs.Config, string, error) {
+	cfg, err := configs.Load(a.path, a.opts)
+	if err != nil {
+		return nil, "", err
+	}
+	if cfg.Cluster.Firewall.Backend != a.cfg.Cluster.Firewall.Backend {
+		return nil, "", fmt.Errorf("firewall.backend %s -> %s: this change needs a restart of the appliance", a.cfg.Cluster.Firewall.Backend, cfg.Cluster.Firewall.Backend)
+	}
+	egress, err := firewall.ResolveEgress(cfg.Cluster.Firewall.EgressInterface)
+	if err != nil {
+		return nil, "", err
+	}
+	return cfg, egress, nil
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

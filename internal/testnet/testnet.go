@@ -215,9 +215,11 @@ func (s *Server) Try(name string, args ...string) (string, error) {
 }
 
 // Ping sends count pings to dst from the server and returns how many were
-// answered. interval is ping's -i (at least 0.002 s as root).
+// answered. dst may start with ping options ("-I 192.168.2.1 10.1.1.1").
+// interval is ping's -i (at least 0.002 s as root).
 func (s *Server) Ping(dst string, count int, interval time.Duration) (int, string) {
-	out, _ := s.Try("ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", dst)
+	args := []string{"-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1"}
+	out, _ := s.Try("ping", append(args, strings.Fields(dst)...)...)
 	return parseReceived(out), out
 }
 

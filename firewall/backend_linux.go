@@ -1,0 +1,122 @@
+package firewall
+
+import (
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// Backends.
+const (
+	BackendAuto   = "auto"
+	BackendLegacy = "legacy"
+	BackendNFT    = "nft"
+)
+
+// Options configure a Controller.
+type Options struct {
+	Logger *slog.Logger
+	// Backend is auto, legacy or nft.
+	Backend string
+	// StateDir holds the saved sysctl values (default /run/wgk3s).
+	StateDir string
+	// ReconcilePeriod is how often rules are checked (default 5 s).
+	ReconcilePeriod time.Duration
+}
+
+// New returns a Controller on the iptables backend in use.
+func New(opts Options) (*Controller, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = "/run/wgk3s"
+	}
+	if opts.ReconcilePeriod == 0 {
+		opts.ReconcilePeriod = 5 * time.Second
+	}
+	path, backend, err := DetectBackend(opts.Backend)
+	if err != nil {
+		return nil, err
+	}
+	ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(10))
+	if err != nil {
+		return nil, fmt.Errorf("using %s: %w", path, err)
+	}
+	return newController(ipt, procSys{"/proc/sys"}, opts, backend), nil
+}
+
+func newController(ipt iptablesClient, fs sysctlFS, opts Options, backend string) *Controller {
+	return &Controller{
+		ipt:     ipt,
+		sysctls: &sysctlKeeper{fs: fs, state: filepath.Join(opts.StateDir, "sysctl.json")},
+		log:     opts.Logger,
+		period:  opts.ReconcilePeriod,
+		backend: backend,
+	}
+}
+
+// DetectBackend returns the iptables command to use and its backend. With
+// want auto: when both iptables-legacy and iptables-nft exist, the one that
+// already holds more rules is the one in use (the approach of Kubernetes'
+// iptables-wrapper); otherwise the plain iptables command and its mode.
+func DetectBackend(want string) (path, backend string, err error) {
+	switch want {
+	case BackendLegacy, BackendNFT:
+		if p, err := exec.LookPath("iptables-" + want); err == nil {
+			return p, want, nil
+		}
+		p, mode, err := plainIptables()
+		if err != nil {
+			return "", "", err
+		}
+		if mode != want {
+			return "", "", fmt.Errorf("firewall.backend is %s, but %s is %s and there is no iptables-%s; fix: install it or use backend auto", want, p, mode, want)
+		}
+		return p, mode, nil
+	case "", BackendAuto:
+	default:
+		return "", "", fmt.Errorf("firewall.backend %q: use auto, legacy or nft", want)
+	}
+	legacy, errL := exec.LookPath("iptables-legacy")
+	nft, errN := exec.LookPath("iptables-nft")
+	if errL == nil && errN == nil {
+		nl, nn := countRules(legacy+"-save"), countRules(nft+"-save")
+		switch {
+		case nl > nn:
+			return legacy, BackendLegacy, nil
+		case nn > nl:
+			return nft, BackendNFT, nil
+		}
+	}
+	return plainIptables()
+}
+
+func plainIptables() (string, string, error) {
+	p, err := exec.LookPath("iptables")
+	if err != nil {
+		return "", "", fmt.Errorf("iptables not found: %w; fix: install the iptables package", err)
+	}
+	out, err := exec.Command(p, "--version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("%s --version: %w", p, err)
+	}
+	if strings.Contains(string(out), "nf_tables") {
+		return p, BackendNFT, nil
+	}
+	return p, BackendLegacy, nil
+}
+
+// countRules counts the rules an iptables-save command prints (0 if it fails).
+func countRules(save string) int {
+	out, err := exec.Command(save).Output()
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(out), "\n-A ")
+}

@@ -1,0 +1,315 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// iptablesClient is the part of go-iptables the controller uses.
+type iptablesClient interface {
+	ChainExists(table, chain string) (bool, error)
+	NewChain(table, chain string) error
+	ClearChain(table, chain string) error
+	ClearAndDeleteChain(table, chain string) error
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	Append(table, chain string, rulespec ...string) error
+	DeleteIfExists(table, chain string, rulespec ...string) error
+	List(table, chain string) ([]string, error)
+}
+
+var _ iptablesClient = (*iptables.IPTables)(nil)
+
+// owned lists every chain the appliance may create, with the built-in chain
+// that jumps to it. Cleanup removes exactly these.
+var owned = []struct{ table, builtin, chain string }{
+	{"filter", "INPUT", ChainInput},
+	{"filter", "FORWARD", ChainForward},
+	{"nat", "POSTROUTING", ChainPostrouting},
+}
+
+// Controller keeps the kernel's sysctls and iptables rules equal to a
+// Desired state, puts back what others delete, and removes what it added.
+type Controller struct {
+	ipt     iptablesClient
+	sysctls *sysctlKeeper
+	log     *slog.Logger
+	period  time.Duration
+	backend string
+
+	mu      sync.Mutex
+	desired *Desired
+}
+
+// Set makes the kernel match d and remembers d for the reconcile loop.
+func (c *Controller) Set(d Desired) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.apply(d); err != nil {
+		return err
+	}
+	c.desired = &d
+	return nil
+}
+
+// apply makes the kernel match d and reports whether it had to change
+// anything. It is idempotent.
+func (c *Controller) apply(d Desired) (changed bool, err error) {
+	if err := c.sysctls.set(d.Sysctls); err != nil {
+		return false, err
+	}
+	byChain := map[string][]Rule{}
+	for _, r := range d.Rules {
+		byChain[r.Table+"/"+r.Chain] = append(byChain[r.Table+"/"+r.Chain], r)
+	}
+	for _, o := range owned {
+		rules, wanted := byChain[o.table+"/"+o.chain]
+		if !wanted {
+			removed, err := c.removeChain(o.table, o.builtin, o.chain)
+			if err != nil {
+				return changed, err
+			}
+			changed = changed || removed
+			continue
+		}
+		fixed, err := c.syncChain(o.table, o.chain, rules)
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || fixed
+	}
+	for _, j := range d.Jumps {
+		fixed, err := c.syncJump(j)
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || fixed
+	}
+	return changed, nil
+}
+
+// syncChain makes an owned chain hold exactly rules, in order. When it
+// already does it is not touched; otherwise it is rebuilt.
+func (c *Controller) syncChain(table, chain string, rules []Rule) (bool, error) {
+	exists, err := c.ipt.ChainExists(table, chain)
+	if err != nil {
+		return false, fmt.Errorf("checking chain %s/%s: %w", table, chain, err)
+	}
+	if exists {
+		current, err := c.ruleSpecs(table, chain)
+		if err != nil {
+			return false, err
+		}
+		if len(current) == len(rules) && c.allExist(rules) {
+			return false, nil
+		}
+		if err := c.ipt.ClearChain(table, chain); err != nil {
+			return false, fmt.Errorf("flushing %s/%s: %w", table, chain, err)
+		}
+	} else if err := c.ipt.NewChain(table, chain); err != nil {
+		return false, fmt.Errorf("creating chain %s/%s: %w", table, chain, err)
+	}
+	for _, r := range rules {
+		if err := c.ipt.Append(r.Table, r.Chain, r.Spec...); err != nil {
+			return true, fmt.Errorf("adding %s: %w", r, err)
+		}
+	}
+	return true, nil
+}
+
+func (c *Controller) allExist(rules []Rule) bool {
+	for _, r := range rules {
+		if ok, err := c.ipt.Exists(r.Table, r.Chain, r.Spec...); err != nil || !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// syncJump makes the built-in chain hold exactly one jump j, inserted first
+// so that a catch-all REJECT further down cannot shadow it.
+func (c *Controller) syncJump(j Rule) (bool, error) {
+	target := j.Spec[len(j.Spec)-1]
+	jumps, err := c.jumpsTo(j.Table, j.Chain, target)
+	if err != nil {
+		return false, err
+	}
+	if len(jumps) == 1 && slices.Equal(jumps[0], j.Spec) {
+		return false, nil
+	}
+	for _, spec := range jumps {
+		if err := c.ipt.DeleteIfExists(j.Table, j.Chain, spec...); err != nil {
+			return true, fmt.Errorf("removing a duplicate jump to %s: %w", target, err)
+		}
+	}
+	if err := c.ipt.Insert(j.Table, j.Chain, 1, j.Spec...); err != nil {
+		return true, fmt.Errorf("adding %s: %w", j, err)
+	}
+	return true, nil
+}
+
+// jumpsTo returns the specs of every rule in table/chain that jumps to target.
+func (c *Controller) jumpsTo(table, chain, target string) ([][]string, error) {
+	specs, err := c.ruleSpecs(table, chain)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]string
+	for _, s := range specs {
+		if n := len(s); n >= 2 && s[n-2] == "-j" && s[n-1] == target {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// ruleSpecs lists the rules of table/chain as rule specs (without "-A CHAIN").
+func (c *Controller) ruleSpecs(table, chain string) ([][]string, error) {
+	lines, err := c.ipt.List(table, chain)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s/%s: %w", table, chain, err)
+	}
+	var out [][]string
+	for _, l := range lines {
+		f := splitRule(l)
+		if len(f) >= 2 && f[0] == "-A" {
+			out = append(out, f[2:])
+		}
+	}
+	return out, nil
+}
+
+// removeChain removes the jumps to chain and the chain itself. Whatever is
+// already gone counts as removed.
+func (c *Controller) removeChain(table, builtin, chain string) (bool, error) {
+	exists, err := c.ipt.ChainExists(table, chain)
+	if err != nil {
+		return false, fmt.Errorf("checking chain %s/%s: %w", table, chain, err)
+	}
+	jumps, err := c.jumpsTo(table, builtin, chain)
+	if err != nil && exists {
+		return false, err
+	}
+	for _, spec := range jumps {
+		if err := c.ipt.DeleteIfExists(table, builtin, spec...); err != nil {
+			return true, fmt.Errorf("removing the jump to %s: %w", chain, err)
+		}
+	}
+	if !exists {
+		return len(jumps) > 0, nil
+	}
+	if err := c.ipt.ClearAndDeleteChain(table, chain); err != nil {
+		return true, fmt.Errorf("removing chain %s/%s: %w", table, chain, err)
+	}
+	return true, nil
+}
+
+// Run re-applies the desired state every period, so that rules or jumps
+// deleted by someone else (a firewalld reload, `iptables -F`) come back.
+// When ctx is cancelled it removes everything it added.
+func (c *Controller) Run(ctx context.Context) error {
+	tick := time.NewTicker(c.period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return c.CleanUp()
+		case <-tick.C:
+			c.reconcile()
+		}
+	}
+}
+
+func (c *Controller) reconcile() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.desired == nil {
+		return
+	}
+	changed, err := c.apply(*c.desired)
+	switch {
+	case err != nil:
+		c.log.Warn("firewall reconcile failed; retrying next period", "err", err)
+	case changed:
+		c.log.Warn("firewall rules were changed by someone else and have been put back", "backend", c.backend)
+	}
+}
+
+// CleanUp removes every chain and jump the appliance owns and restores the
+// sysctls it changed. It is safe to call when nothing is there.
+func (c *Controller) CleanUp() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, o := range owned {
+		if _, err := c.removeChain(o.table, o.builtin, o.chain); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, c.sysctls.restore())
+	c.desired = nil
+	return errors.Join(errs...)
+}
+
+// Backend is the iptables backend in use: "legacy" or "nft".
+func (c *Controller) Backend() string { return c.backend }
+
+// ForwardWarning returns advice when the FORWARD chain ends in a catch-all
+// REJECT or DROP (firewalld on CentOS 7 adds one), which would drop
+// forwarded traffic the appliance's rules do not accept, such as k3s pod
+// traffic; "" when there is none.
+func (c *Controller) ForwardWarning(iface string) string {
+	lines, err := c.ipt.List("filter", "FORWARD")
+	if err != nil {
+		return ""
+	}
+	for _, l := range lines {
+		f := splitRule(l)
+		catchAll := len(f) >= 4 && f[0] == "-A" && f[2] == "-j" && (f[3] == "REJECT" || f[3] == "DROP")
+		if l == "-P FORWARD DROP" || catchAll {
+			return fmt.Sprintf("the FORWARD chain drops what no rule accepts (%q): tunnel traffic is accepted by the appliance's own rules, "+
+				"but k3s pod traffic may be dropped; fix with firewalld: `firewall-cmd --permanent --zone=trusted --add-interface=%s "+
+				"--add-interface=cni0 --add-interface=flannel.1 && firewall-cmd --reload`, or stop firewalld as the k3s docs advise", l, iface)
+		}
+	}
+	return ""
+}
+
+// splitRule splits an `iptables -S` line into words, honouring the double
+// quotes iptables puts around comments with spaces.
+func splitRule(line string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for i := 0; i < len(line); i++ {
+		ch := line[i]
+		switch {
+		case ch == '\\' && inQuote && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case ch == '"':
+			inQuote, have = !inQuote, true
+		case ch == ' ' && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteByte(ch)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}

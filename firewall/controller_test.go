@@ -1,0 +1,230 @@
+package firewall
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func params() Params {
+	return Params{Network: netip.MustParsePrefix("192.168.2.0/24"), Interface: "wg0", ListenPort: 5418, Egress: "eth0", Masquerade: true}
+}
+
+type rig struct {
+	ipt    *fakeIPT
+	sys    fakeSysctl
+	ctl    *Controller
+	stateD string
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{ipt: newFakeIPT(), sys: fakeSysctl{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.proxy_arp": "0"}, stateD: t.TempDir()}
+	r.ctl = newController(r.ipt, r.sys, Options{StateDir: r.stateD, ReconcilePeriod: time.Millisecond}, "nft")
+	r.ctl.log = testLogger(t)
+	return r
+}
+
+// count returns how often rule appears in the fake.
+func (r *rig) count(rule Rule) int {
+	n := 0
+	for _, s := range r.ipt.tables[rule.Table][rule.Chain] {
+		if s == strings.Join(rule.Spec, " ") {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *rig) requireExactlyOnce(t *testing.T, d Desired) {
+	t.Helper()
+	for _, rule := range append(d.Jumps, d.Rules...) {
+		if n := r.count(rule); n != 1 {
+			t.Errorf("%s present %d times, want 1", rule, n)
+		}
+	}
+	for _, o := range owned {
+		if got, want := len(r.ipt.tables[o.table][o.chain]), countChain(d, o.table, o.chain); got != want {
+			t.Errorf("%s/%s holds %d rules, want %d", o.table, o.chain, got, want)
+		}
+	}
+}
+
+func countChain(d Desired, table, chain string) int {
+	n := 0
+	for _, r := range d.Rules {
+		if r.Table == table && r.Chain == chain {
+			n++
+		}
+	}
+	return n
+}
+
+func TestSetIsIdempotent(t *testing.T) {
+	r := newRig(t)
+	d := Plan(params())
+	if err := r.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	r.requireExactlyOnce(t, d)
+	calls := r.ipt.calls
+	for i := 0; i < 10; i++ {
+		if err := r.ctl.Set(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.ipt.calls != calls {
+		t.Errorf("re-applying the same state made %d changes, want 0", r.ipt.calls-calls)
+	}
+	r.requireExactlyOnce(t, d)
+	if r.sys["net.ipv4.ip_forward"] != "1" || r.sys["net.ipv4.conf.all.proxy_arp"] != "1" {
+		t.Errorf("sysctls = %v", r.sys)
+	}
+}
+
+func TestJumpIsInsertedFirst(t *testing.T) {
+	r := newRig(t)
+	r.ipt.Append("filter", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+	if err := r.ctl.Set(Plan(params())); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ipt.tables["filter"]["FORWARD"][0]; !strings.HasSuffix(got, "-j "+ChainForward) {
+		t.Errorf("FORWARD starts with %q, want the jump ahead of the REJECT", got)
+	}
+	if w := r.ctl.ForwardWarning("wg0"); !strings.Contains(w, "firewall-cmd") || !strings.Contains(w, "REJECT") {
+		t.Errorf("ForwardWarning = %q", w)
+	}
+}
+
+func TestNoForwardWarningWithoutCatchAll(t *testing.T) {
+	r := newRig(t)
+	r.ipt.Append("filter", "FORWARD", "-i", "eth1", "-j", "DROP")
+	if w := r.ctl.ForwardWarning("wg0"); w != "" {
+		t.Errorf("warned about a specific rule: %q", w)
+	}
+}
+
+func TestCrashLeftoversAreReplacedNotDuplicated(t *testing.T) {
+	r := newRig(t)
+	old := params()
+	old.Network = netip.MustParsePrefix("10.9.0.0/16")
+	old.Egress = "ens3"
+	if err := r.ctl.Set(Plan(old)); err != nil {
+		t.Fatal(err)
+	}
+	// A crashed run can leave a second jump and foreign rules in our chain.
+	j := Plan(old).Jumps[0]
+	r.ipt.Insert(j.Table, j.Chain, 1, j.Spec...)
+	r.ipt.Append("filter", ChainInput, "-j", "ACCEPT")
+
+	// A new process (new controller, same state dir) with a new network.
+	r2 := &rig{ipt: r.ipt, sys: r.sys}
+	r2.ctl = newController(r.ipt, r.sys, Options{StateDir: r.stateD}, "nft")
+	d := Plan(params())
+	if err := r2.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	r2.requireExactlyOnce(t, d)
+	if s := r.ipt.save(); strings.Contains(s, "10.9.0.0/16") || strings.Contains(s, "ens3") {
+		t.Errorf("old rules survived:\n%s", s)
+	}
+}
+
+func TestReloadReplacesAndRemoves(t *testing.T) {
+	r := newRig(t)
+	if err := r.ctl.Set(Plan(params())); err != nil {
+		t.Fatal(err)
+	}
+	p := params()
+	p.Masquerade = false
+	p.ListenPort = 6000
+	d := Plan(p)
+	if err := r.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	r.requireExactlyOnce(t, d)
+	if _, ok := r.ipt.tables["nat"][ChainPostrouting]; ok {
+		t.Error("masquerade turned off but the nat chain is still there")
+	}
+	if s := r.ipt.save(); strings.Contains(s, "5418") || strings.Contains(s, "MASQUERADE") || strings.Contains(s, ChainPostrouting) {
+		t.Errorf("stale rules after reload:\n%s", s)
+	}
+}
+
+func TestReconcilePutsBackDeletedRules(t *testing.T) {
+	r := newRig(t)
+	d := Plan(params())
+	if err := r.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	// Someone deletes one rule, flushes FORWARD (our jump) and deletes our nat chain's contents.
+	r.ipt.DeleteIfExists(d.Rules[1].Table, d.Rules[1].Chain, d.Rules[1].Spec...)
+	r.ipt.ClearChain("filter", "FORWARD")
+	r.ipt.ClearChain("nat", ChainPostrouting)
+	r.ctl.reconcile()
+	r.requireExactlyOnce(t, d)
+}
+
+func TestCleanUpRestoresEverything(t *testing.T) {
+	r := newRig(t)
+	r.ipt.Append("filter", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+	before, sysBefore := r.ipt.save(), map[string]string{}
+	for k, v := range r.sys {
+		sysBefore[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.ctl.Set(Plan(params())); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- r.ctl.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, r.ipt.save()); diff != "" {
+		t.Errorf("iptables after stop (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(sysBefore, map[string]string(r.sys)); diff != "" {
+		t.Errorf("sysctls after stop (-before +after):\n%s", diff)
+	}
+	if _, err := os.Stat(filepath.Join(r.stateD, "sysctl.json")); !os.IsNotExist(err) {
+		t.Errorf("state file left: %v", err)
+	}
+	if err := r.ctl.CleanUp(); err != nil {
+		t.Errorf("second CleanUp: %v", err)
+	}
+}
+
+func TestSysctlOriginalsSurviveACrash(t *testing.T) {
+	r := newRig(t)
+	if err := r.ctl.Set(Plan(params())); err != nil {
+		t.Fatal(err)
+	}
+	// Killed: no CleanUp. The next run sees ip_forward=1 already...
+	next := newController(r.ipt, r.sys, Options{StateDir: r.stateD}, "nft")
+	if err := next.Set(Plan(params())); err != nil {
+		t.Fatal(err)
+	}
+	// ...and still restores the value from before the first run.
+	if err := next.CleanUp(); err != nil {
+		t.Fatal(err)
+	}
+	if r.sys["net.ipv4.ip_forward"] != "0" {
+		t.Errorf("ip_forward = %s after cleanup, want the original 0", r.sys["net.ipv4.ip_forward"])
+	}
+}
+
+func TestSplitRule(t *testing.T) {
+	got := splitRule(`-A WGK3S-INPUT -m comment --comment "wgk3s: WireGuard UDP" -p udp --dport 5418 -j ACCEPT`)
+	want := []string{"-A", "WGK3S-INPUT", "-m", "comment", "--comment", "wgk3s: WireGuard UDP", "-p", "udp", "--dport", "5418", "-j", "ACCEPT"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
