@@ -43,7 +43,9 @@ func (f *fakeIPT) chain(table, chain string, create bool) ([]string, bool) {
 	return rules, ok
 }
 
-func builtin(chain string) bool { return strings.ToUpper(chain) == chain && !strings.Contains(chain, "-") }
+func builtin(chain string) bool {
+	return strings.ToUpper(chain) == chain && !strings.Contains(chain, "-")
+}
 
 func notExist(table, chain string) error {
 	return fmt.Errorf("iptables: chain %s/%s: %w", table, chain, os.ErrNotExist)
