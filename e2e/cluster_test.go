@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,9 @@ const (
 	configPath = "/run/wgk3s/wgk3s.yaml"
 	keyPath    = "/run/wgk3s/private.key"
 	tokenPath  = "/run/wgk3s/token"
+	token      = "K10e2e-cluster-secret"
+	// standinDir is where the stand-in k3s records itself.
+	standinDir = "/run/wgk3s/standin"
 )
 
 // node is one cluster member on one simulated server.
@@ -39,7 +43,10 @@ func newNode(t *testing.T, srv *testnet.Server, name, role, address string) *nod
 	n := &node{srv: srv, name: name, role: role, address: address, key: k,
 		endpoint: srv.PublicIP.String() + ":5418"}
 	srv.WriteFile(keyPath, []byte(k.String()+"\n"), 0o600)
-	srv.WriteFile(tokenPath, []byte("test-token\n"), 0o600)
+	srv.WriteFile(tokenPath, []byte(token+"\n"), 0o600)
+	if err := os.MkdirAll(srv.HostPath(standinDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
@@ -55,7 +62,7 @@ func clusterFile(nodes []*node, edit func(string) string) string {
 			fmt.Fprintf(&b, "    endpoint: %s\n", n.endpoint)
 		}
 	}
-	fmt.Fprintf(&b, "k3s:\n  token_file: %s\n", tokenPath)
+	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  stop_grace_period: 5s\n", k3sBin, tokenPath)
 	s := b.String()
 	if edit != nil {
 		s = edit(s)
@@ -68,9 +75,12 @@ func (n *node) writeConfig(nodes []*node, edit func(string) string) {
 }
 
 // start runs the appliance the way systemd does and waits until it runs.
+// Its environment carries a NOTIFY_SOCKET and a K3S_TOKEN, which k3s must
+// never see.
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.proc = n.srv.Start(applianceBin, "--role", n.role, "--config", configPath)
+	n.proc = n.srv.Start("env", "WGK3S_STANDIN_DIR="+standinDir, "NOTIFY_SOCKET=/nonexistent", "K3S_TOKEN="+token,
+		applianceBin, "--role", n.role, "--config", configPath)
 	if !n.proc.WaitOutput("msg=running", 20*time.Second) {
 		t.Fatalf("%s did not start:\n%s", n.name, n.proc.Output())
 	}

@@ -11,8 +11,9 @@ import (
 	"testing"
 )
 
-// applianceBin is the appliance built once for all tests.
-var applianceBin string
+// applianceBin is the appliance, k3sBin the stand-in k3s (or a real k3s
+// from $WGK3S_K3S_BINARY), built once for all tests.
+var applianceBin, k3sBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -29,11 +30,14 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	applianceBin = filepath.Join(dir, "appliance")
-	build := exec.Command("go", "build", "-o", applianceBin, "github.com/wgk3s/wgk3s/cmd/appliance")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the appliance:", err)
-		return 1
+	k3sBin = filepath.Join(dir, "k3s")
+	for bin, pkg := range map[string]string{applianceBin: "cmd/appliance", k3sBin: "internal/k3sstandin"} {
+		build := exec.Command("go", "build", "-o", bin, "github.com/wgk3s/wgk3s/"+pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", pkg+":", err)
+			return 1
+		}
 	}
 	return m.Run()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
 )
 
@@ -35,6 +37,10 @@ func runAppliance(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Checked before anything changes on the host.
+	if err := supervisor.Preflight(cfg.Cluster.K3s.Binary, supervisor.SystemdUnitActive); err != nil {
+		return usageError{err}
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
 	a := &app{log: log, path: nf.config, opts: opts}
 	return a.run(cfg)
@@ -50,6 +56,7 @@ type app struct {
 	egress string          // the egress interface the firewall uses
 	tun    *tunnel.Tunnel
 	fw     *firewall.Controller
+	k3s    *supervisor.Supervisor
 	parts  []*part // started parts, stopped in reverse order
 }
 
@@ -159,6 +166,13 @@ func (a *app) start(cfg *configs.Config) error {
 	if w := fw.ForwardWarning(cl.Interface.Name); w != "" {
 		a.log.Warn(w)
 	}
+
+	opts := supervisor.Options{Logger: a.log, StopGrace: cl.K3s.StopGracePeriod}
+	if cfg.Self.Role == configs.RoleAgent {
+		opts.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
+	}
+	a.k3s = supervisor.New(cl.K3s.Binary, supervisor.Args(cfg), opts)
+	a.startPart("k3s", a.k3s.Run)
 	a.cfg = cfg
 	return nil
 }
@@ -191,7 +205,8 @@ func (a *app) reload() {
 		return
 	}
 	a.cfg, a.egress = cfg, egress
-	a.log.Info("reloaded", "node", cfg.Self.Name, "peers", len(cfg.Peers()))
+	restarted := a.k3s.Update(cfg.Cluster.K3s.Binary, supervisor.Args(cfg))
+	a.log.Info("reloaded", "node", cfg.Self.Name, "peers", len(cfg.Peers()), "k3s_restarted", restarted)
 }
 
 // loadForReload validates the new file and everything it names on this
@@ -206,6 +221,9 @@ func (a *app) loadForReload() (*configs.Config, string, error) {
 	}
 	egress, err := firewall.ResolveEgress(cfg.Cluster.Firewall.EgressInterface)
 	if err != nil {
+		return nil, "", err
+	}
+	if err := supervisor.Preflight(cfg.Cluster.K3s.Binary, nil); err != nil {
 		return nil, "", err
 	}
 	return cfg, egress, nil

@@ -1,0 +1,204 @@
+// Command k3sstandin stands in for k3s in the appliance's tests, where no
+// real k3s can be downloaded. It is honest about what it is: it does not
+// run Kubernetes; it checks and records how it was started and proves that
+// the tunnel carries what k3s needs.
+//
+//   - `server`: listens on --node-ip:6443 and answers agents that present the
+//     token from --token-file.
+//   - `agent`: dials --server (https://IP:6443) through the tunnel, presents
+//     the token from --token-file and keeps the connection open.
+//
+// It writes a JSON record of its argv, environment and checks to
+// $WGK3S_STANDIN_DIR/k3s-<pid>.json and appends events to events.log there.
+// SIGUSR1 makes it crash (exit 3). SIGTERM makes it exit 0, unless
+// WGK3S_STANDIN_IGNORE_TERM=1, when it must be killed.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Record is what the stand-in writes about itself.
+type Record struct {
+	PID          int      `json:"pid"`
+	PPID         int      `json:"ppid"`
+	Role         string   `json:"role"`
+	Argv         []string `json:"argv"`
+	Env          []string `json:"env"`
+	TokenInArgv  bool     `json:"token_in_argv"`
+	TokenInEnv   bool     `json:"token_in_env"`
+	NotifySocket bool     `json:"notify_socket"`
+	Listen       string   `json:"listen,omitempty"`
+	Server       string   `json:"server,omitempty"`
+}
+
+func main() {
+	dir := os.Getenv("WGK3S_STANDIN_DIR")
+	if len(os.Args) < 2 {
+		fail("usage: k3s server|agent [flags]")
+	}
+	role := os.Args[1]
+	flags := parseFlags(os.Args[2:])
+	token := readToken(flags["--token-file"])
+	rec := Record{PID: os.Getpid(), PPID: os.Getppid(), Role: role, Argv: os.Args, Env: os.Environ()}
+	for _, a := range os.Args {
+		rec.TokenInArgv = rec.TokenInArgv || strings.Contains(a, token)
+	}
+	for _, kv := range os.Environ() {
+		rec.TokenInEnv = rec.TokenInEnv || strings.Contains(kv, token)
+		rec.NotifySocket = rec.NotifySocket || strings.HasPrefix(kv, "NOTIFY_SOCKET=")
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
+	switch role {
+	case "server":
+		rec.Listen = net.JoinHostPort(flags["--node-ip"], "6443")
+		l, err := net.Listen("tcp", rec.Listen)
+		if err != nil {
+			fail("listen %s: %v", rec.Listen, err)
+		}
+		write(dir, rec)
+		fmt.Printf("standin k3s server %s listening on %s\n", flags["--node-name"], rec.Listen)
+		go serve(l, token, dir)
+	case "agent":
+		u, err := url.Parse(flags["--server"])
+		if err != nil || u.Host == "" {
+			fail("--server %q is not https://HOST:PORT", flags["--server"])
+		}
+		rec.Server = u.Host
+		write(dir, rec)
+		go join(u.Host, token, flags["--node-name"], dir)
+	default:
+		fail("unknown role %q", role)
+	}
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGUSR1:
+			event(dir, "crash pid=%d", os.Getpid())
+			fmt.Fprintln(os.Stderr, "standin k3s: crashing on SIGUSR1")
+			os.Exit(3)
+		case syscall.SIGTERM:
+			if os.Getenv("WGK3S_STANDIN_IGNORE_TERM") == "1" {
+				event(dir, "ignored SIGTERM pid=%d", os.Getpid())
+				continue
+			}
+			event(dir, "stop pid=%d", os.Getpid())
+			os.Exit(0)
+		}
+	}
+}
+
+// parseFlags reads "--flag value" and "--flag=value" pairs.
+func parseFlags(args []string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if k, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(k, "--") {
+			m[k] = v
+			continue
+		}
+		if strings.HasPrefix(a, "--") && i+1 < len(args) && !strings.HasPrefix(args[i+1], "--") {
+			m[a] = args[i+1]
+			i++
+		}
+	}
+	return m
+}
+
+func readToken(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fail("--token-file: %v", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		fail("--token-file %s is empty", path)
+	}
+	return t
+}
+
+// serve answers "JOIN <token> <node>" with OK or DENIED.
+func serve(l net.Listener, token, dir string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				return
+			}
+			f := strings.Fields(line)
+			if len(f) == 3 && f[0] == "JOIN" && f[1] == token {
+				event(dir, "server accepted %s from %s", f[2], c.RemoteAddr())
+				fmt.Printf("standin k3s server: node %s joined from %s\n", f[2], c.RemoteAddr())
+				fmt.Fprintln(c, "OK")
+				// Hold the connection like a real agent tunnel.
+				c.SetReadDeadline(time.Now().Add(time.Hour))
+				bufio.NewReader(c).ReadString('\n')
+				return
+			}
+			fmt.Fprintln(c, "DENIED")
+		}()
+	}
+}
+
+// join dials the server until it answers, then holds the connection.
+func join(server, token, node, dir string) {
+	for {
+		c, err := net.DialTimeout("tcp", server, 2*time.Second)
+		if err != nil {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		fmt.Fprintf(c, "JOIN %s %s\n", token, node)
+		reply, _ := bufio.NewReader(c).ReadString('\n')
+		if strings.TrimSpace(reply) == "OK" {
+			event(dir, "agent %s joined %s", node, server)
+			fmt.Printf("standin k3s agent %s joined %s\n", node, server)
+			// Block until the server goes away, then rejoin.
+			c.SetReadDeadline(time.Time{})
+			bufio.NewReader(c).ReadString('\n')
+		}
+		c.Close()
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func write(dir string, rec Record) {
+	if dir == "" {
+		return
+	}
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	os.WriteFile(filepath.Join(dir, fmt.Sprintf("k3s-%d.json", rec.PID)), b, 0o644)
+}
+
+func event(dir, format string, a ...any) {
+	if dir == "" {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "events.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, format+"\n", a...)
+}
+
+func fail(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "standin k3s: "+format+"\n", a...)
+	os.Exit(1)
+}

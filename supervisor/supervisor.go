@@ -1,0 +1,353 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options configure a Supervisor. Zero durations take the defaults.
+type Options struct {
+	Logger *slog.Logger
+	// StopGrace is the time between SIGTERM and SIGKILL (default 30 s).
+	StopGrace time.Duration
+	// BackoffMin and BackoffMax bound the restart delay, which doubles
+	// after each quick exit (defaults 1 s and 30 s).
+	BackoffMin, BackoffMax time.Duration
+	// ResetAfter is how long the child must run for the delay to go back to
+	// BackoffMin (default 1 min).
+	ResetAfter time.Duration
+	// WaitFor, when set, is a host:port (the master's API server through
+	// the tunnel) that must accept a TCP connection before the first start.
+	WaitFor string
+	// WaitTimeout bounds that wait (default 5 min); k3s then starts anyway
+	// and retries by itself.
+	WaitTimeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.StopGrace, 30*time.Second)
+	def(&o.BackoffMin, time.Second)
+	def(&o.BackoffMax, 30*time.Second)
+	def(&o.ResetAfter, time.Minute)
+	def(&o.WaitTimeout, 5*time.Minute)
+}
+
+// Status is what the supervisor knows about the child, for `appliance status`.
+type Status struct {
+	Binary   string    `json:"binary"`
+	Args     []string  `json:"args"`
+	Running  bool      `json:"running"`
+	PID      int       `json:"pid,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
+	Restarts int       `json:"restarts"`
+	LastExit string    `json:"last_exit,omitempty"`
+}
+
+// Supervisor runs one child process (k3s) and keeps it running.
+type Supervisor struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	binary string
+	args   []string
+	status Status
+	// restart is signalled by Update to restart the child now, with its
+	// new argv, instead of waiting for it to exit.
+	restart chan struct{}
+}
+
+// New returns a supervisor for binary with args (argv without argv[0]).
+func New(binary string, args []string, opts Options) *Supervisor {
+	opts.setDefaults()
+	return &Supervisor{opts: opts, log: opts.Logger, binary: binary, args: slices.Clone(args),
+		restart: make(chan struct{}, 1)}
+}
+
+// Preflight checks that binary can be run and that no separately installed
+// k3s service competes with the appliance. active reports whether a systemd
+// unit is active (nil skips that check).
+func Preflight(binary string, active func(unit string) bool) error {
+	fi, err := os.Stat(binary)
+	switch {
+	case err != nil || fi.IsDir():
+		return fmt.Errorf("k3s.binary %s is missing; fix: install k3s without letting it start itself: "+
+			"curl -sfL https://get.k3s.io | INSTALL_K3S_SKIP_ENABLE=true INSTALL_K3S_SKIP_START=true sh -", binary)
+	case fi.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("k3s.binary %s is not executable; fix: chmod 755 %s", binary, binary)
+	}
+	if active == nil {
+		return nil
+	}
+	for _, unit := range []string{"k3s.service", "k3s-agent.service"} {
+		if active(unit) {
+			return fmt.Errorf("%s is running: it and the appliance would both run k3s; fix: systemctl disable --now %s", unit, unit)
+		}
+	}
+	return nil
+}
+
+// SystemdUnitActive asks systemctl whether unit is active. Without systemd
+// as init it reports false.
+func SystemdUnitActive(unit string) bool {
+	if _, err := os.Stat("/run/systemd/system"); err != nil {
+		return false
+	}
+	return exec.Command("systemctl", "is-active", "--quiet", unit).Run() == nil
+}
+
+// Status returns a snapshot of the child's state.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Binary, st.Args = s.binary, slices.Clone(s.args)
+	return st
+}
+
+// Update changes the child's command line. If it differs from the running
+// one, the child is restarted (gracefully) with it; otherwise nothing
+// happens. It reports whether a restart was scheduled.
+func (s *Supervisor) Update(binary string, args []string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if binary == s.binary && slices.Equal(args, s.args) {
+		return false
+	}
+	s.binary, s.args = binary, slices.Clone(args)
+	select {
+	case s.restart <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Run starts the child and restarts it whenever it exits, with exponential
+// backoff, until ctx is cancelled; then it stops the child (SIGTERM, then
+// SIGKILL after the grace period) and returns.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if s.opts.WaitFor != "" {
+		if err := s.waitForServer(ctx); err != nil {
+			return nil // cancelled while waiting
+		}
+	}
+	backoff := s.opts.BackoffMin
+	for {
+		binary, args := s.command()
+		child, err := s.start(binary, args)
+		if err != nil {
+			s.log.Error("starting k3s failed", "err", err, "retry_in", backoff)
+		} else {
+			stopped, restartNow := s.wait(ctx, child)
+			if stopped {
+				return nil
+			}
+			if restartNow {
+				backoff = s.opts.BackoffMin
+				continue
+			}
+			if time.Since(child.started) >= s.opts.ResetAfter {
+				backoff = s.opts.BackoffMin
+			}
+			s.log.Warn("k3s will be restarted", "in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.restart:
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.opts.BackoffMax)
+	}
+}
+
+func (s *Supervisor) command() (string, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.binary, slices.Clone(s.args)
+}
+
+// child is one run of the process.
+type child struct {
+	cmd     *exec.Cmd
+	started time.Time
+	exited  chan struct{} // closed when cmd.Wait returned
+	err     error         // cmd.Wait's result
+}
+
+// start launches the process on a goroutine locked to its OS thread: Linux
+// sends Pdeathsig when the *thread* that forked the child exits, so that
+// thread must live exactly as long as the child is waited for.
+func (s *Supervisor) start(binary string, args []string) (*child, error) {
+	type started struct {
+		c   *child
+		err error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		cmd := exec.Command(binary, args...)
+		cmd.Env = childEnv(os.Environ())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stdout, _ := cmd.StdoutPipe()
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			ch <- started{err: err}
+			return
+		}
+		c := &child{cmd: cmd, started: time.Now(), exited: make(chan struct{})}
+		s.mu.Lock()
+		s.status.Running, s.status.PID, s.status.Started = true, cmd.Process.Pid, c.started
+		s.mu.Unlock()
+		s.log.Info("k3s started", "pid", cmd.Process.Pid, "argv", strings.Join(append([]string{binary}, args...), " "))
+		ch <- started{c: c}
+		var pipes sync.WaitGroup
+		for _, r := range []io.Reader{stdout, stderr} {
+			pipes.Add(1)
+			go func() { defer pipes.Done(); s.forward(r) }()
+		}
+		pipes.Wait() // Wait must not close the pipes before they are drained
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// forward copies the child's output into the log, a line per record.
+func (s *Supervisor) forward(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		s.log.Info(sc.Text(), "component", "k3s")
+	}
+}
+
+// wait returns when the child exits (false, false), when ctx is cancelled
+// and the child has been stopped (true, false), or when Update asked for a
+// restart and the child has been stopped (false, true).
+func (s *Supervisor) wait(ctx context.Context, c *child) (stopped, restart bool) {
+	select {
+	case <-c.exited:
+		s.recordExit(c, false)
+		return false, false
+	case <-ctx.Done():
+		s.stopChild(c)
+		return true, false
+	case <-s.restart:
+		s.log.Info("k3s command line changed; restarting k3s")
+		s.stopChild(c)
+		return false, true
+	}
+}
+
+// stopChild sends SIGTERM, waits up to the grace period, then SIGKILL.
+func (s *Supervisor) stopChild(c *child) {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(s.opts.StopGrace):
+		s.log.Warn("k3s did not stop within the grace period; killing it", "grace", s.opts.StopGrace)
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+	s.recordExit(c, true)
+}
+
+func (s *Supervisor) recordExit(c *child, requested bool) {
+	desc := exitDescription(c.err)
+	ran := time.Since(c.started).Round(time.Millisecond)
+	s.mu.Lock()
+	s.status.Running, s.status.PID, s.status.LastExit = false, 0, desc
+	if !requested {
+		s.status.Restarts++
+	}
+	s.mu.Unlock()
+	if requested {
+		s.log.Info("k3s stopped", "status", desc, "ran", ran)
+	} else {
+		s.log.Warn("k3s exited", "status", desc, "ran", ran)
+	}
+}
+
+func exitDescription(err error) string {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		if err == nil {
+			return "exit status 0"
+		}
+		return err.Error()
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exit status %d", ee.ExitCode())
+}
+
+// childEnv is the appliance's environment without what k3s must not see:
+// NOTIFY_SOCKET (k3s would tell systemd it is ready in the appliance's
+// name) and K3S_* variables (k3s reads its token, server URL and more from
+// them, bypassing the cluster file; the token must never travel in env).
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "K3S_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// waitForServer polls the master's API port through the tunnel until it
+// accepts a connection, logging progress, for at most WaitTimeout.
+func (s *Supervisor) waitForServer(ctx context.Context) error {
+	addr := s.opts.WaitFor
+	deadline := time.Now().Add(s.opts.WaitTimeout)
+	s.log.Info("waiting for the k3s server through the tunnel before starting the agent", "server", addr)
+	lastLog := time.Now()
+	for attempt := 1; ; attempt++ {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			s.log.Info("k3s server is reachable", "server", addr, "attempts", attempt)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("k3s server still unreachable; starting the agent anyway (it retries by itself)",
+				"server", addr, "waited", s.opts.WaitTimeout, "err", err)
+			return nil
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			s.log.Info("still waiting for the k3s server", "server", addr, "attempts", attempt, "err", err)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
