@@ -115,6 +115,7 @@ var rawTypes = map[string]reflect.Type{
 	"rawNode":      reflect.TypeFor[rawNode](),
 	"rawFirewall":  reflect.TypeFor[rawFirewall](),
 	"rawK3s":       reflect.TypeFor[rawK3s](),
+	"rawMetrics":   reflect.TypeFor[rawMetrics](),
 }
 
 func knownKeys(typeName string) []string {

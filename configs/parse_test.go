@@ -152,6 +152,7 @@ func TestParseBad(t *testing.T) {
 		{"egress name", "k3s:", "firewall:\n  egress_interface: eth0/1\nk3s:", "firewall.egress_interface", 19, "not a valid interface name", "auto"},
 		{"masquerade type", "k3s:", "firewall:\n  masquerade: sometimes\nk3s:", "firewall.masquerade", 19, "not true or false", "true or false"},
 		{"backend", "k3s:", "firewall:\n  backend: ipfw\nk3s:", "firewall.backend", 19, `"ipfw" is not an iptables backend`, "auto"},
+		{"metrics listen", "k3s:", "metrics:\n  enabled: true\n  listen: localhost\nk3s:", "metrics.listen", 20, `"localhost" is not IP:PORT`, "127.0.0.1:9586"},
 		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},
 		{"owned flag", `["--disable=traefik"]`, `["--disable=traefik", "--node-ip=1.2.3.4"]`, "k3s.server_args[1]", 19, "--node-ip is a flag the appliance owns", "remove it"},
 		{"token in argv", `["--disable=traefik"]`, `["--token", "s3cret"]`, "k3s.server_args[0]", 19, "--token is a flag the appliance owns", "visible to every user"},

@@ -74,9 +74,20 @@ type Cluster struct {
 	Nodes     []Node
 	Firewall  Firewall
 	K3s       K3s
+	Metrics   Metrics
 
 	lines *locator
 }
+
+// Metrics is the metrics section: Prometheus metrics, off unless enabled.
+type Metrics struct {
+	Enabled bool
+	// Listen is host:port; the default keeps them on the loopback.
+	Listen string
+}
+
+// DefaultMetricsListen is where metrics are served when enabled.
+const DefaultMetricsListen = "127.0.0.1:9586"
 
 // Interface is the wg0 section.
 type Interface struct {
@@ -177,6 +188,12 @@ type raw struct {
 	Nodes     []rawNode    `yaml:"nodes"`
 	Firewall  rawFirewall  `yaml:"firewall"`
 	K3s       rawK3s       `yaml:"k3s"`
+	Metrics   rawMetrics   `yaml:"metrics"`
+}
+
+type rawMetrics struct {
+	Enabled bool   `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
 }
 
 type rawInterface struct {

@@ -23,7 +23,23 @@ func validate(r *raw, c *collector) *Cluster {
 	cl.Nodes = validateNodes(r.Nodes, cl.Network, c)
 	cl.Firewall = validateFirewall(&r.Firewall, c)
 	cl.K3s = validateK3s(&r.K3s, cl, c)
+	cl.Metrics = validateMetrics(&r.Metrics, c)
 	return cl
+}
+
+func validateMetrics(r *rawMetrics, c *collector) Metrics {
+	m := Metrics{Enabled: r.Enabled, Listen: r.Listen}
+	if m.Listen == "" {
+		m.Listen = DefaultMetricsListen
+		return m
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	p, perr := strconv.Atoi(port)
+	_, aerr := netip.ParseAddr(host)
+	if err != nil || perr != nil || p < 1 || p > 65535 || (host != "" && aerr != nil) {
+		c.add("metrics.listen", "write IP:PORT such as "+DefaultMetricsListen+" (keep 127.0.0.1 unless a scraper elsewhere needs it)", "%q is not IP:PORT", m.Listen)
+	}
+	return m
 }
 
 func validateNetwork(s string, c *collector) netip.Prefix {

@@ -79,8 +79,15 @@ func (n *node) writeConfig(nodes []*node, edit func(string) string) {
 // never see.
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.proc = n.srv.Start("env", "WGK3S_STANDIN_DIR="+standinDir, "NOTIFY_SOCKET=/nonexistent", "K3S_TOKEN="+token,
-		applianceBin, "--role", n.role, "--config", configPath)
+	n.startWith(t, "NOTIFY_SOCKET=/nonexistent")
+}
+
+// startWith is start with more environment variables.
+func (n *node) startWith(t *testing.T, env ...string) {
+	t.Helper()
+	args := append([]string{"WGK3S_STANDIN_DIR=" + standinDir, "K3S_TOKEN=" + token}, env...)
+	args = append(args, applianceBin, "--role", n.role, "--config", configPath)
+	n.proc = n.srv.Start("env", args...)
 	if !n.proc.WaitOutput("msg=running", 20*time.Second) {
 		t.Fatalf("%s did not start:\n%s", n.name, n.proc.Output())
 	}

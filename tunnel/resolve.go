@@ -21,7 +21,7 @@ func systemResolver(ctx context.Context, host string) ([]netip.Addr, error) {
 // are looked up concurrently with bounded retries. A name that does not
 // resolve leaves the peer without an endpoint for now: it can still connect
 // to us, and Run keeps trying.
-func (t *Tunnel) resolveAll(ctx context.Context, prev []resolvedPeer, peers []Peer) []resolvedPeer {
+func (t *Tunnel) resolveAll(ctx context.Context, prev []resolvedPeer, peers []Peer, attempts int) []resolvedPeer {
 	known := map[wgtypes.Key]resolvedPeer{}
 	for _, p := range prev {
 		known[p.PublicKey] = p
@@ -44,7 +44,7 @@ func (t *Tunnel) resolveAll(ctx context.Context, prev []resolvedPeer, peers []Pe
 		wg.Add(1)
 		go func(r *resolvedPeer) {
 			defer wg.Done()
-			addr, err := t.resolveWithRetry(ctx, r.Endpoint.Host)
+			addr, err := t.resolveWithRetry(ctx, r.Endpoint.Host, attempts)
 			if err != nil {
 				t.log.Warn("endpoint does not resolve; the peer is configured without it and retried later",
 					"peer", r.Name, "endpoint", r.Endpoint.String(), "err", err)
@@ -57,15 +57,15 @@ func (t *Tunnel) resolveAll(ctx context.Context, prev []resolvedPeer, peers []Pe
 	return out
 }
 
-func (t *Tunnel) resolveWithRetry(ctx context.Context, host string) (netip.Addr, error) {
+func (t *Tunnel) resolveWithRetry(ctx context.Context, host string, attempts int) (netip.Addr, error) {
 	backoff := t.opts.ResolveBackoff
 	var err error
-	for attempt := 1; attempt <= t.opts.ResolveAttempts; attempt++ {
+	for attempt := 1; attempt <= attempts; attempt++ {
 		var a netip.Addr
 		if a, err = t.resolveOnce(ctx, host); err == nil {
 			return a, nil
 		}
-		if attempt == t.opts.ResolveAttempts {
+		if attempt == attempts {
 			break
 		}
 		select {
@@ -75,7 +75,7 @@ func (t *Tunnel) resolveWithRetry(ctx context.Context, host string) (netip.Addr,
 		}
 		backoff *= 2
 	}
-	return netip.Addr{}, fmt.Errorf("%s: %w (after %d attempts)", host, err, t.opts.ResolveAttempts)
+	return netip.Addr{}, fmt.Errorf("%s: %w (after %d attempts)", host, err, attempts)
 }
 
 func (t *Tunnel) resolveOnce(ctx context.Context, host string) (netip.Addr, error) {

@@ -28,7 +28,8 @@ type Options struct {
 	// resolver).
 	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 	// ResolveAttempts and ResolveBackoff bound the lookups of a DNS endpoint
-	// at start and on apply (default 5 attempts, 1 s doubling).
+	// at start (default 3 attempts, 1 s doubling). Apply tries once; Run
+	// keeps retrying names that did not resolve.
 	ResolveAttempts int
 	ResolveBackoff  time.Duration
 	// ReresolveInterval is how often Run checks for stale handshakes on
@@ -44,7 +45,7 @@ func (o *Options) setDefaults() {
 		o.Resolver = systemResolver
 	}
 	if o.ResolveAttempts == 0 {
-		o.ResolveAttempts = 5
+		o.ResolveAttempts = 3
 	}
 	if o.ResolveBackoff == 0 {
 		o.ResolveBackoff = time.Second
@@ -153,7 +154,7 @@ func (t *Tunnel) create(cfg Config) error {
 
 // configure applies cfg to a freshly created link.
 func (t *Tunnel) configure(ctx context.Context, cfg Config) error {
-	peers := t.resolveAll(ctx, nil, cfg.Peers)
+	peers := t.resolveAll(ctx, nil, cfg.Peers, t.opts.ResolveAttempts)
 	wcfg := wgtypes.Config{
 		PrivateKey:   &cfg.PrivateKey,
 		ListenPort:   &cfg.ListenPort,
@@ -188,18 +189,32 @@ func (t *Tunnel) Choice() Choice { return t.choice }
 // steps already taken are reverted, so the interface is left as it was.
 func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return errors.New("tunnel is closed")
+	}
+	prev := t.state.peers
+	if cfg.Name != t.state.cfg.Name {
+		t.mu.Unlock()
+		return fmt.Errorf("interface.name %s -> %s: %w", t.state.cfg.Name, cfg.Name, ErrRestartRequired)
+	}
+	if cfg.Mode != t.state.cfg.Mode {
+		t.mu.Unlock()
+		return fmt.Errorf("interface.mode %s -> %s: %w", t.state.cfg.Mode, cfg.Mode, ErrRestartRequired)
+	}
+	t.mu.Unlock()
+	// New DNS names are looked up without holding the lock, so that status
+	// reads are not stuck behind a slow resolver. One attempt each: Run
+	// keeps retrying names that do not resolve yet.
+	peers := t.resolveAll(ctx, prev, cfg.Peers, 1)
+
+	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return errors.New("tunnel is closed")
 	}
 	old := t.state
-	if cfg.Name != old.cfg.Name {
-		return fmt.Errorf("interface.name %s -> %s: %w", old.cfg.Name, cfg.Name, ErrRestartRequired)
-	}
-	if cfg.Mode != old.cfg.Mode {
-		return fmt.Errorf("interface.mode %s -> %s: %w", old.cfg.Mode, cfg.Mode, ErrRestartRequired)
-	}
-	next := state{cfg: cfg, peers: t.resolveAll(ctx, old.peers, cfg.Peers)}
+	next := state{cfg: cfg, peers: peers}
 	var undo []func() error
 	rollback := func(err error) error {
 		for i := len(undo) - 1; i >= 0; i-- {

@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/status"
 	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
 )
@@ -22,6 +25,7 @@ func runAppliance(e *env, args []string) error {
 	fs := flagSet(e, "run", "--role master|agent [--config FILE] [--node NAME] [--log-level LEVEL]")
 	nf.register(fs)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	sock := fs.String("status-socket", status.DefaultSocket, "where `appliance status` reaches this process")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -42,22 +46,28 @@ func runAppliance(e *env, args []string) error {
 		return usageError{err}
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
-	a := &app{log: log, path: nf.config, opts: opts}
+	a := &app{log: log, path: nf.config, opts: opts, socket: *sock, notify: sdNotify}
 	return a.run(cfg)
 }
 
 // app is one running appliance: the lifecycle that ties the parts together.
 type app struct {
-	log  *slog.Logger
-	path string
-	opts configs.Options
+	log    *slog.Logger
+	path   string
+	opts   configs.Options
+	socket string
+	notify func(state string) // sd_notify
 
-	cfg    *configs.Config // the configuration that is running
-	egress string          // the egress interface the firewall uses
-	tun    *tunnel.Tunnel
-	fw     *firewall.Controller
-	k3s    *supervisor.Supervisor
-	parts  []*part // started parts, stopped in reverse order
+	started time.Time
+	tun     *tunnel.Tunnel
+	fw      *firewall.Controller
+	k3s     *supervisor.Supervisor
+	parts   []*part // started parts, stopped in reverse order
+
+	mu      sync.Mutex // guards what the status socket reads while a reload runs
+	cfg     *configs.Config
+	egress  string
+	reloads status.Reloads
 }
 
 // part is a running component's Run loop.
@@ -75,8 +85,8 @@ func (a *app) startPart(name string, run func(context.Context) error) {
 	a.parts = append(a.parts, p)
 }
 
-// stop stops the started parts in reverse order (k3s, firewall, wg0),
-// each finishing its cleanup before the next is stopped.
+// stop stops the started parts in reverse order (status, k3s, firewall,
+// wg0), each finishing its cleanup before the next is stopped.
 func (a *app) stop() error {
 	var errs []error
 	for i := len(a.parts) - 1; i >= 0; i-- {
@@ -95,16 +105,19 @@ func (a *app) stop() error {
 // SIGHUP re-reads the cluster file and applies the difference. Signals are
 // handled one at a time, so a reload arriving during a reload waits for it.
 func (a *app) run(cfg *configs.Config) error {
-	sigs := make(chan os.Signal, 4)
+	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
+	a.started = time.Now()
 	a.log.Info("starting", "version", version, "node", cfg.Self.Name, "role", cfg.Self.Role, "config", a.path)
 	if err := a.start(cfg); err != nil {
+		a.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
 		return errors.Join(err, a.stop())
 	}
 	a.log.Info("running", "node", cfg.Self.Name, "address", cfg.Self.Address, "mode", a.tun.Choice().Mode,
 		"firewall", a.fw.Backend(), "egress", a.egress)
+	a.notify("READY=1\nSTATUS=" + a.statusLine())
 
 	// A part whose Run returns before it is told to stop has failed.
 	failed := make(chan error, len(a.parts))
@@ -118,10 +131,13 @@ func (a *app) run(cfg *configs.Config) error {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				a.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading %s", monotonicUsec(), a.path))
 				a.reload()
+				a.notify("READY=1\nSTATUS=" + a.statusLine())
 				continue
 			}
 			a.log.Info("stopping", "signal", sig.String())
+			a.notify("STOPPING=1\nSTATUS=stopping")
 			err := a.stop()
 			if err == nil {
 				a.log.Info("stopped")
@@ -129,39 +145,63 @@ func (a *app) run(cfg *configs.Config) error {
 			return err
 		case err := <-failed:
 			a.log.Error("a part failed; stopping the others", "err", err)
+			a.notify("STOPPING=1\nSTATUS=failed: " + oneLine(err))
 			return errors.Join(err, a.stop())
 		}
 	}
 }
 
-// start brings up, in order: the firewall's crash recovery, wg0, the
-// firewall rules. The first failure returns; run then stops what started.
+// start brings up, in order: the status socket (which also proves no other
+// appliance runs here), the firewall's crash recovery, wg0, the firewall
+// rules, k3s and the metrics. The first failure returns; run then stops
+// what started.
 func (a *app) start(cfg *configs.Config) error {
 	cl := cfg.Cluster
+	statusL, err := status.Listen(a.socket)
+	if err != nil {
+		return err
+	}
+	var metricsL net.Listener
+	if cl.Metrics.Enabled {
+		if metricsL, err = net.Listen("tcp", cl.Metrics.Listen); err != nil {
+			statusL.Close()
+			return fmt.Errorf("metrics.listen %s: %w", cl.Metrics.Listen, err)
+		}
+	}
+	closeListeners := func() {
+		statusL.Close()
+		if metricsL != nil {
+			metricsL.Close()
+		}
+	}
 	egress, err := firewall.ResolveEgress(cl.Firewall.EgressInterface)
 	if err != nil {
+		closeListeners()
 		return err
 	}
 	fw, err := firewall.New(firewall.Options{Logger: a.log, Backend: cl.Firewall.Backend})
 	if err != nil {
+		closeListeners()
 		return fmt.Errorf("firewall: %w", err)
 	}
 	// Rules and sysctls left by a run that was killed go first.
 	if err := fw.CleanUp(); err != nil {
+		closeListeners()
 		return fmt.Errorf("removing a previous run's firewall rules: %w", err)
 	}
 	tun, err := tunnel.Open(context.Background(), tunnel.FromCluster(cfg), tunnel.Options{Logger: a.log})
 	if err != nil {
+		closeListeners()
 		return fmt.Errorf("bringing up %s: %w", cl.Interface.Name, err)
 	}
 	a.tun = tun
 	a.startPart("wireguard", tun.Run)
 
 	if err := fw.Set(firewall.FromCluster(cl, egress)); err != nil {
-		fw.CleanUp()
-		return fmt.Errorf("applying firewall rules: %w", err)
+		closeListeners()
+		return errors.Join(fmt.Errorf("applying firewall rules: %w", err), fw.CleanUp())
 	}
-	a.fw, a.egress = fw, egress
+	a.fw = fw
 	a.startPart("firewall", fw.Run)
 	if w := fw.ForwardWarning(cl.Interface.Name); w != "" {
 		a.log.Warn(w)
@@ -173,7 +213,15 @@ func (a *app) start(cfg *configs.Config) error {
 	}
 	a.k3s = supervisor.New(cl.K3s.Binary, supervisor.Args(cfg), opts)
 	a.startPart("k3s", a.k3s.Run)
-	a.cfg = cfg
+
+	a.mu.Lock()
+	a.cfg, a.egress = cfg, egress
+	a.mu.Unlock()
+	if metricsL != nil {
+		a.startPart("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.report) })
+		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
+	}
+	a.startPart("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.report) })
 	return nil
 }
 
@@ -182,31 +230,53 @@ func (a *app) start(cfg *configs.Config) error {
 // applying fails half-way, what was applied is reverted.
 func (a *app) reload() {
 	a.log.Info("reloading", "config", a.path)
+	err := a.applyReload()
+	a.mu.Lock()
+	a.reloads.Total++
+	if err != nil {
+		a.reloads.Failures++
+		a.reloads.Last = oneLine(err)
+	} else {
+		a.reloads.Last = ""
+	}
+	a.mu.Unlock()
+	if err == nil {
+		return
+	}
+	var ce configs.Errors
+	if errors.As(err, &ce) {
+		for _, fe := range ce {
+			a.log.Error("reload rejected: the running configuration is unchanged", "problem", fe.Error())
+		}
+		return
+	}
+	a.log.Error("reload rejected: the running configuration is unchanged", "err", oneLine(err))
+}
+
+func (a *app) applyReload() error {
 	cfg, egress, err := a.loadForReload()
 	if err != nil {
-		var ce configs.Errors
-		if errors.As(err, &ce) {
-			for _, fe := range ce {
-				a.log.Error("reload rejected: the running configuration is unchanged", "problem", fe.Error())
-			}
-			return
-		}
-		a.log.Error("reload rejected: the running configuration is unchanged", "err", oneLine(err))
-		return
+		return err
 	}
-	old := a.cfg
+	a.mu.Lock()
+	old, oldEgress := a.cfg, a.egress
+	a.mu.Unlock()
 	if err := a.tun.Apply(context.Background(), tunnel.FromCluster(cfg)); err != nil {
-		a.log.Error("reload failed and was rolled back", "err", oneLine(err))
-		return
+		return fmt.Errorf("applying to %s (rolled back): %w", cfg.Cluster.Interface.Name, err)
 	}
 	if err := a.fw.Set(firewall.FromCluster(cfg.Cluster, egress)); err != nil {
-		rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(firewall.FromCluster(old.Cluster, a.egress)))
-		a.log.Error("reload failed and was rolled back", "err", oneLine(err), "rollback_err", rerr)
-		return
+		rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(firewall.FromCluster(old.Cluster, oldEgress)))
+		if rerr != nil {
+			return fmt.Errorf("applying firewall rules: %w; rolling back also failed: %v", err, rerr)
+		}
+		return fmt.Errorf("applying firewall rules (rolled back): %w", err)
 	}
+	a.mu.Lock()
 	a.cfg, a.egress = cfg, egress
+	a.mu.Unlock()
 	restarted := a.k3s.Update(cfg.Cluster.K3s.Binary, supervisor.Args(cfg))
 	a.log.Info("reloaded", "node", cfg.Self.Name, "peers", len(cfg.Peers()), "k3s_restarted", restarted)
+	return nil
 }
 
 // loadForReload validates the new file and everything it names on this
@@ -216,8 +286,17 @@ func (a *app) loadForReload() (*configs.Config, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if cfg.Cluster.Firewall.Backend != a.cfg.Cluster.Firewall.Backend {
-		return nil, "", fmt.Errorf("firewall.backend %s -> %s: this change needs a restart of the appliance", a.cfg.Cluster.Firewall.Backend, cfg.Cluster.Firewall.Backend)
+	a.mu.Lock()
+	running := a.cfg.Cluster
+	a.mu.Unlock()
+	for _, c := range []struct{ field, from, to string }{
+		{"firewall.backend", running.Firewall.Backend, cfg.Cluster.Firewall.Backend},
+		{"metrics", fmt.Sprint(running.Metrics), fmt.Sprint(cfg.Cluster.Metrics)},
+		{"k3s.stop_grace_period", running.K3s.StopGracePeriod.String(), cfg.Cluster.K3s.StopGracePeriod.String()},
+	} {
+		if c.from != c.to {
+			return nil, "", fmt.Errorf("%s %s -> %s: this change needs a restart of the appliance (systemctl restart wgk3s)", c.field, c.from, c.to)
+		}
 	}
 	egress, err := firewall.ResolveEgress(cfg.Cluster.Firewall.EgressInterface)
 	if err != nil {

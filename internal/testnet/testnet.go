@@ -149,6 +149,13 @@ func (n *Net) AddServer(name string, idx int) *Server {
 	n.must("ip", "netns", "exec", s.Router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	n.iptables(s.Router, "-t", "nat", "-A", "PREROUTING", "-d", s.PublicIP.String(), "-j", "DNAT", "--to-destination", s.PrivateIP.String())
 	n.iptables(s.Router, "-t", "nat", "-A", "POSTROUTING", "-s", s.PrivateIP.String(), "-o", "up0", "-j", "SNAT", "--to-source", s.PublicIP.String())
+	// `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over
+	// /etc/resolv.conf; it must exist before the holder starts. The default
+	// points at the internet namespace, where a test may run a DNS server.
+	if err := os.MkdirAll("/etc/netns/"+s.NS, 0o755); err != nil {
+		n.t.Fatal(err)
+	}
+	s.SetResolvConf("nameserver 203.0.113.1\noptions timeout:1 attempts:1\n")
 	s.startHolder()
 	n.mu.Lock()
 	n.servers = append(n.servers, s)
@@ -317,4 +324,18 @@ func (s *Server) WriteFile(path string, data []byte, mode os.FileMode) {
 // HostPath is path inside the server as the test process can reach it.
 func (s *Server) HostPath(path string) string {
 	return fmt.Sprintf("/proc/%d/root%s", s.holder.Process.Pid, path)
+}
+
+// SetResolvConf replaces the server's /etc/resolv.conf contents. The file is
+// rewritten in place: it is bind-mounted, so it must keep its inode.
+func (s *Server) SetResolvConf(contents string) {
+	s.net.t.Helper()
+	f, err := os.OpenFile("/etc/netns/"+s.NS+"/resolv.conf", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		s.net.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(contents); err != nil {
+		s.net.t.Fatal(err)
+	}
 }

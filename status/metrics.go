@@ -1,0 +1,87 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// collector turns a Report into Prometheus metrics at scrape time, so the
+// numbers are as fresh as `wg show` and cost nothing between scrapes.
+type collector struct {
+	source func() Report
+	descs  map[string]*prometheus.Desc
+}
+
+func newCollector(source func() Report) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("wgk3s_"+name, help, labels, nil)
+	}
+	return &collector{source: source, descs: map[string]*prometheus.Desc{
+		"handshake": d("peer_last_handshake_seconds", "Seconds since the peer's latest handshake (-1: none yet).", "peer"),
+		"rx":        d("peer_receive_bytes_total", "Bytes received from the peer.", "peer"),
+		"tx":        d("peer_transmit_bytes_total", "Bytes sent to the peer.", "peer"),
+		"reachable": d("peer_reachable", "1 if the peer's latest handshake is recent enough for a live session.", "peer"),
+		"restarts":  d("k3s_restarts_total", "Times k3s exited on its own and was restarted."),
+		"running":   d("k3s_running", "1 while the k3s child runs."),
+		"reloads":   d("reloads_total", "SIGHUP reloads handled."),
+		"failures":  d("reload_failures_total", "SIGHUP reloads rejected or rolled back."),
+		"mode":      d("wireguard_mode", "The WireGuard implementation in use (value 1).", "mode"),
+	}}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	r := c.source()
+	m := func(name string, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], t, v, labels...)
+	}
+	for _, p := range r.Peers {
+		m("handshake", prometheus.GaugeValue, p.HandshakeAgeSeconds, p.Name)
+		m("rx", prometheus.CounterValue, float64(p.ReceiveBytes), p.Name)
+		m("tx", prometheus.CounterValue, float64(p.TransmitBytes), p.Name)
+		m("reachable", prometheus.GaugeValue, boolF(p.Reachable), p.Name)
+	}
+	m("restarts", prometheus.CounterValue, float64(r.K3s.Restarts))
+	m("running", prometheus.GaugeValue, boolF(r.K3s.Running))
+	m("reloads", prometheus.CounterValue, float64(r.Reloads.Total))
+	m("failures", prometheus.CounterValue, float64(r.Reloads.Failures))
+	m("mode", prometheus.GaugeValue, 1, r.Mode)
+}
+
+func boolF(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ServeMetrics serves /metrics on l until ctx is cancelled. It uses its own
+// registry: only the appliance's metrics and the Go runtime's.
+func ServeMetrics(ctx context.Context, l net.Listener, source func() Report) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(source), prometheus.NewGoCollector())
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

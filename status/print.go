@@ -1,0 +1,67 @@
+package status
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Print writes r for a human.
+func Print(w io.Writer, r Report, now time.Time) {
+	fmt.Fprintf(w, "node       %s (%s), appliance %s, up %s\n", r.Node, r.Role, r.Version, age(now.Sub(r.Started)))
+	fmt.Fprintf(w, "wireguard  %s: %s\n", r.Mode, r.ModeReason)
+	fmt.Fprintf(w, "interface  %s %s, udp/%d, public key %s\n", r.Interface, r.Address, r.ListenPort, r.PublicKey)
+	fmt.Fprintf(w, "firewall   iptables-%s, egress %s\n", r.Firewall.Backend, r.Firewall.Egress)
+	k := r.K3s
+	if k.Running {
+		fmt.Fprintf(w, "k3s        running, pid %d, up %s, %d restart(s)", k.PID, age(time.Duration(k.UptimeSeconds*float64(time.Second))), k.Restarts)
+	} else {
+		fmt.Fprintf(w, "k3s        not running, %d restart(s)", k.Restarts)
+	}
+	if k.LastExit != "" {
+		fmt.Fprintf(w, ", last exit: %s", k.LastExit)
+	}
+	fmt.Fprintf(w, "\nreloads    %d, %d failed", r.Reloads.Total, r.Reloads.Failures)
+	if r.Reloads.Last != "" {
+		fmt.Fprintf(w, " (last: %s)", r.Reloads.Last)
+	}
+	fmt.Fprintf(w, "\n\npeers\n")
+	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %s\n", "NAME", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX", "REACHABLE")
+	for _, p := range r.Peers {
+		hs := "never"
+		if p.HandshakeAgeSeconds >= 0 {
+			hs = age(time.Duration(p.HandshakeAgeSeconds*float64(time.Second))) + " ago"
+		}
+		ep := p.Endpoint
+		if ep == "" {
+			ep = "(none)"
+		}
+		reach := "no"
+		if p.Reachable {
+			reach = "yes"
+		}
+		fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %s\n", p.Name, ep, strings.Join(p.AllowedIPs, ","), hs,
+			byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes), reach)
+	}
+}
+
+func age(d time.Duration) string {
+	if d < time.Hour {
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Minute).String()
+}
+
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

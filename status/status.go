@@ -1,0 +1,151 @@
+// Package status is the appliance's report of itself: the model that
+// `appliance status` prints, the root-only unix socket that serves it while
+// the appliance runs, and the Prometheus metrics derived from it.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// DefaultSocket is where a running appliance serves its status.
+const DefaultSocket = "/run/wgk3s/status.sock"
+
+// ReachableWithin is how recent a handshake must be for a peer to count as
+// reachable: WireGuard's REJECT_AFTER_TIME, after which a session is dead.
+const ReachableWithin = 180 * time.Second
+
+// Report is one snapshot of a running appliance.
+type Report struct {
+	Node       string    `json:"node"`
+	Role       string    `json:"role"`
+	Version    string    `json:"version"`
+	Started    time.Time `json:"started"`
+	Mode       string    `json:"mode"`
+	ModeReason string    `json:"mode_reason"`
+	Interface  string    `json:"interface"`
+	Address    string    `json:"address"`
+	ListenPort int       `json:"listen_port"`
+	PublicKey  string    `json:"public_key"`
+	Peers      []Peer    `json:"peers"`
+	Firewall   Firewall  `json:"firewall"`
+	K3s        K3s       `json:"k3s"`
+	Reloads    Reloads   `json:"reloads"`
+}
+
+// Peer is one WireGuard peer as the device reports it.
+type Peer struct {
+	Name       string   `json:"name"`
+	PublicKey  string   `json:"public_key"`
+	Endpoint   string   `json:"endpoint,omitempty"`
+	AllowedIPs []string `json:"allowed_ips"`
+	// LatestHandshake is zero when there has been none.
+	LatestHandshake time.Time `json:"latest_handshake,omitzero"`
+	// HandshakeAgeSeconds is -1 when there has been no handshake.
+	HandshakeAgeSeconds float64 `json:"handshake_age_seconds"`
+	ReceiveBytes        int64   `json:"receive_bytes"`
+	TransmitBytes       int64   `json:"transmit_bytes"`
+	Reachable           bool    `json:"reachable"`
+}
+
+// Firewall is the firewall's state.
+type Firewall struct {
+	Backend string `json:"backend"`
+	Egress  string `json:"egress"`
+}
+
+// K3s is the supervised child.
+type K3s struct {
+	Binary        string   `json:"binary"`
+	Args          []string `json:"args"`
+	Running       bool     `json:"running"`
+	PID           int      `json:"pid,omitempty"`
+	UptimeSeconds float64  `json:"uptime_seconds"`
+	Restarts      int      `json:"restarts"`
+	LastExit      string   `json:"last_exit,omitempty"`
+}
+
+// Reloads counts SIGHUP reloads.
+type Reloads struct {
+	Total    int    `json:"total"`
+	Failures int    `json:"failures"`
+	Last     string `json:"last_error,omitempty"`
+}
+
+// Serve answers GET /status with source() as JSON on l (from Listen)
+// until ctx is cancelled, then removes the socket.
+func Serve(ctx context.Context, l net.Listener, source func() Report) error {
+	path := l.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(source())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	os.Remove(path)
+	return nil
+}
+
+// Listen opens the status socket at path, readable by root only. A stale
+// socket from a killed run is replaced; a live one means another appliance
+// is running, which is an error: starting a second one would tear down the
+// first one's interface and rules.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is served by another running appliance; fix: stop it first (systemctl stop wgk3s)", path)
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Fetch asks the appliance serving path for its report.
+func Fetch(path string) (Report, error) {
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+	resp, err := client.Get("http://appliance/status")
+	if err != nil {
+		return Report{}, fmt.Errorf("no running appliance answers on %s (is the service running? systemctl status wgk3s): %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Report{}, fmt.Errorf("%s answered %s", path, resp.Status)
+	}
+	var r Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return Report{}, fmt.Errorf("reading the status: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,129 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func sample() Report {
+	return Report{
+		Node: "k3s-master", Role: "master", Mode: "userspace", ModeReason: "kernel 3.10.0 is older than 5.15.0",
+		Interface: "wg0", Address: "192.168.2.1/24", ListenPort: 5418,
+		Peers: []Peer{
+			{Name: "k3s-node-1", Endpoint: "203.0.113.20:5418", AllowedIPs: []string{"192.168.2.2/32"},
+				HandshakeAgeSeconds: 12, ReceiveBytes: 2048, TransmitBytes: 1 << 20, Reachable: true},
+			{Name: "k3s-node-2", AllowedIPs: []string{"192.168.2.3/32"}, HandshakeAgeSeconds: -1},
+		},
+		K3s:     K3s{Running: true, PID: 42, Restarts: 3, LastExit: "exit status 1", UptimeSeconds: 90},
+		Reloads: Reloads{Total: 2, Failures: 1},
+	}
+}
+
+func TestServeAndFetch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "status.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode = %v, %v; want 0600", fi.Mode(), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- Serve(ctx, l, sample) }()
+	got, err := Fetch(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sample(), got); diff != "" {
+		t.Errorf("report (-want +got):\n%s", diff)
+	}
+	// A second appliance must not take over a live socket.
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "another running appliance") {
+		t.Errorf("Listen on a live socket: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("socket left after stop: %v", err)
+	}
+	if _, err := Fetch(path); err == nil || !strings.Contains(err.Error(), "is the service running") {
+		t.Errorf("Fetch without a server: %v", err)
+	}
+}
+
+func TestListenReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "status.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // a killed run leaves the file behind
+	l2, err := Listen(path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l2.Close()
+}
+
+func TestPrint(t *testing.T) {
+	var b bytes.Buffer
+	r := sample()
+	r.Started = time.Unix(1000, 0)
+	Print(&b, r, time.Unix(1000+3600, 0))
+	out := b.String()
+	for _, want := range []string{
+		"k3s-master (master)", "up 1h0m0s", "userspace: kernel 3.10.0",
+		"running, pid 42", "3 restart(s), last exit: exit status 1", "2, 1 failed",
+		"k3s-node-1", "203.0.113.20:5418", "12s ago", "2.0 KiB", "1.0 MiB", "yes",
+		"k3s-node-2", "(none)", "never",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ServeMetrics(ctx, l, sample)
+	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`wgk3s_peer_last_handshake_seconds{peer="k3s-node-1"} 12`,
+		`wgk3s_peer_last_handshake_seconds{peer="k3s-node-2"} -1`,
+		`wgk3s_peer_receive_bytes_total{peer="k3s-node-1"} 2048`,
+		`wgk3s_peer_transmit_bytes_total{peer="k3s-node-1"} 1.048576e+06`,
+		`wgk3s_peer_reachable{peer="k3s-node-2"} 0`,
+		`wgk3s_k3s_restarts_total 3`,
+		`wgk3s_reloads_total 2`,
+		`wgk3s_reload_failures_total 1`,
+		`wgk3s_wireguard_mode{mode="userspace"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
