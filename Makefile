@@ -5,7 +5,7 @@ BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: help build deps test unit fuzz lint clean
+.PHONY: help build deps test unit fuzz lint rpm deb packages clean
 
 help:
 	@echo "make build   static appliance binary in $(BIN)"
@@ -13,6 +13,8 @@ help:
 	@echo "make unit    go test ./... only"
 	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME))"
 	@echo "make lint    gofmt + go vet"
+	@echo "make rpm     dist/wgk3s-VERSION-1.x86_64.rpm for CentOS 7 (VERSION=x.y.z to set it)"
+	@echo "make deb     dist/wgk3s_VERSION-1_amd64.deb from the same description"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/appliance
@@ -20,7 +22,7 @@ build:
 deps:
 	@scripts/deps.sh
 
-test: deps lint unit fuzz
+test: deps lint packages unit fuzz
 
 unit:
 	$(GO) test -count=1 ./...
@@ -32,5 +34,13 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+rpm:
+	rpm/build.sh rpm dist
+
+deb:
+	rpm/build.sh deb dist
+
+packages: rpm deb
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

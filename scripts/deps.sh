@@ -10,6 +10,14 @@ declare -A need=(
   [wg]=wireguard-tools
   [ping]=iputils-ping
   [wireguard-go]=wireguard-go
+  [wg-quick]=wireguard-tools
+  [nsenter]=util-linux
+  [unshare]=util-linux
+  [bash]=bash
+  [rpm]=rpm
+  [dpkg-deb]=dpkg
+  [systemd-analyze]=systemd
+  [iperf3]=iperf3
 )
 
 missing=()
@@ -33,5 +41,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 echo "deps: missing packages: ${missing[*]}" >&2
 echo "deps: on Debian/Ubuntu run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
-echo "deps: on Fedora/CentOS/RHEL: dnf install iproute iptables wireguard-tools iputils (wireguard-go from EPEL or built from source)" >&2
+echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 (wireguard-go: build it from source)" >&2
 exit 1
