@@ -55,8 +55,8 @@ func TestFirewall(t *testing.T) {
 			net := testnet.New(t)
 			m := newNode(t, net.AddServer("master", 1), "k3s-master", "master", "192.168.2.1")
 			edit := func(s string) string { return s + "firewall:\n  backend: " + backend + "\n" }
-			m.writeConfig([]*node{m}, edit)
-			srv := m.srv
+			m.WriteConfig([]*node{m}, edit)
+			srv := m.Srv
 			// The server has rules of its own in both tables before the
 			// appliance starts, as a real host does (with nft, an empty nat
 			// table that the appliance created would outlive it).
@@ -65,9 +65,9 @@ func TestFirewall(t *testing.T) {
 			before := iptablesSave(t, srv, backend)
 			fwdBefore := srv.Run("sysctl", "-n", "net.ipv4.ip_forward")
 
-			m.start(t)
-			if !strings.Contains(m.proc.Output(), "firewall="+backend) {
-				t.Errorf("backend not used:\n%s", m.proc.Output())
+			m.Start(t)
+			if !strings.Contains(m.Proc.Output(), "firewall="+backend) {
+				t.Errorf("backend not used:\n%s", m.Proc.Output())
 			}
 			requireOnce(t, iptablesSave(t, srv, backend))
 			if got := strings.TrimSpace(srv.Run("sysctl", "-n", "net.ipv4.ip_forward")); got != "1" {
@@ -86,24 +86,24 @@ func TestFirewall(t *testing.T) {
 					t.Errorf("the MASQUERADE rule counted no packets:\n%s", counters)
 				}
 				// Turned off by a reload, the same ping goes unanswered.
-				m.writeConfig([]*node{m}, func(s string) string { return edit(s) + "  masquerade: false\n" })
-				m.reload(t, "msg=reloaded")
+				m.WriteConfig([]*node{m}, func(s string) string { return edit(s) + "  masquerade: false\n" })
+				m.Reload(t, "msg=reloaded")
 				if got, _ := srv.Ping("-I 192.168.2.1 10.1.1.1", 2, 100*time.Millisecond); got != 0 {
 					t.Errorf("%d pings answered without masquerade: the test proves nothing", got)
 				}
-				m.writeConfig([]*node{m}, edit)
-				m.reload(t, "msg=reloaded")
+				m.WriteConfig([]*node{m}, edit)
+				m.Reload(t, "msg=reloaded")
 			})
 
 			t.Run("10 restarts, half of them SIGKILL, leave each rule once", func(t *testing.T) {
 				for i := 0; i < 10; i++ {
 					if i%2 == 0 {
-						m.proc.Signal(syscall.SIGKILL)
-						m.proc.Wait(5 * time.Second)
+						m.Proc.Signal(syscall.SIGKILL)
+						m.Proc.Wait(5 * time.Second)
 					} else {
-						m.stop(t)
+						m.Stop(t)
 					}
-					m.start(t)
+					m.Start(t)
 				}
 				requireOnce(t, iptablesSave(t, srv, backend))
 			})
@@ -121,7 +121,7 @@ func TestFirewall(t *testing.T) {
 			})
 
 			t.Run("a clean stop restores iptables and sysctls", func(t *testing.T) {
-				m.stop(t)
+				m.Stop(t)
 				if diff := cmp.Diff(before, iptablesSave(t, srv, backend)); diff != "" {
 					t.Errorf("iptables-save after stop (-before +after):\n%s", diff)
 				}
@@ -131,9 +131,9 @@ func TestFirewall(t *testing.T) {
 			})
 
 			t.Run("appliance cleanup removes what a killed run left", func(t *testing.T) {
-				m.start(t)
-				m.proc.Signal(syscall.SIGKILL)
-				m.proc.Wait(5 * time.Second)
+				m.Start(t)
+				m.Proc.Signal(syscall.SIGKILL)
+				m.Proc.Wait(5 * time.Second)
 				if len(ownedRules(iptablesSave(t, srv, backend))) == 0 {
 					t.Fatal("test bug: the killed run left nothing to clean")
 				}

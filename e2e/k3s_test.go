@@ -45,7 +45,7 @@ func records(t *testing.T, srv *testnet.Server) []standinRecord {
 
 // k3sPID returns the pid of the k3s child the appliance reports in its log.
 func k3sPID(n *node) int {
-	out := n.proc.Output()
+	out := n.Proc.Output()
 	i := strings.LastIndex(out, "msg=\"k3s started\" pid=")
 	if i < 0 {
 		return 0
@@ -69,21 +69,21 @@ func TestK3sSupervision(t *testing.T) {
 	_, m, n1 := twoClouds(t)
 	nodes := []*node{m, n1}
 	for _, n := range nodes {
-		n.writeConfig(nodes, nil)
-		n.start(t)
+		n.WriteConfig(nodes, nil)
+		n.Start(t)
 	}
 
 	t.Run("the agent joins the server through the tunnel", func(t *testing.T) {
 		if !testnet.Eventually(20*time.Second, func() bool {
-			return strings.Contains(events(m.srv), "server accepted k3s-node-1 from 192.168.2.2:")
+			return strings.Contains(events(m.Srv), "server accepted k3s-node-1 from 192.168.2.2:")
 		}) {
-			t.Fatalf("no join on the master; events:\n%s\nagent log:\n%s", events(m.srv), n1.proc.Output())
+			t.Fatalf("no join on the master; events:\n%s\nagent log:\n%s", events(m.Srv), n1.Proc.Output())
 		}
-		if !strings.Contains(n1.proc.Output(), "k3s server is reachable") {
-			t.Errorf("the agent did not wait for the server through the tunnel:\n%s", n1.proc.Output())
+		if !strings.Contains(n1.Proc.Output(), "k3s server is reachable") {
+			t.Errorf("the agent did not wait for the server through the tunnel:\n%s", n1.Proc.Output())
 		}
-		if !strings.Contains(m.proc.Output(), "component=k3s") || !strings.Contains(m.proc.Output(), "standin k3s server k3s-master listening on 192.168.2.1:6443") {
-			t.Errorf("k3s output is not in the appliance's log:\n%s", m.proc.Output())
+		if !strings.Contains(m.Proc.Output(), "component=k3s") || !strings.Contains(m.Proc.Output(), "standin k3s server k3s-master listening on 192.168.2.1:6443") {
+			t.Errorf("k3s output is not in the appliance's log:\n%s", m.Proc.Output())
 		}
 	})
 
@@ -93,25 +93,25 @@ func TestK3sSupervision(t *testing.T) {
 			for _, f := range []string{"cmdline", "environ"} {
 				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
 				if err != nil {
-					t.Fatalf("%s: %v", n.name, err)
+					t.Fatalf("%s: %v", n.Name, err)
 				}
 				if strings.Contains(string(b), token) {
-					t.Errorf("%s: the token is in /proc/%d/%s", n.name, pid, f)
+					t.Errorf("%s: the token is in /proc/%d/%s", n.Name, pid, f)
 				}
 				if f == "environ" && strings.Contains(string(b), "NOTIFY_SOCKET") {
-					t.Errorf("%s: k3s inherited NOTIFY_SOCKET", n.name)
+					t.Errorf("%s: k3s inherited NOTIFY_SOCKET", n.Name)
 				}
 			}
-			recs := records(t, n.srv)
+			recs := records(t, n.Srv)
 			if len(recs) == 0 {
-				t.Fatalf("%s: the stand-in left no record", n.name)
+				t.Fatalf("%s: the stand-in left no record", n.Name)
 			}
 			r := recs[len(recs)-1]
 			if r.TokenInArgv || r.TokenInEnv || r.NotifySocket {
-				t.Errorf("%s: the stand-in saw %+v", n.name, r)
+				t.Errorf("%s: the stand-in saw %+v", n.Name, r)
 			}
 			if !strings.Contains(strings.Join(r.Argv, " "), "--token-file "+tokenPath) {
-				t.Errorf("%s: argv %v lacks --token-file", n.name, r.Argv)
+				t.Errorf("%s: argv %v lacks --token-file", n.Name, r.Argv)
 			}
 		}
 	})
@@ -120,9 +120,9 @@ func TestK3sSupervision(t *testing.T) {
 		pid := k3sPID(n1)
 		syscall.Kill(pid, syscall.SIGUSR1)
 		if !testnet.Eventually(10*time.Second, func() bool { p := k3sPID(n1); return p != 0 && p != pid }) {
-			t.Fatalf("not restarted:\n%s", n1.proc.Output())
+			t.Fatalf("not restarted:\n%s", n1.Proc.Output())
 		}
-		out := n1.proc.Output()
+		out := n1.Proc.Output()
 		if !strings.Contains(out, `msg="k3s exited" status="exit status 3"`) || !strings.Contains(out, `msg="k3s will be restarted" in=1s`) {
 			t.Errorf("exit or backoff not logged:\n%s", out)
 		}
@@ -130,15 +130,15 @@ func TestK3sSupervision(t *testing.T) {
 			t.Errorf("the crashed child %d is still a process (zombie?)", pid)
 		}
 		// The new agent joins again.
-		if !testnet.Eventually(10*time.Second, func() bool { return strings.Count(events(m.srv), "server accepted k3s-node-1") >= 2 }) {
-			t.Errorf("the restarted agent did not rejoin:\n%s", events(m.srv))
+		if !testnet.Eventually(10*time.Second, func() bool { return strings.Count(events(m.Srv), "server accepted k3s-node-1") >= 2 }) {
+			t.Errorf("the restarted agent did not rejoin:\n%s", events(m.Srv))
 		}
 	})
 
 	t.Run("SIGKILL of the appliance takes k3s with it", func(t *testing.T) {
 		pid := k3sPID(n1)
-		n1.proc.Signal(syscall.SIGKILL)
-		n1.proc.Wait(5 * time.Second)
+		n1.Proc.Signal(syscall.SIGKILL)
+		n1.Proc.Wait(5 * time.Second)
 		if !testnet.Eventually(5*time.Second, func() bool { return !processExists(pid) }) {
 			t.Fatalf("k3s %d survived the appliance's SIGKILL", pid)
 		}
@@ -147,15 +147,15 @@ func TestK3sSupervision(t *testing.T) {
 	t.Run("SIGTERM stops k3s within the grace period", func(t *testing.T) {
 		pid := k3sPID(m)
 		began := time.Now()
-		m.stop(t)
+		m.Stop(t)
 		if took := time.Since(began); took > 5*time.Second {
 			t.Errorf("stop took %v, longer than the 5s grace", took)
 		}
 		if processExists(pid) {
 			t.Errorf("k3s %d still exists after the appliance stopped", pid)
 		}
-		if !strings.Contains(events(m.srv), fmt.Sprintf("stop pid=%d", pid)) {
-			t.Errorf("k3s was not stopped with SIGTERM:\n%s", events(m.srv))
+		if !strings.Contains(events(m.Srv), fmt.Sprintf("stop pid=%d", pid)) {
+			t.Errorf("k3s was not stopped with SIGTERM:\n%s", events(m.Srv))
 		}
 	})
 }

@@ -67,10 +67,10 @@ func (ns *notifySocket) waitFor(t *testing.T, want ...string) {
 
 func statusJSON(t *testing.T, n *node) status.Report {
 	t.Helper()
-	out := n.srv.Run(applianceBin, "status", "--json")
+	out := n.Srv.Run(applianceBin, "status", "--json")
 	var r status.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("%s: status --json: %v\n%s", n.name, err, out)
+		t.Fatalf("%s: status --json: %v\n%s", n.Name, err, out)
 	}
 	return r
 }
@@ -79,16 +79,16 @@ func TestLifecycle(t *testing.T) {
 	_, m, n1 := twoClouds(t)
 	nodes := []*node{m, n1}
 	for _, n := range nodes {
-		n.writeConfig(nodes, nil)
+		n.WriteConfig(nodes, nil)
 	}
-	notify := listenNotify(t, m.srv, "/run/wgk3s/notify.sock")
-	m.startWith(t, "NOTIFY_SOCKET=/run/wgk3s/notify.sock")
-	n1.start(t)
+	notify := listenNotify(t, m.Srv, "/run/wgk3s/notify.sock")
+	m.StartWith(t, "NOTIFY_SOCKET=/run/wgk3s/notify.sock")
+	n1.Start(t)
 	notify.waitFor(t, "READY=1")
 	pingUntil(t, m, "192.168.2.2")
 
 	t.Run("status reports what wg show and the k3s child say", func(t *testing.T) {
-		if !testnet.Eventually(20*time.Second, func() bool { return strings.Contains(events(m.srv), "server accepted k3s-node-1") }) {
+		if !testnet.Eventually(20*time.Second, func() bool { return strings.Contains(events(m.Srv), "server accepted k3s-node-1") }) {
 			t.Fatal("agent did not join")
 		}
 		r := statusJSON(t, m)
@@ -99,21 +99,21 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("peers = %+v", r.Peers)
 		}
 		p := r.Peers[0]
-		wgEpoch, _ := strconv.ParseInt(handshake(t, m.srv, n1.key.PublicKey()), 10, 64)
-		if p.Name != "k3s-node-1" || p.PublicKey != n1.key.PublicKey().String() || !p.Reachable {
+		wgEpoch, _ := strconv.ParseInt(handshake(t, m.Srv, n1.Key.PublicKey()), 10, 64)
+		if p.Name != "k3s-node-1" || p.PublicKey != n1.Key.PublicKey().String() || !p.Reachable {
 			t.Errorf("peer = %+v", p)
 		}
 		if d := p.LatestHandshake.Unix() - wgEpoch; d < -1 || d > 1 {
 			t.Errorf("status handshake %v, wg show %d", p.LatestHandshake, wgEpoch)
 		}
-		if !strings.Contains(wgShow(t, m.srv, "endpoints"), p.Endpoint) || p.ReceiveBytes == 0 || p.TransmitBytes == 0 {
-			t.Errorf("peer endpoint/bytes = %+v\n%s", p, wgShow(t, m.srv))
+		if !strings.Contains(wgShow(t, m.Srv, "endpoints"), p.Endpoint) || p.ReceiveBytes == 0 || p.TransmitBytes == 0 {
+			t.Errorf("peer endpoint/bytes = %+v\n%s", p, wgShow(t, m.Srv))
 		}
-		recs := records(t, m.srv)
+		recs := records(t, m.Srv)
 		if !r.K3s.Running || r.K3s.PID != recs[len(recs)-1].PID || r.K3s.Restarts != 0 || r.K3s.Args[0] != "server" {
 			t.Errorf("k3s = %+v, stand-in record pid %d", r.K3s, recs[len(recs)-1].PID)
 		}
-		human := m.srv.Run(applianceBin, "status")
+		human := m.Srv.Run(applianceBin, "status")
 		for _, want := range []string{"k3s-node-1", "203.0.113.20:5418", "running, pid", "yes"} {
 			if !strings.Contains(human, want) {
 				t.Errorf("status lacks %q:\n%s", want, human)
@@ -124,16 +124,16 @@ func TestLifecycle(t *testing.T) {
 	t.Run("a reload during a reload is queued, and status answers meanwhile", func(t *testing.T) {
 		// A peer whose DNS name takes 2 s to fail makes the reload slow:
 		// the resolver is an address on the server's LAN where no host answers.
-		m.srv.SetResolvConf("nameserver 10.1.1.99\noptions timeout:2 attempts:1\n")
-		slow := &node{name: "k3s-node-3", role: "agent", address: "192.168.2.4", endpoint: "slow.example.net:5418"}
-		slow.key, _ = wgtypes.GeneratePrivateKey()
-		m.writeConfig([]*node{m, n1, slow}, nil)
-		count := func(s string) int { return strings.Count(m.proc.Output(), s) }
-		m.proc.Signal(syscall.SIGHUP)
+		m.Srv.SetResolvConf("nameserver 10.1.1.99\noptions timeout:2 attempts:1\n")
+		slow := &node{Name: "k3s-node-3", Role: "agent", Address: "192.168.2.4", Endpoint: "slow.example.net:5418"}
+		slow.Key, _ = wgtypes.GeneratePrivateKey()
+		m.WriteConfig([]*node{m, n1, slow}, nil)
+		count := func(s string) int { return strings.Count(m.Proc.Output(), s) }
+		m.Proc.Signal(syscall.SIGHUP)
 		if !testnet.Eventually(5*time.Second, func() bool { return count("msg=reloading") == 1 }) {
 			t.Fatal("first reload did not start")
 		}
-		m.proc.Signal(syscall.SIGHUP) // arrives while the first reload waits for DNS
+		m.Proc.Signal(syscall.SIGHUP) // arrives while the first reload waits for DNS
 		began := time.Now()
 		if r := statusJSON(t, m); r.Node != "k3s-master" {
 			t.Errorf("status during a reload = %+v", r)
@@ -145,11 +145,11 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal("test bug: the first reload finished before the second SIGHUP; it was not slow")
 		}
 		if !testnet.Eventually(20*time.Second, func() bool { return count("msg=reloaded") == 2 }) {
-			t.Fatalf("%d of 2 reloads ran:\n%s", count("msg=reloaded"), m.proc.Output())
+			t.Fatalf("%d of 2 reloads ran:\n%s", count("msg=reloaded"), m.Proc.Output())
 		}
 		// One at a time: reloading, reloaded, reloading, reloaded.
 		var seq []string
-		for _, l := range strings.Split(m.proc.Output(), "\n") {
+		for _, l := range strings.Split(m.Proc.Output(), "\n") {
 			if strings.Contains(l, "msg=reloading") || strings.Contains(l, "msg=reloaded") {
 				seq = append(seq, strings.Fields(l)[2])
 			}
@@ -161,20 +161,20 @@ func TestLifecycle(t *testing.T) {
 		if r := statusJSON(t, m); r.Reloads.Total != 2 || r.Reloads.Failures != 0 || len(r.Peers) != 2 {
 			t.Errorf("after the reloads: reloads %+v, %d peers", r.Reloads, len(r.Peers))
 		}
-		if !strings.Contains(m.proc.Output(), "endpoint does not resolve") {
+		if !strings.Contains(m.Proc.Output(), "endpoint does not resolve") {
 			t.Errorf("the unresolvable endpoint was not logged")
 		}
-		m.writeConfig(nodes, nil)
-		m.reload(t, "msg=reloaded")
+		m.WriteConfig(nodes, nil)
+		m.Reload(t, "msg=reloaded")
 	})
 
 	t.Run("a second appliance on the same node fails and leaves the first alone", func(t *testing.T) {
-		before := iptablesSave(t, m.srv, "nft")
-		out, err := m.srv.Try(applianceBin, "--role", "master", "--config", configPath)
+		before := iptablesSave(t, m.Srv, "nft")
+		out, err := m.Srv.Try(applianceBin, "--role", "master", "--config", configPath)
 		if err == nil || !strings.Contains(out, "another running appliance") {
 			t.Fatalf("second appliance: err %v\n%s", err, out)
 		}
-		if after := iptablesSave(t, m.srv, "nft"); after != before {
+		if after := iptablesSave(t, m.Srv, "nft"); after != before {
 			t.Errorf("the failed second start changed the rules")
 		}
 		pingUntil(t, m, "192.168.2.2")
@@ -182,19 +182,19 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("SIGTERM removes wg0, the rules and k3s", func(t *testing.T) {
 		pid := statusJSON(t, m).K3s.PID
-		m.stop(t)
+		m.Stop(t)
 		notify.waitFor(t, "READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1")
 		// (three reloads above: two queued ones and the one restoring the file)
-		if out, err := m.srv.Try("ip", "link", "show", "wg0"); err == nil {
+		if out, err := m.Srv.Try("ip", "link", "show", "wg0"); err == nil {
 			t.Errorf("wg0 still exists:\n%s", out)
 		}
-		if owned := ownedRules(iptablesSave(t, m.srv, "nft")); len(owned) != 0 {
+		if owned := ownedRules(iptablesSave(t, m.Srv, "nft")); len(owned) != 0 {
 			t.Errorf("rules left: %v", owned)
 		}
 		if processExists(pid) {
 			t.Errorf("k3s %d still exists", pid)
 		}
-		if _, err := os.Stat(m.srv.HostPath(status.DefaultSocket)); !os.IsNotExist(err) {
+		if _, err := os.Stat(m.Srv.HostPath(status.DefaultSocket)); !os.IsNotExist(err) {
 			t.Errorf("status socket left: %v", err)
 		}
 	})
@@ -205,19 +205,19 @@ func TestMetricsEndpoint(t *testing.T) {
 	nodes := []*node{m, n1}
 	metrics := func(s string) string { return s + "metrics:\n  enabled: true\n" }
 	for _, n := range nodes {
-		n.writeConfig(nodes, metrics)
-		n.start(t)
+		n.WriteConfig(nodes, metrics)
+		n.Start(t)
 	}
 	pingUntil(t, m, "192.168.2.2")
 	// bash's /dev/tcp: no HTTP client needs to be installed in the namespace.
 	get := `exec 3<>/dev/tcp/127.0.0.1/9586; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3`
-	out := m.srv.Run("bash", "-c", get)
+	out := m.Srv.Run("bash", "-c", get)
 	for _, want := range []string{`wgk3s_peer_reachable{peer="k3s-node-1"} 1`, `wgk3s_wireguard_mode{mode="userspace"} 1`, "wgk3s_k3s_restarts_total 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q:\n%s", want, out)
 		}
 	}
-	if out, err := n1.srv.Try("bash", "-c", strings.Replace(get, "127.0.0.1", "192.168.2.1", 1)); err == nil {
+	if out, err := n1.Srv.Try("bash", "-c", strings.Replace(get, "127.0.0.1", "192.168.2.1", 1)); err == nil {
 		t.Errorf("metrics answered on the wg address, want loopback only:\n%s", out)
 	}
 }

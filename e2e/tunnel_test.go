@@ -25,78 +25,78 @@ func TestTunnelAcrossNATs(t *testing.T) {
 	net, m, n1 := twoClouds(t)
 	nodes := []*node{m, n1}
 	for _, n := range nodes {
-		n.writeConfig(nodes, nil)
-		n.start(t)
+		n.WriteConfig(nodes, nil)
+		n.Start(t)
 	}
-	if !strings.Contains(m.proc.Output(), "mode=userspace") {
-		t.Errorf("this kernel has no WireGuard module, so the mode must be userspace:\n%s", m.proc.Output())
+	if !strings.Contains(m.Proc.Output(), "mode=userspace") {
+		t.Errorf("this kernel has no WireGuard module, so the mode must be userspace:\n%s", m.Proc.Output())
 	}
 
 	// The seed's check: ping over wg0 both ways.
 	pingUntil(t, m, "192.168.2.2")
 	pingUntil(t, n1, "192.168.2.1")
-	show := wgShow(t, m.srv)
-	if !strings.Contains(show, n1.key.PublicKey().String()) || !strings.Contains(show, "latest handshake") {
+	show := wgShow(t, m.Srv)
+	if !strings.Contains(show, n1.Key.PublicKey().String()) || !strings.Contains(show, "latest handshake") {
 		t.Fatalf("wg show on the master lacks node-1 with a handshake:\n%s", show)
 	}
 	// The peers see each other at their public (NATed) addresses.
 	if !strings.Contains(show, "endpoint: 203.0.113.20:5418") {
 		t.Errorf("master sees node-1 elsewhere than its public address:\n%s", show)
 	}
-	if fi, err := os.Stat(m.srv.HostPath("/run/wireguard/wg0.sock")); err != nil || fi.Mode().Perm()&0o077 != 0 {
+	if fi, err := os.Stat(m.Srv.HostPath("/run/wireguard/wg0.sock")); err != nil || fi.Mode().Perm()&0o077 != 0 {
 		t.Errorf("UAPI socket: %v, mode %v; want it present and not open to group or others", err, fi.Mode())
 	}
 
 	t.Run("adding a peer leaves the session and a ping flow untouched", func(t *testing.T) {
-		hs := handshake(t, m.srv, n1.key.PublicKey())
+		hs := handshake(t, m.Srv, n1.Key.PublicKey())
 		n2 := newNode(t, net.AddServer("node-2", 3), "k3s-node-2", "agent", "192.168.2.3")
-		flow := m.srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", "192.168.2.2")
+		flow := m.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", "192.168.2.2")
 		time.Sleep(500 * time.Millisecond) // let the flow start before the reload
-		m.writeConfig([]*node{m, n1, n2}, nil)
-		m.reload(t, "msg=reloaded")
+		m.WriteConfig([]*node{m, n1, n2}, nil)
+		m.Reload(t, "msg=reloaded")
 		if exited, _ := flow.Wait(20 * time.Second); !exited {
 			t.Fatal("ping flow did not finish")
 		}
 		if !strings.Contains(flow.Output(), "100 packets transmitted, 100 received") {
 			t.Errorf("ping flow lost packets across the reload:\n%s", flow.Output())
 		}
-		if !strings.Contains(wgShow(t, m.srv, "peers"), n2.key.PublicKey().String()) {
+		if !strings.Contains(wgShow(t, m.Srv, "peers"), n2.Key.PublicKey().String()) {
 			t.Errorf("node-2 was not added")
 		}
-		if got := handshake(t, m.srv, n1.key.PublicKey()); got != hs {
+		if got := handshake(t, m.Srv, n1.Key.PublicKey()); got != hs {
 			t.Errorf("node-1's latest handshake changed from %s to %s: its session was touched", hs, got)
 		}
 	})
 
 	t.Run("a broken file is rejected and nothing changes", func(t *testing.T) {
-		before := wgShow(t, m.srv, "dump")
-		m.srv.WriteFile(configPath, []byte(clusterFile(nodes, func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 5", 1) })), 0o644)
-		m.reload(t, "reload rejected")
-		if !strings.Contains(m.proc.Output(), "interface.mtu: 5 is out of range") {
-			t.Errorf("the rejection does not name the field:\n%s", m.proc.Output())
+		before := wgShow(t, m.Srv, "dump")
+		m.Srv.WriteFile(configPath, []byte(clusterFile(nodes, func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 5", 1) })), 0o644)
+		m.Reload(t, "reload rejected")
+		if !strings.Contains(m.Proc.Output(), "interface.mtu: 5 is out of range") {
+			t.Errorf("the rejection does not name the field:\n%s", m.Proc.Output())
 		}
-		if diff := cmp.Diff(stripCounters(before), stripCounters(wgShow(t, m.srv, "dump"))); diff != "" {
+		if diff := cmp.Diff(stripCounters(before), stripCounters(wgShow(t, m.Srv, "dump"))); diff != "" {
 			t.Errorf("wg0 changed after a rejected reload (-before +after):\n%s", diff)
 		}
 		pingUntil(t, m, "192.168.2.2")
 	})
 
 	t.Run("MTU and address changes take effect", func(t *testing.T) {
-		n1.address = "192.168.2.22"
+		n1.Address = "192.168.2.22"
 		edit := func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 1380", 1) }
 		for _, n := range nodes {
-			n.writeConfig(nodes, edit)
-			n.reload(t, "msg=reloaded")
+			n.WriteConfig(nodes, edit)
+			n.Reload(t, "msg=reloaded")
 		}
 		for _, n := range nodes {
-			if out := n.srv.Run("ip", "link", "show", "wg0"); !strings.Contains(out, "mtu 1380") {
-				t.Errorf("%s: %s", n.name, out)
+			if out := n.Srv.Run("ip", "link", "show", "wg0"); !strings.Contains(out, "mtu 1380") {
+				t.Errorf("%s: %s", n.Name, out)
 			}
 		}
-		if out := n1.srv.Run("ip", "-4", "addr", "show", "wg0"); !strings.Contains(out, "192.168.2.22/24") || strings.Contains(out, "192.168.2.2/") {
+		if out := n1.Srv.Run("ip", "-4", "addr", "show", "wg0"); !strings.Contains(out, "192.168.2.22/24") || strings.Contains(out, "192.168.2.2/") {
 			t.Errorf("node-1 address not changed:\n%s", out)
 		}
-		if out := wgShow(t, m.srv, "allowed-ips"); !strings.Contains(out, "192.168.2.22/32") {
+		if out := wgShow(t, m.Srv, "allowed-ips"); !strings.Contains(out, "192.168.2.22/32") {
 			t.Errorf("master's allowed-ips for node-1 not updated:\n%s", out)
 		}
 		pingUntil(t, m, "192.168.2.22")
@@ -104,12 +104,12 @@ func TestTunnelAcrossNATs(t *testing.T) {
 
 	t.Run("SIGTERM removes wg0 and its socket", func(t *testing.T) {
 		for _, n := range nodes {
-			n.stop(t)
-			if out, err := n.srv.Try("ip", "link", "show", "wg0"); err == nil {
-				t.Errorf("%s: wg0 still exists:\n%s", n.name, out)
+			n.Stop(t)
+			if out, err := n.Srv.Try("ip", "link", "show", "wg0"); err == nil {
+				t.Errorf("%s: wg0 still exists:\n%s", n.Name, out)
 			}
-			if _, err := os.Stat(n.srv.HostPath("/run/wireguard/wg0.sock")); !os.IsNotExist(err) {
-				t.Errorf("%s: socket still exists: %v", n.name, err)
+			if _, err := os.Stat(n.Srv.HostPath("/run/wireguard/wg0.sock")); !os.IsNotExist(err) {
+				t.Errorf("%s: socket still exists: %v", n.Name, err)
 			}
 		}
 	})
@@ -138,30 +138,30 @@ func stripCounters(dump string) string {
 func TestTunnelInteropWithStockWireguardGo(t *testing.T) {
 	testnet.Requirements(t, "wireguard-go", "wg-quick")
 	_, m, n1 := twoClouds(t)
-	m.writeConfig([]*node{m, n1}, nil)
-	m.start(t)
+	m.WriteConfig([]*node{m, n1}, nil)
+	m.Start(t)
 
 	// node-1 runs the stock Debian wireguard-go, configured the seed's way:
 	// a wg0.conf with [Interface] and [Peer], loaded with wg setconf.
-	conf := "[Interface]\nPrivateKey = " + n1.key.String() + "\nAddress = 192.168.2.2\nListenPort = 5418\n\n" +
-		"[Peer]\nPublicKey = " + m.key.PublicKey().String() + "\nEndpoint = 203.0.113.10:5418\nAllowedIPs = 192.168.2.1/32\nPersistentKeepalive = 25\n"
-	n1.srv.WriteFile("/run/wgk3s/wg0.conf", []byte(conf), 0o600)
+	conf := "[Interface]\nPrivateKey = " + n1.Key.String() + "\nAddress = 192.168.2.2\nListenPort = 5418\n\n" +
+		"[Peer]\nPublicKey = " + m.Key.PublicKey().String() + "\nEndpoint = 203.0.113.10:5418\nAllowedIPs = 192.168.2.1/32\nPersistentKeepalive = 25\n"
+	n1.Srv.WriteFile("/run/wgk3s/wg0.conf", []byte(conf), 0o600)
 	// Debian's wireguard-go refuses to run on a kernel that could have the
 	// module unless told otherwise; this kernel has none.
-	stock := n1.srv.Start("env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", "-f", "wg0")
+	stock := n1.Srv.Start("env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", "-f", "wg0")
 	if !testnet.Eventually(10*time.Second, func() bool {
-		_, err := os.Stat(n1.srv.HostPath("/run/wireguard/wg0.sock"))
+		_, err := os.Stat(n1.Srv.HostPath("/run/wireguard/wg0.sock"))
 		return err == nil
 	}) {
 		t.Fatalf("stock wireguard-go did not start:\n%s", stock.Output())
 	}
-	n1.srv.Run("bash", "-c", "wg setconf wg0 <(wg-quick strip /run/wgk3s/wg0.conf)")
-	n1.srv.Run("ip", "addr", "add", "192.168.2.2/24", "dev", "wg0")
-	n1.srv.Run("ip", "link", "set", "wg0", "up")
+	n1.Srv.Run("bash", "-c", "wg setconf wg0 <(wg-quick strip /run/wgk3s/wg0.conf)")
+	n1.Srv.Run("ip", "addr", "add", "192.168.2.2/24", "dev", "wg0")
+	n1.Srv.Run("ip", "link", "set", "wg0", "up")
 
 	pingUntil(t, m, "192.168.2.2")
 	pingUntil(t, n1, "192.168.2.1")
-	if out := wgShow(t, n1.srv); !strings.Contains(out, "latest handshake") {
+	if out := wgShow(t, n1.Srv); !strings.Contains(out, "latest handshake") {
 		t.Errorf("the stock side shows no handshake:\n%s", out)
 	}
 	stock.Signal(syscall.SIGTERM)
@@ -171,26 +171,26 @@ func TestTunnelStartsAfterAKilledRun(t *testing.T) {
 	_, m, n1 := twoClouds(t)
 	nodes := []*node{m, n1}
 	for _, n := range nodes {
-		n.writeConfig(nodes, nil)
+		n.WriteConfig(nodes, nil)
 	}
-	n1.start(t)
-	m.start(t)
-	m.proc.Signal(syscall.SIGKILL)
-	m.proc.Wait(5 * time.Second)
+	n1.Start(t)
+	m.Start(t)
+	m.Proc.Signal(syscall.SIGKILL)
+	m.Proc.Wait(5 * time.Second)
 	// The killed run left its UAPI socket; add a leftover wg0 as a killed
 	// kernel-mode run would leave.
-	if _, err := os.Stat(m.srv.HostPath("/run/wireguard/wg0.sock")); err != nil {
+	if _, err := os.Stat(m.Srv.HostPath("/run/wireguard/wg0.sock")); err != nil {
 		t.Fatalf("expected a stale socket after SIGKILL: %v", err)
 	}
-	m.srv.Run("ip", "tuntap", "add", "dev", "wg0", "mode", "tun")
-	m.srv.Run("ip", "addr", "add", "10.99.0.1/24", "dev", "wg0")
+	m.Srv.Run("ip", "tuntap", "add", "dev", "wg0", "mode", "tun")
+	m.Srv.Run("ip", "addr", "add", "10.99.0.1/24", "dev", "wg0")
 
-	m.start(t)
-	if !strings.Contains(m.proc.Output(), "removing a leftover interface") {
-		t.Errorf("no leftover removal logged:\n%s", m.proc.Output())
+	m.Start(t)
+	if !strings.Contains(m.Proc.Output(), "removing a leftover interface") {
+		t.Errorf("no leftover removal logged:\n%s", m.Proc.Output())
 	}
 	pingUntil(t, m, "192.168.2.2")
-	if out := m.srv.Run("ip", "-4", "addr", "show", "wg0"); strings.Contains(out, "10.99.0.1") {
+	if out := m.Srv.Run("ip", "-4", "addr", "show", "wg0"); strings.Contains(out, "10.99.0.1") {
 		t.Errorf("the leftover's address survived:\n%s", out)
 	}
 }

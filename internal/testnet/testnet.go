@@ -39,8 +39,22 @@ import (
 // Prefix starts every namespace name this package creates.
 const Prefix = "wgk3s-t"
 
+// T is what the package needs of a test: *testing.T satisfies it, and so
+// does the demo's narrator.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+	Skipf(format string, args ...any)
+	Cleanup(func())
+	Failed() bool
+}
+
+var _ T = (testing.TB)(nil)
+
 // Requirements skips t unless it runs as root with the tools it needs.
-func Requirements(t testing.TB, tools ...string) {
+func Requirements(t T, tools ...string) {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to create network namespaces (CI runs as root)")
@@ -57,7 +71,7 @@ func Requirements(t testing.TB, tools ...string) {
 
 // Net is one simulated internet.
 type Net struct {
-	t        testing.TB
+	t        T
 	id       string
 	Internet string // the internet namespace
 	mu       sync.Mutex
@@ -78,7 +92,7 @@ type Server struct {
 }
 
 // New creates the internet namespace. Everything is removed when t ends.
-func New(t testing.TB) *Net {
+func New(t T) *Net {
 	t.Helper()
 	Requirements(t)
 	Sweep()

@@ -1,0 +1,156 @@
+package testnet
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Paths inside every server. /run/wgk3s is each server's own tmpfs, so the
+// cluster file is identical on every node, as in production.
+const (
+	ConfigPath = "/run/wgk3s/wgk3s.yaml"
+	KeyPath    = "/run/wgk3s/private.key"
+	TokenPath  = "/run/wgk3s/token"
+	// Token is the join secret every node's token file holds.
+	Token = "K10e2e-cluster-secret"
+	// StandinDir is where the stand-in k3s records itself.
+	StandinDir = "/run/wgk3s/standin"
+	// Port is WireGuard's UDP port on every node.
+	Port = 5418
+)
+
+// Binaries are the programs a cluster runs.
+type Binaries struct {
+	Appliance string
+	K3s       string // the stand-in, or a real k3s
+}
+
+// Node is one cluster member on one simulated server.
+type Node struct {
+	Srv      *Server
+	Bin      Binaries
+	Name     string
+	Role     string // master or agent
+	Address  string // wg0 address
+	Endpoint string // host:port as written in the file; "" for none
+	Key      wgtypes.Key
+	Proc     *Proc // the running appliance
+}
+
+// NewNode makes a node on srv: a fresh key pair, the key and token files
+// in the server's /run/wgk3s, and an endpoint at its public address.
+func NewNode(t T, srv *Server, bin Binaries, name, role, address string) *Node {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{Srv: srv, Bin: bin, Name: name, Role: role, Address: address, Key: k,
+		Endpoint: fmt.Sprintf("%s:%d", srv.PublicIP, Port)}
+	srv.WriteFile(KeyPath, []byte(k.String()+"\n"), 0o600)
+	srv.WriteFile(TokenPath, []byte(Token+"\n"), 0o600)
+	if err := os.MkdirAll(srv.HostPath(StandinDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ClusterFile renders the one cluster file for nodes; edit, if not nil,
+// changes the text (to set an MTU, break the file, ...).
+func ClusterFile(nodes []*Node, k3s string, edit func(string) string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "network: 192.168.2.0/24\ninterface:\n  listen_port: %d\n  mtu: 1420\n  mode: auto\n", Port)
+	fmt.Fprintf(&b, "  private_key_file: %s\n  persistent_keepalive: 25s\nnodes:\n", KeyPath)
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "  - name: %s\n    role: %s\n    address: %s\n    public_key: %q\n", n.Name, n.Role, n.Address, n.Key.PublicKey().String())
+		if n.Endpoint != "" {
+			fmt.Fprintf(&b, "    endpoint: %s\n", n.Endpoint)
+		}
+	}
+	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  stop_grace_period: 5s\n", k3s, TokenPath)
+	s := b.String()
+	if edit != nil {
+		s = edit(s)
+	}
+	return s
+}
+
+// WriteConfig writes the cluster file for nodes on this node's server.
+func (n *Node) WriteConfig(nodes []*Node, edit func(string) string) {
+	n.Srv.WriteFile(ConfigPath, []byte(ClusterFile(nodes, n.Bin.K3s, edit)), 0o644)
+}
+
+// Start runs the appliance the way systemd does and waits until it runs.
+// Its environment carries a NOTIFY_SOCKET and a K3S_TOKEN, which k3s must
+// never see.
+func (n *Node) Start(t T) {
+	t.Helper()
+	n.StartWith(t, "NOTIFY_SOCKET=/nonexistent")
+}
+
+// StartWith is Start with more environment variables.
+func (n *Node) StartWith(t T, env ...string) {
+	t.Helper()
+	args := append([]string{"WGK3S_STANDIN_DIR=" + StandinDir, "K3S_TOKEN=" + Token}, env...)
+	args = append(args, n.Bin.Appliance, "--role", n.Role, "--config", ConfigPath)
+	n.Proc = n.Srv.Start("env", args...)
+	if !n.Proc.WaitOutput("msg=running", 30*time.Second) {
+		t.Fatalf("%s did not start:\n%s", n.Name, n.Proc.Output())
+	}
+}
+
+// Reload sends SIGHUP and waits for the log line want that it produces.
+func (n *Node) Reload(t T, want string) {
+	t.Helper()
+	before := strings.Count(n.Proc.Output(), want)
+	if err := n.Proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !Eventually(15*time.Second, func() bool { return strings.Count(n.Proc.Output(), want) > before }) {
+		t.Fatalf("%s: no %q after SIGHUP:\n%s", n.Name, want, n.Proc.Output())
+	}
+}
+
+// Stop sends SIGTERM and requires a clean exit within 15 s.
+func (n *Node) Stop(t T) {
+	t.Helper()
+	n.Proc.Signal(syscall.SIGTERM)
+	exited, err := n.Proc.Wait(15 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("%s: SIGTERM: exited %v, err %v\n%s", n.Name, exited, err, n.Proc.Output())
+	}
+}
+
+// PingUntil waits up to timeout until dst answers a ping from n, then
+// requires 3 of 3.
+func (n *Node) PingUntil(t T, dst string, timeout time.Duration) {
+	t.Helper()
+	if !Eventually(timeout, func() bool { got, _ := n.Srv.Ping(dst, 1, 200*time.Millisecond); return got == 1 }) {
+		t.Fatalf("%s cannot reach %s over wg0 within %v", n.Name, dst, timeout)
+	}
+	if got, out := n.Srv.Ping(dst, 3, 200*time.Millisecond); got != 3 {
+		t.Fatalf("%s -> %s: %d of 3 answered\n%s", n.Name, dst, got, out)
+	}
+}
+
+// WgShow runs `wg show wg0 <what>` in the server.
+func (s *Server) WgShow(what ...string) string {
+	return s.Run("wg", append([]string{"show", "wg0"}, what...)...)
+}
+
+// Handshake returns the latest-handshake epoch of peer on s ("0" if none,
+// "" if no such peer).
+func (s *Server) Handshake(peer wgtypes.Key) string {
+	for _, line := range strings.Split(s.WgShow("latest-handshakes"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == peer.String() {
+			return f[1]
+		}
+	}
+	return ""
+}
