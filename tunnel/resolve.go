@@ -109,8 +109,13 @@ func (t *Tunnel) reresolve(ctx context.Context) {
 		return
 	}
 	last := map[wgtypes.Key]time.Time{}
+	current := map[wgtypes.Key]netip.AddrPort{}
 	for _, p := range dev.Peers {
 		last[p.PublicKey] = p.LastHandshakeTime
+		if p.Endpoint != nil {
+			ap := p.Endpoint.AddrPort()
+			current[p.PublicKey] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
 	}
 	for i := range t.state.peers {
 		p := &t.state.peers[i]
@@ -123,7 +128,11 @@ func (t *Tunnel) reresolve(ctx context.Context) {
 			continue
 		}
 		addr := netip.AddrPortFrom(a, p.Endpoint.Port)
-		if addr == p.addr {
+		// Compare with the endpoint in use, which roaming may have moved
+		// away from the one we configured.
+		from := current[p.PublicKey]
+		if addr == from {
+			p.addr = addr
 			continue
 		}
 		moved := *p
@@ -134,7 +143,7 @@ func (t *Tunnel) reresolve(ctx context.Context) {
 			t.log.Warn("updating endpoint failed", "peer", p.Name, "err", err)
 			continue
 		}
-		t.log.Info("peer endpoint re-resolved", "peer", p.Name, "endpoint", p.Endpoint.String(), "from", p.addr, "to", addr)
+		t.log.Info("peer endpoint re-resolved", "peer", p.Name, "endpoint", p.Endpoint.String(), "from", from, "to", addr)
 		p.addr = addr
 	}
 }

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -366,5 +367,15 @@ func TestDNSEndpoints(t *testing.T) {
 	last := r.wg.calls[len(r.wg.calls)-1]
 	if len(last.Peers) != 1 || !last.Peers[0].UpdateOnly || last.ReplacePeers {
 		t.Errorf("re-resolve sent %+v, want one update-only peer", last)
+	}
+
+	// Roaming moved the peer to an address that has since died; the name
+	// still says .8: a stale handshake puts it back on the name's address.
+	r.wg.setHandshake(cfg.Peers[0].PublicKey, func(p *wgtypes.Peer) {
+		p.Endpoint = &net.UDPAddr{IP: net.IPv4(198, 51, 100, 99), Port: 40000}
+	})
+	tun.reresolve(context.Background())
+	if got := r.wg.summary()[cfg.Peers[0].PublicKey.String()[:8]]; !strings.HasPrefix(got, "198.51.100.8:5418 ") {
+		t.Errorf("node-1 endpoint after roaming away = %q, want the name's 198.51.100.8:5418", got)
 	}
 }

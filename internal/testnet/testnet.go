@@ -34,6 +34,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Prefix starts every namespace name this package creates.
@@ -352,4 +355,47 @@ func (s *Server) SetResolvConf(contents string) {
 	if _, err := f.WriteString(contents); err != nil {
 		s.net.t.Fatal(err)
 	}
+}
+
+// SetPublicIP gives the server's router a new public address, as a provider
+// does when an instance is stopped and started: the old address is gone,
+// the 1:1 NAT uses the new one, and the router's NAT state is flushed.
+func (s *Server) SetPublicIP(ip netip.Addr) {
+	n := s.net
+	n.t.Helper()
+	n.ip(s.Router, "addr", "del", s.PublicIP.String()+"/24", "dev", "up0")
+	n.ip(s.Router, "addr", "add", ip.String()+"/24", "dev", "up0")
+	n.iptables(s.Router, "-t", "nat", "-F")
+	n.iptables(s.Router, "-t", "nat", "-A", "PREROUTING", "-d", ip.String(), "-j", "DNAT", "--to-destination", s.PrivateIP.String())
+	n.iptables(s.Router, "-t", "nat", "-A", "POSTROUTING", "-s", s.PrivateIP.String(), "-o", "up0", "-j", "SNAT", "--to-source", ip.String())
+	h, err := netns.GetFromName(s.Router)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer nl.Close()
+	if err := nl.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		n.t.Fatalf("flushing conntrack in %s: %v", s.Router, err)
+	}
+	s.PublicIP = ip
+}
+
+// Close removes everything now instead of when the test ends (the test's
+// cleanup then finds nothing left to do).
+func (n *Net) Close() { n.cleanup() }
+
+// Leftovers lists the namespaces of this Net that still exist.
+func (n *Net) Leftovers() []string {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	var left []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(name, n.id) {
+			left = append(left, name)
+		}
+	}
+	return left
 }
