@@ -5,12 +5,14 @@ BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: help build deps test unit fuzz lint rpm deb packages clean
+.PHONY: help demo build deps test unit e2e fuzz lint rpm deb packages clean
 
 help:
+	@echo "make demo    a simulated three-cloud cluster in network namespaces, narrated, then removed (root)"
 	@echo "make build   static appliance binary in $(BIN)"
 	@echo "make test    deps + lint + all tests (namespace tests need root) + a short fuzz run; what CI runs"
 	@echo "make unit    go test ./... only"
+	@echo "make e2e     the end-to-end tests in network namespaces only (root)"
 	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME))"
 	@echo "make lint    gofmt + go vet"
 	@echo "make rpm     dist/wgk3s-VERSION-1.x86_64.rpm for CentOS 7 (VERSION=x.y.z to set it)"
@@ -21,6 +23,14 @@ build:
 
 deps:
 	@scripts/deps.sh
+
+demo: deps build
+	$(GO) build -o bin/k3s-standin ./internal/k3sstandin
+	$(GO) build -o bin/demo ./cmd/demo
+	bin/demo --appliance $(BIN) --k3s-standin bin/k3s-standin
+
+e2e: deps
+	$(GO) test -count=1 -v ./e2e/
 
 test: deps lint packages unit fuzz
 

@@ -1,0 +1,253 @@
+// Command demo brings up a simulated three-cloud wgk3s cluster in network
+// namespaces on this machine, narrates what happens, and tears it all down.
+// It is what `make demo` runs; it needs root and touches nothing outside the
+// namespaces it creates.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wgk3s/wgk3s/internal/testnet"
+)
+
+func main() {
+	appliance := flag.String("appliance", "bin/appliance", "the appliance binary")
+	standin := flag.String("k3s-standin", "bin/k3s-standin", "the stand-in k3s, used unless $WGK3S_K3S_BINARY names a real k3s")
+	flag.Parse()
+	if os.Getuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces (try: sudo make demo)")
+		os.Exit(1)
+	}
+	// The servers' processes run in other mount namespaces: absolute paths.
+	for _, p := range []*string{appliance, standin} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+		*p = abs
+	}
+	d := &demo{start: time.Now()}
+	os.Exit(d.run(*appliance, *standin))
+}
+
+// demo narrates, and implements testnet.T so the test harness can build
+// the clusters: a fatal error unwinds to run, which removes everything.
+type demo struct {
+	start    time.Time
+	net      *testnet.Net
+	cleanups []func()
+	failed   bool
+}
+
+type abort struct{ msg string }
+
+func (d *demo) Helper()                           {}
+func (d *demo) Fatal(args ...any)                 { d.failed = true; panic(abort{fmt.Sprint(args...)}) }
+func (d *demo) Fatalf(format string, args ...any) { d.Fatal(fmt.Sprintf(format, args...)) }
+func (d *demo) Skip(args ...any)                  { d.Fatal(args...) }
+func (d *demo) Skipf(format string, args ...any)  { d.Fatalf(format, args...) }
+func (d *demo) Cleanup(f func())                  { d.cleanups = append(d.cleanups, f) }
+func (d *demo) Failed() bool                      { return d.failed }
+
+func (d *demo) teardown() {
+	for i := len(d.cleanups) - 1; i >= 0; i-- {
+		d.cleanups[i]()
+	}
+	d.cleanups = nil
+}
+
+func (d *demo) run(appliance, standin string) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			a, ok := r.(abort)
+			if !ok {
+				d.teardown()
+				panic(r)
+			}
+			fmt.Printf("\nDEMO FAILED: %s\n", a.msg)
+			code = 1
+		}
+		fmt.Printf("\n== Tearing down: every namespace, process and file the demo made\n")
+		d.teardown()
+		if d.net != nil {
+			if left := d.net.Leftovers(); len(left) > 0 {
+				fmt.Printf("   LEFT BEHIND: %v\n", left)
+				code = 1
+			}
+		}
+		fmt.Printf("   done, nothing left behind (%s in all)\n", time.Since(d.start).Round(time.Second))
+	}()
+	// Ctrl-C still tears down.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Println("\ninterrupted")
+		d.teardown()
+		os.Exit(130)
+	}()
+	d.story(appliance, standin)
+	return 0
+}
+
+func (d *demo) step(format string, args ...any) {
+	fmt.Printf("\n== [%5.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return "   " + strings.ReplaceAll(s, "\n", "\n   ")
+}
+
+func (d *demo) story(appliance, standin string) {
+	bins := testnet.Binaries{Appliance: appliance, K3s: standin}
+	if real := os.Getenv("WGK3S_K3S_BINARY"); real != "" {
+		bins.K3s = real
+		fmt.Printf("Using the real k3s at %s (WGK3S_K3S_BINARY).\n", real)
+	} else {
+		fmt.Printf("Using the stand-in k3s (%s): it is not Kubernetes; it listens on the master's wg address :6443\n"+
+			"and agents join it with the token through the tunnel. Set WGK3S_K3S_BINARY to use a real k3s.\n", standin)
+	}
+
+	d.step("Building a small internet from network namespaces")
+	net := testnet.New(d)
+	d.net = net
+	dns := net.StartDNS()
+	clouds := []struct{ cloud, name, role, addr string }{
+		{"Tencent Cloud", "k3s-master", "master", "192.168.2.1"},
+		{"Alibaba Cloud", "k3s-node-1", "agent", "192.168.2.2"},
+		{"a third cloud", "k3s-node-2", "agent", "192.168.2.3"},
+	}
+	var nodes []*testnet.Node
+	fmt.Printf("   %-14s %-11s %-16s %-12s %s\n", "CLOUD", "NODE", "PUBLIC (router)", "PRIVATE eth0", "WG ADDRESS")
+	for i, c := range clouds {
+		srv := net.AddServer(strings.TrimPrefix(c.name, "k3s-"), i+1)
+		n := testnet.NewNode(d, srv, bins, c.name, c.role, c.addr)
+		host := strings.TrimPrefix(c.name, "k3s-") + ".cloud.test"
+		n.Endpoint = fmt.Sprintf("%s:%d", host, testnet.Port)
+		dns.Set(host, srv.PublicIP)
+		nodes = append(nodes, n)
+		fmt.Printf("   %-14s %-11s %-16s %-12s %s\n", c.cloud, c.name, srv.PublicIP, srv.PrivateIP, c.addr)
+	}
+	fmt.Println("   Each server sits behind its provider's 1:1 NAT and only reaches the others over the \"internet\".")
+	m, n1, n2 := nodes[0], nodes[1], nodes[2]
+
+	d.step("One cluster file, identical on every node (keys were made with `appliance init`)")
+	fmt.Println(indent(testnet.ClusterFile(nodes[:2], bins.K3s, nil)))
+
+	d.step("What the master will do: `appliance check` (changes nothing)")
+	for _, n := range nodes[:2] {
+		n.WriteConfig(nodes[:2], nil)
+	}
+	fmt.Println(indent(m.Srv.Run(appliance, "check", "--config", testnet.ConfigPath)))
+
+	d.step("Starting the appliance on the master and node-1, as systemd does")
+	for _, n := range nodes[:2] {
+		n.Start(d)
+		fmt.Printf("   %s: %s\n", n.Name, logLine(n, "msg=running"))
+	}
+	m.PingUntil(d, n1.Address, 20*time.Second)
+	fmt.Println(indent("wg show on the master:\n" + m.Srv.WgShow()))
+
+	d.step("k3s: the agent joins the server through the tunnel")
+	d.waitJoin(m, "k3s-node-1")
+	fmt.Println(indent(m.Srv.Run(appliance, "status")))
+
+	d.step("Adding node-2: one entry in the file, copied everywhere, `systemctl reload` on the running nodes")
+	for _, n := range nodes {
+		n.WriteConfig(nodes, nil)
+	}
+	flow := m.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.05", "192.168.2.2")
+	m.Reload(d, "msg=reloaded")
+	n1.Reload(d, "msg=reloaded")
+	n2.Start(d)
+	d.waitJoin(m, "k3s-node-2")
+	flow.Wait(20 * time.Second)
+	fmt.Printf("   a ping master -> node-1 running through both reloads: %s\n", lossLine(flow.Output()))
+	d.pingTable(nodes)
+
+	d.step("A broken file on reload is rejected; the running cluster is untouched")
+	m.Srv.WriteFile(testnet.ConfigPath, []byte(testnet.ClusterFile(nodes, bins.K3s, func(s string) string {
+		return strings.Replace(strings.Replace(s, "mtu: 1420", "mtu: 99", 1), "address: 192.168.2.3", "address: 10.0.0.3", 1)
+	})), 0o644)
+	m.Reload(d, "reload rejected")
+	for _, l := range strings.Split(m.Proc.Output(), "\n") {
+		if strings.Contains(l, "reload rejected") {
+			fmt.Println("   " + l[strings.Index(l, "msg="):])
+		}
+	}
+	m.WriteConfig(nodes, nil)
+	m.PingUntil(d, n2.Address, 10*time.Second)
+	fmt.Println("   still answering: master -> node-2 ok")
+
+	d.step("node-1's provider gives it a new public IP; its DNS name follows; the mesh follows")
+	n1.Srv.SetPublicIP(netip.MustParseAddr("203.0.113.21"))
+	dns.Set("node-1.cloud.test", n1.Srv.PublicIP)
+	m.PingUntil(d, n1.Address, 60*time.Second)
+	fmt.Println(indent("master's endpoints now:\n" + m.Srv.WgShow("endpoints")))
+
+	d.step("Stopping: SIGTERM (systemctl stop) on every node")
+	for _, n := range nodes {
+		n.Stop(d)
+		_, err := n.Srv.Try("ip", "link", "show", "wg0")
+		fmt.Printf("   %s: stopped; wg0 present: %v; %s\n", n.Name, err == nil, logLine(n, "msg=\"k3s stopped\""))
+	}
+}
+
+func (d *demo) waitJoin(m *testnet.Node, node string) {
+	ok := testnet.Eventually(30*time.Second, func() bool {
+		b, _ := os.ReadFile(m.Srv.HostPath(testnet.StandinDir + "/events.log"))
+		return strings.Contains(string(b), "server accepted "+node)
+	})
+	if !ok {
+		d.Fatalf("%s did not join k3s:\n%s", node, m.Proc.Output())
+	}
+	fmt.Printf("   %s joined the k3s server at https://%s:6443\n", node, m.Address)
+}
+
+func (d *demo) pingTable(nodes []*testnet.Node) {
+	fmt.Printf("   ping over wg0 (answered of 3):\n   %-12s", "from \\ to")
+	for _, n := range nodes {
+		fmt.Printf(" %-12s", n.Name)
+	}
+	fmt.Println()
+	for _, from := range nodes {
+		fmt.Printf("   %-12s", from.Name)
+		for _, to := range nodes {
+			cell := "-"
+			if from != to {
+				got, _ := from.Srv.Ping(to.Address, 3, 100*time.Millisecond)
+				cell = fmt.Sprintf("%d/3", got)
+			}
+			fmt.Printf(" %-12s", cell)
+		}
+		fmt.Println()
+	}
+}
+
+func logLine(n *testnet.Node, marker string) string {
+	for _, l := range strings.Split(n.Proc.Output(), "\n") {
+		if i := strings.Index(l, marker); i >= 0 {
+			return l[i:]
+		}
+	}
+	return ""
+}
+
+func lossLine(ping string) string {
+	for _, l := range strings.Split(ping, "\n") {
+		if strings.Contains(l, "packet loss") {
+			return l
+		}
+	}
+	return "no summary"
+}
