@@ -78,11 +78,14 @@ func (d *demo) run(appliance, standin string) (code int) {
 		}
 		fmt.Printf("\n== Tearing down: every namespace, process and file the demo made\n")
 		d.teardown()
+		var left []string
 		if d.net != nil {
-			if left := d.net.Leftovers(); len(left) > 0 {
-				fmt.Printf("   LEFT BEHIND: %v\n", left)
-				code = 1
-			}
+			left = d.net.Leftovers()
+		}
+		if len(left) > 0 {
+			fmt.Printf("   LEFT BEHIND: %v\n", left)
+			code = 1
+			return
 		}
 		fmt.Printf("   done, nothing left behind (%s in all)\n", time.Since(d.start).Round(time.Second))
 	}()
