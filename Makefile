@@ -5,7 +5,7 @@ BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: help demo build deps test unit e2e fuzz lint rpm deb packages clean
+.PHONY: help demo build deps test unit e2e fuzz lint rpm deb packages bench bench-smoke bench-bins clean
 
 help:
 	@echo "make demo    a simulated three-cloud cluster in network namespaces, narrated, then removed (root)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test    deps + lint + all tests (namespace tests need root) + a short fuzz run; what CI runs"
 	@echo "make unit    go test ./... only"
 	@echo "make e2e     the end-to-end tests in network namespaces only (root)"
+	@echo "make bench   throughput, start time, reload cost, memory; writes BENCHMARKS.md (root, ~8 min)"
 	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME))"
 	@echo "make lint    gofmt + go vet"
 	@echo "make rpm     dist/wgk3s-VERSION-1.x86_64.rpm for CentOS 7 (VERSION=x.y.z to set it)"
@@ -29,16 +30,28 @@ demo: deps build
 	$(GO) build -o bin/demo ./cmd/demo
 	bin/demo --appliance $(BIN) --k3s-standin bin/k3s-standin
 
-e2e: deps
-	$(GO) test -count=1 -v ./e2e/
+bench-bins: build
+	$(GO) build -o bin/k3s-standin ./internal/k3sstandin
+	$(GO) build -o bin/bench ./cmd/bench
+	# the reference: wireguard-go built from the module version pinned in go.mod
+	$(GO) build -o bin/wireguard-go golang.zx2c4.com/wireguard
 
-test: deps lint packages unit fuzz
+bench: deps bench-bins
+	bin/bench --out BENCHMARKS.md
+
+bench-smoke: deps bench-bins
+	bin/bench --smoke --out dist/BENCHMARKS-smoke.md
+
+e2e: deps
+	$(GO) test -count=1 -timeout 30m -v ./e2e/
+
+test: deps lint packages unit fuzz bench-smoke
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configs
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./configs
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

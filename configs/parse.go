@@ -38,15 +38,20 @@ func parse(data []byte, file string) (*Cluster, *collector) {
 		return nil, c
 	}
 	c.lines = newLocator(&doc)
-	if len(doc.Content) == 1 && doc.Content[0].Kind != yaml.MappingNode {
+	if len(doc.Content) != 1 {
+		c.add("", "copy /usr/share/doc/wgk3s/wgk3s.yaml or run `appliance init` and fill in the nodes", "the file holds no YAML document (only comments?)")
+		return nil, c
+	}
+	if doc.Content[0].Kind != yaml.MappingNode {
 		c.add("", "the file must be a mapping with network, interface, nodes, firewall and k3s keys", "the top level is not a mapping of keys")
 		return nil, c
 	}
 
+	// One parse: unknown keys are found on the node tree (strict mode),
+	// then the tree is decoded; type errors come back per field.
+	checkKnownKeys(doc.Content[0], reflect.TypeFor[raw](), "", c)
 	var r raw
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&r); err != nil {
+	if err := doc.Decode(&r); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
 			c.errs = append(c.errs, syntaxError(file, err))
@@ -76,10 +81,7 @@ func syntaxError(file string, err error) *FieldError {
 		Fix: "check the indentation (spaces, not tabs) and quoting on that line"}
 }
 
-var (
-	unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type configs\.(\w+)$`)
-	mismatchRE     = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
-)
+var mismatchRE = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
 
 // typeError turns one of yaml.v3's per-field decode messages into a
 // FieldError that names the field and the fix.
@@ -91,10 +93,7 @@ func (c *collector) typeError(msg string) {
 	}
 	path := c.lines.byLine[line]
 	fe := &FieldError{File: c.file, Line: line, Field: path, Problem: msg}
-	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
-		fe.Problem = fmt.Sprintf("unknown key %q", m[1])
-		fe.Fix = "remove it or correct its spelling; the keys allowed here are " + strings.Join(knownKeys(m[2]), ", ")
-	} else if m := mismatchRE.FindStringSubmatch(msg); m != nil {
+	if m := mismatchRE.FindStringSubmatch(msg); m != nil {
 		want := describeGoType(m[3])
 		got := m[2]
 		if got == "" {
@@ -109,20 +108,41 @@ func (c *collector) typeError(msg string) {
 	c.errs = append(c.errs, fe)
 }
 
-var rawTypes = map[string]reflect.Type{
-	"raw":          reflect.TypeFor[raw](),
-	"rawInterface": reflect.TypeFor[rawInterface](),
-	"rawNode":      reflect.TypeFor[rawNode](),
-	"rawFirewall":  reflect.TypeFor[rawFirewall](),
-	"rawK3s":       reflect.TypeFor[rawK3s](),
-	"rawMetrics":   reflect.TypeFor[rawMetrics](),
+// checkKnownKeys reports every mapping key under n that the struct type t
+// (the raw schema) has no field for, recursing into nested sections and
+// lists of them.
+func checkKnownKeys(n *yaml.Node, t reflect.Type, path string, c *collector) {
+	switch {
+	case t.Kind() == reflect.Pointer:
+		checkKnownKeys(n, t.Elem(), path, c)
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			checkKnownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), c)
+		}
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			fields[strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]] = t.Field(i).Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i]
+			sub := key.Value
+			if path != "" {
+				sub = path + "." + key.Value
+			}
+			ft, ok := fields[key.Value]
+			if !ok {
+				c.errs = append(c.errs, &FieldError{File: c.file, Line: key.Line, Field: sub,
+					Problem: fmt.Sprintf("unknown key %q", key.Value),
+					Fix:     "remove it or correct its spelling; the keys allowed here are " + strings.Join(knownKeys(t), ", ")})
+				continue
+			}
+			checkKnownKeys(n.Content[i+1], ft, sub, c)
+		}
+	}
 }
 
-func knownKeys(typeName string) []string {
-	t, ok := rawTypes[typeName]
-	if !ok {
-		return nil
-	}
+func knownKeys(t reflect.Type) []string {
 	keys := make([]string, 0, t.NumField())
 	for i := range t.NumField() {
 		keys = append(keys, strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0])

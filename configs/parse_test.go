@@ -237,7 +237,7 @@ func TestParseTypeErrorIsNotAlsoMissing(t *testing.T) {
 }
 
 func TestParseEmptyAndScalar(t *testing.T) {
-	for _, in := range []string{"", "   \n", "just a string", "- a\n- b\n"} {
+	for _, in := range []string{"", "   \n", "# only a comment\n", "---\n", "just a string", "- a\n- b\n"} {
 		if _, err := Parse([]byte(in), "c.yaml"); err == nil {
 			t.Errorf("Parse(%q) accepted", in)
 		}

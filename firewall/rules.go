@@ -6,6 +6,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -108,4 +109,14 @@ func FromCluster(cl *configs.Cluster, egress string) Desired {
 		Network: cl.Network, Interface: cl.Interface.Name, ListenPort: cl.Interface.ListenPort,
 		Egress: egress, Masquerade: cl.Firewall.Masquerade,
 	})
+}
+
+// Equal reports whether d and e are the same desired state.
+func (d Desired) Equal(e Desired) bool {
+	return slices.Equal(d.Sysctls, e.Sysctls) &&
+		slices.EqualFunc(d.Jumps, e.Jumps, Rule.equal) && slices.EqualFunc(d.Rules, e.Rules, Rule.equal)
+}
+
+func (r Rule) equal(s Rule) bool {
+	return r.Table == s.Table && r.Chain == s.Chain && slices.Equal(r.Spec, s.Spec)
 }

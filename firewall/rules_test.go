@@ -41,3 +41,15 @@ func TestPlanWithoutMasquerade(t *testing.T) {
 		}
 	}
 }
+
+func TestDesiredEqual(t *testing.T) {
+	p := Params{Network: netip.MustParsePrefix("10.0.0.0/24"), Interface: "wg0", ListenPort: 1, Egress: "eth0", Masquerade: true}
+	if !Plan(p).Equal(Plan(p)) {
+		t.Error("a plan differs from itself")
+	}
+	q := p
+	q.Egress = "eth1"
+	if Plan(p).Equal(Plan(q)) {
+		t.Error("plans with different egress are equal")
+	}
+}

@@ -230,7 +230,9 @@ func (a *app) start(cfg *configs.Config) error {
 // applying fails half-way, what was applied is reverted.
 func (a *app) reload() {
 	a.log.Info("reloading", "config", a.path)
+	began := time.Now()
 	err := a.applyReload()
+	took := time.Since(began)
 	a.mu.Lock()
 	a.reloads.Total++
 	if err != nil {
@@ -241,6 +243,7 @@ func (a *app) reload() {
 	}
 	a.mu.Unlock()
 	if err == nil {
+		a.log.Info("reloaded", "node", a.cfg.Self.Name, "peers", len(a.cfg.Peers()), "took", took)
 		return
 	}
 	var ce configs.Errors
@@ -264,18 +267,23 @@ func (a *app) applyReload() error {
 	if err := a.tun.Apply(context.Background(), tunnel.FromCluster(cfg)); err != nil {
 		return fmt.Errorf("applying to %s (rolled back): %w", cfg.Cluster.Interface.Name, err)
 	}
-	if err := a.fw.Set(firewall.FromCluster(cfg.Cluster, egress)); err != nil {
-		rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(firewall.FromCluster(old.Cluster, oldEgress)))
-		if rerr != nil {
-			return fmt.Errorf("applying firewall rules: %w; rolling back also failed: %v", err, rerr)
+	// Most reloads change peers only; the rules then stay as they are (the
+	// reconcile loop keeps checking them) and the reload costs no iptables run.
+	if !firewall.FromCluster(cfg.Cluster, egress).Equal(firewall.FromCluster(old.Cluster, oldEgress)) {
+		if err := a.fw.Set(firewall.FromCluster(cfg.Cluster, egress)); err != nil {
+			rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(firewall.FromCluster(old.Cluster, oldEgress)))
+			if rerr != nil {
+				return fmt.Errorf("applying firewall rules: %w; rolling back also failed: %v", err, rerr)
+			}
+			return fmt.Errorf("applying firewall rules (rolled back): %w", err)
 		}
-		return fmt.Errorf("applying firewall rules (rolled back): %w", err)
 	}
 	a.mu.Lock()
 	a.cfg, a.egress = cfg, egress
 	a.mu.Unlock()
-	restarted := a.k3s.Update(cfg.Cluster.K3s.Binary, supervisor.Args(cfg))
-	a.log.Info("reloaded", "node", cfg.Self.Name, "peers", len(cfg.Peers()), "k3s_restarted", restarted)
+	if a.k3s.Update(cfg.Cluster.K3s.Binary, supervisor.Args(cfg)) {
+		a.log.Info("k3s command line changed; k3s restarts with it")
+	}
 	return nil
 }
 

@@ -39,67 +39,40 @@ func main() {
 	os.Exit(d.run(*appliance, *standin))
 }
 
-// demo narrates, and implements testnet.T so the test harness can build
-// the clusters: a fatal error unwinds to run, which removes everything.
+// demo narrates; its Script is the harness's T: a fatal error unwinds to
+// run, which removes everything.
 type demo struct {
-	start    time.Time
-	net      *testnet.Net
-	cleanups []func()
-	failed   bool
-}
-
-type abort struct{ msg string }
-
-func (d *demo) Helper()                           {}
-func (d *demo) Fatal(args ...any)                 { d.failed = true; panic(abort{fmt.Sprint(args...)}) }
-func (d *demo) Fatalf(format string, args ...any) { d.Fatal(fmt.Sprintf(format, args...)) }
-func (d *demo) Skip(args ...any)                  { d.Fatal(args...) }
-func (d *demo) Skipf(format string, args ...any)  { d.Fatalf(format, args...) }
-func (d *demo) Cleanup(f func())                  { d.cleanups = append(d.cleanups, f) }
-func (d *demo) Failed() bool                      { return d.failed }
-
-func (d *demo) teardown() {
-	for i := len(d.cleanups) - 1; i >= 0; i-- {
-		d.cleanups[i]()
-	}
-	d.cleanups = nil
+	testnet.Script
+	start time.Time
+	net   *testnet.Net
 }
 
 func (d *demo) run(appliance, standin string) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			a, ok := r.(abort)
-			if !ok {
-				d.teardown()
-				panic(r)
-			}
-			fmt.Printf("\nDEMO FAILED: %s\n", a.msg)
-			code = 1
-		}
-		fmt.Printf("\n== Tearing down: every namespace, process and file the demo made\n")
-		d.teardown()
-		var left []string
-		if d.net != nil {
-			left = d.net.Leftovers()
-		}
-		if len(left) > 0 {
-			fmt.Printf("   LEFT BEHIND: %v\n", left)
-			code = 1
-			return
-		}
-		fmt.Printf("   done, nothing left behind (%s in all)\n", time.Since(d.start).Round(time.Second))
-	}()
 	// Ctrl-C still tears down.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sigs
 		fmt.Println("\ninterrupted")
-		d.teardown()
+		d.Teardown()
 		os.Exit(130)
 	}()
-	d.story(appliance, standin)
-	return 0
+	if err := d.Do(func() { d.story(appliance, standin) }); err != nil {
+		fmt.Printf("\nDEMO FAILED: %v\n", err)
+		code = 1
+	}
+	fmt.Printf("\n== Tearing down: every namespace, process and file the demo made\n")
+	d.Teardown()
+	var left []string
+	if d.net != nil {
+		left = d.net.Leftovers()
+	}
+	if len(left) > 0 {
+		fmt.Printf("   LEFT BEHIND: %v\n", left)
+		return 1
+	}
+	fmt.Printf("   done, nothing left behind (%s in all)\n", time.Since(d.start).Round(time.Second))
+	return code
 }
 
 func (d *demo) step(format string, args ...any) {
@@ -122,7 +95,7 @@ func (d *demo) story(appliance, standin string) {
 	}
 
 	d.step("Building a small internet from network namespaces")
-	net := testnet.New(d)
+	net := testnet.New(&d.Script)
 	d.net = net
 	dns := net.StartDNS()
 	clouds := []struct{ cloud, name, role, addr string }{
@@ -134,7 +107,7 @@ func (d *demo) story(appliance, standin string) {
 	fmt.Printf("   %-14s %-11s %-16s %-12s %s\n", "CLOUD", "NODE", "PUBLIC (router)", "PRIVATE eth0", "WG ADDRESS")
 	for i, c := range clouds {
 		srv := net.AddServer(strings.TrimPrefix(c.name, "k3s-"), i+1)
-		n := testnet.NewNode(d, srv, bins, c.name, c.role, c.addr)
+		n := testnet.NewNode(&d.Script, srv, bins, c.name, c.role, c.addr)
 		host := strings.TrimPrefix(c.name, "k3s-") + ".cloud.test"
 		n.Endpoint = fmt.Sprintf("%s:%d", host, testnet.Port)
 		dns.Set(host, srv.PublicIP)
@@ -155,10 +128,10 @@ func (d *demo) story(appliance, standin string) {
 
 	d.step("Starting the appliance on the master and node-1, as systemd does")
 	for _, n := range nodes[:2] {
-		n.Start(d)
+		n.Start(&d.Script)
 		fmt.Printf("   %s: %s\n", n.Name, logLine(n, "msg=running"))
 	}
-	m.PingUntil(d, n1.Address, 20*time.Second)
+	m.PingUntil(&d.Script, n1.Address, 20*time.Second)
 	fmt.Println(indent("wg show on the master:\n" + m.Srv.WgShow()))
 
 	d.step("k3s: the agent joins the server through the tunnel")
@@ -170,9 +143,9 @@ func (d *demo) story(appliance, standin string) {
 		n.WriteConfig(nodes, nil)
 	}
 	flow := m.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.05", "192.168.2.2")
-	m.Reload(d, "msg=reloaded")
-	n1.Reload(d, "msg=reloaded")
-	n2.Start(d)
+	m.Reload(&d.Script, "msg=reloaded")
+	n1.Reload(&d.Script, "msg=reloaded")
+	n2.Start(&d.Script)
 	d.waitJoin(m, "k3s-node-2")
 	flow.Wait(20 * time.Second)
 	fmt.Printf("   a ping master -> node-1 running through both reloads: %s\n", lossLine(flow.Output()))
@@ -182,25 +155,25 @@ func (d *demo) story(appliance, standin string) {
 	m.Srv.WriteFile(testnet.ConfigPath, []byte(testnet.ClusterFile(nodes, bins.K3s, func(s string) string {
 		return strings.Replace(strings.Replace(s, "mtu: 1420", "mtu: 99", 1), "address: 192.168.2.3", "address: 10.0.0.3", 1)
 	})), 0o644)
-	m.Reload(d, "reload rejected")
+	m.Reload(&d.Script, "reload rejected")
 	for _, l := range strings.Split(m.Proc.Output(), "\n") {
 		if strings.Contains(l, "reload rejected") {
 			fmt.Println("   " + l[strings.Index(l, "msg="):])
 		}
 	}
 	m.WriteConfig(nodes, nil)
-	m.PingUntil(d, n2.Address, 10*time.Second)
+	m.PingUntil(&d.Script, n2.Address, 10*time.Second)
 	fmt.Println("   still answering: master -> node-2 ok")
 
 	d.step("node-1's provider gives it a new public IP; its DNS name follows; the mesh follows")
 	n1.Srv.SetPublicIP(netip.MustParseAddr("203.0.113.21"))
 	dns.Set("node-1.cloud.test", n1.Srv.PublicIP)
-	m.PingUntil(d, n1.Address, 60*time.Second)
+	m.PingUntil(&d.Script, n1.Address, 60*time.Second)
 	fmt.Println(indent("master's endpoints now:\n" + m.Srv.WgShow("endpoints")))
 
 	d.step("Stopping: SIGTERM (systemctl stop) on every node")
 	for _, n := range nodes {
-		n.Stop(d)
+		n.Stop(&d.Script)
 		_, err := n.Srv.Try("ip", "link", "show", "wg0")
 		fmt.Printf("   %s: stopped; wg0 present: %v; %s\n", n.Name, err == nil, logLine(n, "msg=\"k3s stopped\""))
 	}
