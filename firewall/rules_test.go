@@ -53,3 +53,13 @@ func TestDesiredEqual(t *testing.T) {
 		t.Error("plans with different egress are equal")
 	}
 }
+
+func TestResolveEgressNamedMustExist(t *testing.T) {
+	_, err := ResolveEgress("nosuch0")
+	if err == nil || !strings.Contains(err.Error(), `firewall.egress_interface "nosuch0"`) || !strings.Contains(err.Error(), "fix:") {
+		t.Errorf("ResolveEgress(nosuch0) = %v", err)
+	}
+	if got, err := ResolveEgress("lo"); err != nil || got != "lo" {
+		t.Errorf("ResolveEgress(lo) = %q, %v", got, err)
+	}
+}

@@ -88,7 +88,15 @@ func Serve(ctx context.Context, l net.Listener, source func() Report) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(source())
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	err := serveHTTP(ctx, l, mux)
+	os.Remove(path)
+	return err
+}
+
+// serveHTTP serves h on l until ctx is cancelled, then shuts down, giving
+// requests in flight two seconds.
+func serveHTTP(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -98,7 +106,6 @@ func Serve(ctx context.Context, l net.Listener, source func() Report) error {
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	os.Remove(path)
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/wgk3s/wgk3s/configs"
@@ -65,9 +64,8 @@ func makePlan(cfg *configs.Config, root string) *plan {
 	}
 	p.firewall = firewall.FromCluster(cl, p.egress)
 	p.k3sArgv = append([]string{cl.K3s.Binary}, supervisor.Args(cfg)...)
-	if fi, err := os.Stat(cl.K3s.Binary); err != nil || fi.Mode().Perm()&0o111 == 0 || fi.IsDir() {
-		p.problems = append(p.problems, fmt.Sprintf("k3s.binary %s is missing or not executable; fix: install k3s without starting it: "+
-			"curl -sfL https://get.k3s.io | INSTALL_K3S_SKIP_ENABLE=true INSTALL_K3S_SKIP_START=true sh -", cl.K3s.Binary))
+	if err := supervisor.Preflight(cl.K3s.Binary, supervisor.SystemdUnitActive); err != nil {
+		p.problems = append(p.problems, err.Error())
 	}
 	return p
 }

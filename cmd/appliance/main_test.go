@@ -214,12 +214,19 @@ func TestCheckMissingK3sIsAHostProblem(t *testing.T) {
 }
 
 func TestRunValidatesFirst(t *testing.T) {
-	_, path := exampleFixture(t)
+	dir, path := exampleFixture(t)
+	// No k3s: whatever else passes, the run cannot get past its pre-flight.
+	os.Remove(filepath.Join(dir, "k3s"))
 	if r := run(t, "", "--config", path); r.code != exitUsage || !strings.Contains(r.stderr, "--role is required") {
 		t.Errorf("run without --role: %+v", r)
 	}
 	if r := run(t, "", "--role", "agent", "--config", path); r.code != exitUsage || !strings.Contains(r.stderr, "is master in the file") {
 		t.Errorf("run with the wrong role: %+v", r)
+	}
+	// Without a k3s binary the pre-flight stops the run before anything
+	// changes: this test never runs the appliance in the root namespace.
+	if r := run(t, "", "--role", "master", "--config", path); r.code != exitUsage || !strings.Contains(r.stderr, "INSTALL_K3S_SKIP_START=true") {
+		t.Errorf("run without k3s: %+v", r)
 	}
 }
 

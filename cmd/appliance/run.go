@@ -45,9 +45,13 @@ func runAppliance(e *env, args []string) error {
 	if err := supervisor.Preflight(cfg.Cluster.K3s.Binary, supervisor.SystemdUnitActive); err != nil {
 		return usageError{err}
 	}
+	egress, err := firewall.ResolveEgress(cfg.Cluster.Firewall.EgressInterface)
+	if err != nil {
+		return usageError{err}
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
 	a := &app{log: log, path: nf.config, opts: opts, socket: *sock, notify: sdNotify}
-	return a.run(cfg)
+	return a.run(cfg, egress)
 }
 
 // app is one running appliance: the lifecycle that ties the parts together.
@@ -104,14 +108,14 @@ func (a *app) stop() error {
 // run brings the node up from cfg and serves signals until SIGTERM/SIGINT:
 // SIGHUP re-reads the cluster file and applies the difference. Signals are
 // handled one at a time, so a reload arriving during a reload waits for it.
-func (a *app) run(cfg *configs.Config) error {
+func (a *app) run(cfg *configs.Config, egress string) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
 	a.started = time.Now()
 	a.log.Info("starting", "version", version, "node", cfg.Self.Name, "role", cfg.Self.Role, "config", a.path)
-	if err := a.start(cfg); err != nil {
+	if err := a.start(cfg, egress); err != nil {
 		a.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
 		return errors.Join(err, a.stop())
 	}
@@ -155,7 +159,7 @@ func (a *app) run(cfg *configs.Config) error {
 // appliance runs here), the firewall's crash recovery, wg0, the firewall
 // rules, k3s and the metrics. The first failure returns; run then stops
 // what started.
-func (a *app) start(cfg *configs.Config) error {
+func (a *app) start(cfg *configs.Config, egress string) error {
 	cl := cfg.Cluster
 	statusL, err := status.Listen(a.socket)
 	if err != nil {
@@ -173,11 +177,6 @@ func (a *app) start(cfg *configs.Config) error {
 		if metricsL != nil {
 			metricsL.Close()
 		}
-	}
-	egress, err := firewall.ResolveEgress(cl.Firewall.EgressInterface)
-	if err != nil {
-		closeListeners()
-		return err
 	}
 	fw, err := firewall.New(firewall.Options{Logger: a.log, Backend: cl.Firewall.Backend})
 	if err != nil {
