@@ -338,7 +338,9 @@ func (b *bench) bigCluster(n int) []*testnet.Node {
 	return nodes
 }
 
-var wide = func(s string) string { return strings.Replace(s, "network: 192.168.2.0/24", "network: 192.168.0.0/16", 1) }
+var wide = func(s string) string {
+	return strings.Replace(s, "network: 192.168.2.0/24", "network: 192.168.0.0/16", 1)
+}
 
 var tookRE = regexp.MustCompile(`msg=reloaded .* took=(\S+)`)
 
@@ -371,7 +373,7 @@ func (b *bench) scale() {
 	var took []float64
 	lost := 0
 	for i := 0; i < b.o.reloads; i++ {
-		big = append(big, b.bigCluster(len(big)+1)[len(big)])
+		big = append(big, b.bigCluster(len(big) + 1)[len(big)])
 		flow := b.b.Srv.Start("ping", "-n", "-q", "-i", "0.01", "-c", "300", b.a.Address)
 		time.Sleep(time.Second)
 		b.a.WriteConfig(big, wide)
