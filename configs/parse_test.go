@@ -78,6 +78,9 @@ nodes:
 	if cl.Firewall != (Firewall{EgressInterface: EgressAuto, Masquerade: true, Backend: "auto"}) {
 		t.Errorf("firewall defaults = %+v", cl.Firewall)
 	}
+	if cl.Runtime.MemoryLimit != 256<<20 {
+		t.Errorf("runtime.memory_limit default = %d", cl.Runtime.MemoryLimit)
+	}
 	if cl.K3s.Binary != DefaultK3sBinary || cl.K3s.TokenFile != DefaultTokenFile ||
 		cl.K3s.Advertise != AdvertiseWireGuard || cl.K3s.StopGracePeriod != DefaultStopGrace {
 		t.Errorf("k3s defaults = %+v", cl.K3s)
@@ -91,6 +94,19 @@ nodes:
 	}
 	if k, _ := wgtypes.ParseKey(keyB); cl.Peers("m")[0].PublicKey != k {
 		t.Errorf("peer key not parsed")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"off": 0, "256MiB": 256 << 20, "1GiB": 1 << 30, "65536KiB": 64 << 20, "100000000": 100000000} {
+		if got, ok := parseSize(in); !ok || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "1.5GiB", "-1MiB", "1TB", "MiB", "99999999999GiB"} {
+		if _, ok := parseSize(bad); ok {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
 	}
 }
 
@@ -153,6 +169,8 @@ func TestParseBad(t *testing.T) {
 		{"masquerade type", "k3s:", "firewall:\n  masquerade: sometimes\nk3s:", "firewall.masquerade", 19, "not true or false", "true or false"},
 		{"backend", "k3s:", "firewall:\n  backend: ipfw\nk3s:", "firewall.backend", 19, `"ipfw" is not an iptables backend`, "auto"},
 		{"metrics listen", "k3s:", "metrics:\n  enabled: true\n  listen: localhost\nk3s:", "metrics.listen", 20, `"localhost" is not IP:PORT`, "127.0.0.1:9586"},
+		{"memory limit", "k3s:", "runtime:\n  memory_limit: lots\nk3s:", "runtime.memory_limit", 19, `"lots" is not a memory limit`, "256MiB"},
+		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "not a memory limit", "at least 32MiB"},
 		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},
 		{"owned flag", `["--disable=traefik"]`, `["--disable=traefik", "--node-ip=1.2.3.4"]`, "k3s.server_args[1]", 19, "--node-ip is a flag the appliance owns", "remove it"},
 		{"token in argv", `["--disable=traefik"]`, `["--token", "s3cret"]`, "k3s.server_args[0]", 19, "--token is a flag the appliance owns", "visible to every user"},

@@ -75,9 +75,24 @@ type Cluster struct {
 	Firewall  Firewall
 	K3s       K3s
 	Metrics   Metrics
+	Runtime   Runtime
 
 	lines *locator
 }
+
+// Runtime is the runtime section: limits of the appliance process itself.
+type Runtime struct {
+	// MemoryLimit is the Go runtime's soft memory limit in bytes (0: none).
+	// It bounds wireguard-go's packet buffers, which otherwise grow with
+	// throughput.
+	MemoryLimit int64
+}
+
+// DefaultMemoryLimit is runtime.memory_limit's default: half the reference
+// wireguard-go's peak under full load on the benchmark machine, at a few
+// percent of throughput at gigabit rates and none at cloud bandwidths (see
+// BENCHMARKS.md).
+const DefaultMemoryLimit = 256 << 20
 
 // Metrics is the metrics section: Prometheus metrics, off unless enabled.
 type Metrics struct {
@@ -189,6 +204,11 @@ type raw struct {
 	Firewall  rawFirewall  `yaml:"firewall"`
 	K3s       rawK3s       `yaml:"k3s"`
 	Metrics   rawMetrics   `yaml:"metrics"`
+	Runtime   rawRuntime   `yaml:"runtime"`
+}
+
+type rawRuntime struct {
+	MemoryLimit string `yaml:"memory_limit"`
 }
 
 type rawMetrics struct {

@@ -24,7 +24,42 @@ func validate(r *raw, c *collector) *Cluster {
 	cl.Firewall = validateFirewall(&r.Firewall, c)
 	cl.K3s = validateK3s(&r.K3s, cl, c)
 	cl.Metrics = validateMetrics(&r.Metrics, c)
+	cl.Runtime = validateRuntime(&r.Runtime, c)
 	return cl
+}
+
+func validateRuntime(r *rawRuntime, c *collector) Runtime {
+	rt := Runtime{MemoryLimit: DefaultMemoryLimit}
+	if r.MemoryLimit == "" {
+		return rt
+	}
+	n, ok := parseSize(r.MemoryLimit)
+	if !ok || (n != 0 && n < 32<<20) {
+		c.add("runtime.memory_limit", "write a size of at least 32MiB such as 256MiB or 1GiB, or off", "%q is not a memory limit", r.MemoryLimit)
+		return rt
+	}
+	rt.MemoryLimit = n
+	return rt
+}
+
+// parseSize reads "off", or a whole number with an optional KiB, MiB or GiB
+// suffix, as bytes.
+func parseSize(s string) (int64, bool) {
+	if s == "off" {
+		return 0, true
+	}
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if num, ok := strings.CutSuffix(s, suffix); ok {
+			s, mult = num, m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, false
+	}
+	return n * mult, true
 }
 
 func validateMetrics(r *rawMetrics, c *collector) Metrics {

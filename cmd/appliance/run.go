@@ -115,6 +115,7 @@ func (a *app) run(cfg *configs.Config, egress string) error {
 
 	a.started = time.Now()
 	a.log.Info("starting", "version", version, "node", cfg.Self.Name, "role", cfg.Self.Role, "config", a.path)
+	applyMemoryLimit(cfg.Cluster.Runtime, a.log)
 	if err := a.start(cfg, egress); err != nil {
 		a.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
 		return errors.Join(err, a.stop())
@@ -280,6 +281,7 @@ func (a *app) applyReload() error {
 	a.mu.Lock()
 	a.cfg, a.egress = cfg, egress
 	a.mu.Unlock()
+	applyMemoryLimit(cfg.Cluster.Runtime, a.log)
 	if a.k3s.Update(cfg.Cluster.K3s.Binary, supervisor.Args(cfg)) {
 		a.log.Info("k3s command line changed; k3s restarts with it")
 	}

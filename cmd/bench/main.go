@@ -370,6 +370,7 @@ func (b *bench) scale() {
 	b.add(s, "bytes per extra peer", fmt.Sprintf("%.0f B", perPeer), "(RSS difference) / extra peers; goal < 40 KiB")
 
 	// Reload adding one node at a time while node-1 pings the master.
+	const s2 = "Reload"
 	var took []float64
 	lost := 0
 	for i := 0; i < b.o.reloads; i++ {
@@ -391,7 +392,7 @@ func (b *bench) scale() {
 	b.b.Stop(&b.Script)
 	b.add("Reload", fmt.Sprintf("SIGHUP adding 1 node to %d: apply time", len(big)-1), fmt.Sprintf("%.1f ms", median(took)*1000),
 		fmt.Sprintf("median of %d, from the log's took=; goal < 100 ms", len(took)))
-	b.add("Reload", "ping packets lost meanwhile (10 ms interval)", strconv.Itoa(lost), fmt.Sprintf("of %d; goal 0", 300*len(took)))
+	b.add(s2, "ping packets lost meanwhile (10 ms interval)", strconv.Itoa(lost), fmt.Sprintf("of %d; goal 0", 300*len(took)))
 	b.planBenchmark()
 }
 
@@ -425,13 +426,14 @@ func (b *bench) planBenchmark() {
 func (b *bench) memoryCurve() {
 	for _, env := range [][]string{
 		{"GOMEMLIMIT=off", "GOGC=100"},
+		{"GOMEMLIMIT=384MiB", "GOGC=100"},
+		{"GOMEMLIMIT=320MiB", "GOGC=100"},
 		{"GOMEMLIMIT=256MiB", "GOGC=100"},
 		{"GOMEMLIMIT=128MiB", "GOGC=100"},
 		{"GOMEMLIMIT=96MiB", "GOGC=100"},
 		{"GOMEMLIMIT=64MiB", "GOGC=100"},
+		{"GOMEMLIMIT=256MiB", "GOGC=off"},
 		{"GOMEMLIMIT=128MiB", "GOGC=off"},
-		{"GOMEMLIMIT=96MiB", "GOGC=off"},
-		{"GOMEMLIMIT=64MiB", "GOGC=off"},
 		{"GOMEMLIMIT=32MiB", "GOGC=100"},
 	} {
 		limit := strings.Join(env, " ")
@@ -469,7 +471,7 @@ func (b *bench) report() string {
 	fmt.Fprintf(&w, "Topology: two servers, each behind its own 1:1 NAT router, joined by a bridge \"internet\" (`internal/testnet`); "+
 		"everything is veth pairs on one machine, so the \"network\" is memory copies and the figures are CPU-bound: "+
 		"the iperf3 client and server, both WireGuard ends and the NAT routers share the %d cores.\n\n", runtime.NumCPU())
-	fmt.Fprintf(&w, "- (a) the appliance: `appliance --role ...` on both servers, wg0 in userspace mode.\n"+
+	fmt.Fprintf(&w, "- (a) the appliance: `appliance --role ...` on both servers, wg0 in userspace mode, with its defaults (runtime.memory_limit 256MiB).\n"+
 		"- (b) the reference: the `wireguard-go` binary built from the exact golang.zx2c4.com/wireguard version in go.mod, configured with `wg setconf` and `ip`, same MTU (1420).\n"+
 		"- (c) the underlay: iperf3 straight to the master's public address, through both NAT routers, no WireGuard.\n\n"+
 		"iperf3 TCP, %d s per run, median of %d runs; CPU seconds are the WireGuard processes' user+system time at both ends (/proc/PID/stat) per GB received; RSS from /proc/PID/status (VmRSS, VmHWM).\n",
