@@ -129,16 +129,6 @@ func (h *fakeHost) setUp(name string) error {
 	return nil
 }
 
-func (h *fakeHost) addresses(name string) ([]netip.Prefix, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	l, err := h.link(name)
-	if err != nil {
-		return nil, err
-	}
-	return append([]netip.Prefix(nil), l.addrs...), nil
-}
-
 func (h *fakeHost) replaceAddress(name string, p netip.Prefix) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -24,7 +24,6 @@ type host interface {
 	createUserspace(name string, mtu int, log *slog.Logger) (io.Closer, error)
 	setMTU(name string, mtu int) error
 	setUp(name string) error
-	addresses(name string) ([]netip.Prefix, error)
 	replaceAddress(name string, p netip.Prefix) error
 	deleteAddress(name string, p netip.Prefix) error
 }

@@ -67,24 +67,6 @@ func (netlinkHost) setUp(name string) error {
 	return netlink.LinkSetUp(l)
 }
 
-func (netlinkHost) addresses(name string) ([]netip.Prefix, error) {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Prefix, 0, len(addrs))
-	for _, a := range addrs {
-		ip, _ := netip.AddrFromSlice(a.IP.To4())
-		ones, _ := a.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip, ones))
-	}
-	return out, nil
-}
-
 func (netlinkHost) replaceAddress(name string, p netip.Prefix) error {
 	return addrOp(name, p, netlink.AddrReplace)
 }
