@@ -225,7 +225,8 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
-	if c := deviceChanges(old, next); c != nil {
+	c := deviceChanges(old, next)
+	if c != nil {
 		if err := t.wg.ConfigureDevice(cfg.Name, *c); err != nil {
 			// A partly applied UAPI set is reverted like a failed later step.
 			return rollback(fmt.Errorf("configuring %s: %w", cfg.Name, errors.Join(err, t.revertDevice(next, old))))
@@ -244,8 +245,11 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 		}
 	}
 	t.state = next
-	t.log.Info("WireGuard interface reconfigured", "interface", cfg.Name, "peers", len(cfg.Peers),
-		"peer_changes", len(peerChanges(old.peers, next.peers)))
+	changed := 0
+	if c != nil {
+		changed = len(c.Peers)
+	}
+	t.log.Info("WireGuard interface reconfigured", "interface", cfg.Name, "peers", len(cfg.Peers), "peer_changes", changed)
 	return nil
 }
 

@@ -269,10 +269,10 @@ func (a *app) applyReload() error {
 	}
 	// Most reloads change peers only; the rules then stay as they are (the
 	// reconcile loop keeps checking them) and the reload costs no iptables run.
-	if !firewall.FromCluster(cfg.Cluster, egress).Equal(firewall.FromCluster(old.Cluster, oldEgress)) {
-		if err := a.fw.Set(firewall.FromCluster(cfg.Cluster, egress)); err != nil {
-			rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(firewall.FromCluster(old.Cluster, oldEgress)))
-			if rerr != nil {
+	rules, oldRules := firewall.FromCluster(cfg.Cluster, egress), firewall.FromCluster(old.Cluster, oldEgress)
+	if !rules.Equal(oldRules) {
+		if err := a.fw.Set(rules); err != nil {
+			if rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(oldRules)); rerr != nil {
 				return fmt.Errorf("applying firewall rules: %w; rolling back also failed: %v", err, rerr)
 			}
 			return fmt.Errorf("applying firewall rules (rolled back): %w", err)

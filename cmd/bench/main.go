@@ -380,7 +380,7 @@ func (b *bench) scale() {
 		b.a.WriteConfig(big, wide)
 		b.a.Reload(&b.Script, "msg=reloaded")
 		flow.Wait(10 * time.Second)
-		lost += 300 - parseReceived(flow.Output())
+		lost += 300 - testnet.Received(flow.Output())
 		ms := tookRE.FindAllStringSubmatch(b.a.Proc.Output(), -1)
 		d, err := time.ParseDuration(ms[len(ms)-1][1])
 		if err != nil {
@@ -394,15 +394,6 @@ func (b *bench) scale() {
 		fmt.Sprintf("median of %d, from the log's took=; goal < 100 ms", len(took)))
 	b.add(s2, "ping packets lost meanwhile (10 ms interval)", strconv.Itoa(lost), fmt.Sprintf("of %d; goal 0", 300*len(took)))
 	b.planBenchmark()
-}
-
-func parseReceived(out string) int {
-	m := regexp.MustCompile(`(\d+) received`).FindStringSubmatch(out)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
 }
 
 // planBenchmark runs the Go benchmark that validates and plans a 1000-node file.

@@ -244,10 +244,11 @@ func (s *Server) Try(name string, args ...string) (string, error) {
 func (s *Server) Ping(dst string, count int, interval time.Duration) (int, string) {
 	args := []string{"-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1"}
 	out, _ := s.Try("ping", append(args, strings.Fields(dst)...)...)
-	return parseReceived(out), out
+	return Received(out), out
 }
 
-func parseReceived(out string) int {
+// Received reads how many replies a ping summary reports.
+func Received(out string) int {
 	// "5 packets transmitted, 5 received, 0% packet loss, time 4005ms"
 	for _, line := range strings.Split(out, "\n") {
 		if i := strings.Index(line, " received"); i > 0 && strings.Contains(line, "transmitted") {
