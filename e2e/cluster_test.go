@@ -43,3 +43,13 @@ func handshake(t *testing.T, srv *testnet.Server, peer wgtypes.Key) string {
 	t.Helper()
 	return srv.Handshake(peer)
 }
+
+// startAll writes the cluster file for nodes on every one of them and starts
+// the appliance on each, in order.
+func startAll(t *testing.T, nodes []*node) {
+	t.Helper()
+	for _, n := range nodes {
+		n.WriteConfig(nodes, nil)
+		n.Start(t)
+	}
+}

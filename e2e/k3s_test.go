@@ -68,10 +68,7 @@ func processExists(pid int) bool {
 func TestK3sSupervision(t *testing.T) {
 	_, m, n1 := twoClouds(t)
 	nodes := []*node{m, n1}
-	for _, n := range nodes {
-		n.WriteConfig(nodes, nil)
-		n.Start(t)
-	}
+	startAll(t, nodes)
 
 	t.Run("the agent joins the server through the tunnel", func(t *testing.T) {
 		if !testnet.Eventually(20*time.Second, func() bool {

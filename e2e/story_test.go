@@ -52,10 +52,7 @@ func TestCrossCloudStory(t *testing.T) {
 	}
 
 	t.Run("1 master and node-1 come up from one file", func(t *testing.T) {
-		for _, n := range firstTwo {
-			n.WriteConfig(firstTwo, nil)
-			n.Start(t)
-		}
+		startAll(t, firstTwo)
 		pingUntil(t, m, "192.168.2.2")
 		pingUntil(t, n1, "192.168.2.1")
 		if out := wgShow(t, m.Srv); !strings.Contains(out, "latest handshake") {
@@ -125,10 +122,15 @@ func TestCrossCloudStory(t *testing.T) {
 
 	t.Run("6 node-1 is off the internet for 20s and recovers by itself", func(t *testing.T) {
 		n1.Srv.SetUplink(false)
-		time.Sleep(20 * time.Second) // the outage itself: nothing to poll
+		began := time.Now()
+		// The outage is real: node-1 does not answer while it lasts.
+		if got, out := m.Srv.Ping("192.168.2.2", 2, 500*time.Millisecond); got != 0 {
+			t.Fatalf("node-1 answered with its uplink down:\n%s", out)
+		}
+		time.Sleep(20*time.Second - time.Since(began)) // the rest of the outage: nothing to poll
 		n1.Srv.SetUplink(true)
 		// Persistent keepalive (25 s) and handshake retries (5 s) bring it back.
-		began := time.Now()
+		began = time.Now()
 		pingUntilWithin(t, m, "192.168.2.2", 45*time.Second)
 		t.Logf("node-1 reachable again %v after its link came back", time.Since(began).Round(time.Second))
 	})

@@ -24,10 +24,7 @@ func twoClouds(t *testing.T) (*testnet.Net, *node, *node) {
 func TestTunnelAcrossNATs(t *testing.T) {
 	net, m, n1 := twoClouds(t)
 	nodes := []*node{m, n1}
-	for _, n := range nodes {
-		n.WriteConfig(nodes, nil)
-		n.Start(t)
-	}
+	startAll(t, nodes)
 	if !strings.Contains(m.Proc.Output(), "mode=userspace") {
 		t.Errorf("this kernel has no WireGuard module, so the mode must be userspace:\n%s", m.Proc.Output())
 	}

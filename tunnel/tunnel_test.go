@@ -67,13 +67,20 @@ func (r *rig) open(t *testing.T, cfg Config, opts Options) (*Tunnel, error) {
 	return open(context.Background(), cfg, opts, r.h, r.wg)
 }
 
-func TestOpenKernelMode(t *testing.T) {
-	r := newRig()
-	cfg := baseConfig(t, configs.ModeAuto)
-	tun, err := r.open(t, cfg, Options{})
+// mustOpen opens cfg on the rig and fails the test if that fails.
+func (r *rig) mustOpen(t *testing.T, cfg Config, opts Options) *Tunnel {
+	t.Helper()
+	tun, err := r.open(t, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tun
+}
+
+func TestOpenKernelMode(t *testing.T) {
+	r := newRig()
+	cfg := baseConfig(t, configs.ModeAuto)
+	tun := r.mustOpen(t, cfg, Options{})
 	if tun.Choice().Mode != configs.ModeKernel {
 		t.Errorf("mode = %+v, want kernel", tun.Choice())
 	}
@@ -105,10 +112,7 @@ func TestOpenKernelMode(t *testing.T) {
 func TestOpenFallsBackToUserspace(t *testing.T) {
 	r := newRig()
 	r.h.kernelErr = errors.New("operation not supported")
-	tun, err := r.open(t, baseConfig(t, configs.ModeAuto), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := r.mustOpen(t, baseConfig(t, configs.ModeAuto), Options{})
 	if c := tun.Choice(); c.Mode != configs.ModeUserspace || !strings.Contains(c.Reason, "operation not supported") {
 		t.Errorf("choice = %+v", c)
 	}
@@ -124,10 +128,7 @@ func TestOpenFallsBackToUserspace(t *testing.T) {
 func TestOpenOldKernelUsesUserspaceWithoutTryingKernel(t *testing.T) {
 	r := newRig()
 	r.h.kernelErr = errors.New("must not be called") // would show in the reason if tried
-	tun, err := r.open(t, baseConfig(t, configs.ModeAuto), Options{Release: "3.10.0-1160.el7.x86_64"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := r.mustOpen(t, baseConfig(t, configs.ModeAuto), Options{Release: "3.10.0-1160.el7.x86_64"})
 	if c := tun.Choice(); c.Mode != configs.ModeUserspace || !strings.Contains(c.Reason, "older than 5.15") {
 		t.Errorf("choice = %+v", c)
 	}
@@ -148,9 +149,7 @@ func TestOpenForcedKernelFails(t *testing.T) {
 func TestOpenRemovesLeftoverLink(t *testing.T) {
 	r := newRig()
 	r.h.links["wg0"] = &fakeLink{kind: "wireguard", addrs: []netip.Prefix{netip.MustParsePrefix("10.9.9.9/8")}}
-	if _, err := r.open(t, baseConfig(t, configs.ModeAuto), Options{}); err != nil {
-		t.Fatal(err)
-	}
+	r.mustOpen(t, baseConfig(t, configs.ModeAuto), Options{})
 	if got := r.h.links["wg0"].addrs; len(got) != 1 || got[0].String() != "192.168.2.1/24" {
 		t.Errorf("leftover link not replaced: addrs %v", got)
 	}
@@ -178,10 +177,7 @@ func TestApplyTouchesOnlyChangedPeers(t *testing.T) {
 	r := newRig()
 	cfg := baseConfig(t, configs.ModeAuto)
 	cfg.Peers = append(cfg.Peers, peer(t, "node-2", "192.168.2.3", "203.0.113.30:5418"))
-	tun, err := r.open(t, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := r.mustOpen(t, cfg, Options{})
 	n1, n2 := cfg.Peers[0], cfg.Peers[1]
 	n3 := peer(t, "node-3", "192.168.2.4", "203.0.113.40:5418")
 	moved := n2
@@ -236,10 +232,7 @@ func TestApplyTouchesOnlyChangedPeers(t *testing.T) {
 func TestApplyInterfaceSettings(t *testing.T) {
 	r := newRig()
 	cfg := baseConfig(t, configs.ModeAuto)
-	tun, err := r.open(t, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := r.mustOpen(t, cfg, Options{})
 	next := cfg
 	next.MTU, next.ListenPort = 1380, 6000
 	next.Address = netip.MustParsePrefix("192.168.2.9/24")
@@ -261,10 +254,7 @@ func TestApplyFailureLeavesPreviousState(t *testing.T) {
 			r := newRig()
 			cfg := baseConfig(t, configs.ModeAuto)
 			cfg.Peers = append(cfg.Peers, peer(t, "node-2", "192.168.2.3", "203.0.113.30:5418"))
-			tun, err := r.open(t, cfg, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			tun := r.mustOpen(t, cfg, Options{})
 			peersBefore, linkBefore, portBefore := r.wg.summary(), *r.h.links["wg0"], r.wg.dev.ListenPort
 
 			next := cfg
@@ -303,10 +293,7 @@ func TestApplyFailureLeavesPreviousState(t *testing.T) {
 func TestApplyRefusesRestartOnlyChanges(t *testing.T) {
 	r := newRig()
 	cfg := baseConfig(t, configs.ModeAuto)
-	tun, err := r.open(t, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := r.mustOpen(t, cfg, Options{})
 	for _, edit := range []func(*Config){
 		func(c *Config) { c.Name = "wg1" },
 		func(c *Config) { c.Mode = configs.ModeUserspace },
@@ -336,10 +323,7 @@ func TestDNSEndpoints(t *testing.T) {
 	}
 	cfg := baseConfig(t, configs.ModeAuto)
 	cfg.Peers = []Peer{peer(t, "node-1", "192.168.2.2", "node1.example.net:5418"), peer(t, "node-2", "192.168.2.3", "gone.example.net:5418")}
-	tun, err := r.open(t, cfg, Options{Resolver: resolver, ResolveAttempts: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := r.mustOpen(t, cfg, Options{Resolver: resolver, ResolveAttempts: 3})
 	sum := r.wg.summary()
 	if got := sum[cfg.Peers[0].PublicKey.String()[:8]]; !strings.HasPrefix(got, "198.51.100.7:5418 ") {
 		t.Errorf("node-1 endpoint = %q, want the IPv4 answer after retries", got)
