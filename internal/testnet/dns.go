@@ -98,9 +98,10 @@ func (d *DNS) answer(query []byte) ([]byte, error) {
 }
 
 // listenIn opens a socket inside the named network namespace. A socket
-// belongs to the namespace it was created in, whatever thread uses it
-// later; the thread that switched namespaces is never handed back to the
-// scheduler (it stays locked and exits with its goroutine).
+// belongs to the namespace it was created in, whatever thread uses it later.
+// The thread switches in and back; if it cannot switch back it stays locked
+// and the runtime retires it with its goroutine (or, if it is the main
+// thread, parks it, which is why killNS never kills this process).
 func listenIn(ns, network, addr string) (net.PacketConn, error) {
 	type result struct {
 		c   net.PacketConn
@@ -109,17 +110,29 @@ func listenIn(ns, network, addr string) (net.PacketConn, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
 		target, err := netns.GetFromName(ns)
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{err: err}
 			return
 		}
 		defer target.Close()
 		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{err: fmt.Errorf("entering %s: %w", ns, err)}
 			return
 		}
 		c, err := net.ListenPacket(network, addr)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 		ch <- result{c, err}
 	}()
 	r := <-ch

@@ -296,11 +296,12 @@ func Sweep() {
 	}
 }
 
-// killNS kills every process still inside namespace name.
+// killNS kills every process still inside namespace name, except this one:
+// a thread of ours may have visited it (listenIn).
 func killNS(name string) {
 	out, _ := exec.Command("ip", "netns", "pids", name).Output()
 	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
+		if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
