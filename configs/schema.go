@@ -65,6 +65,13 @@ const (
 // EgressAuto means "the interface of the IPv4 default route".
 const EgressAuto = "auto"
 
+// iptables backends (firewall.backend).
+const (
+	BackendAuto   = "auto" // the backend that already holds more rules
+	BackendLegacy = "legacy"
+	BackendNFT    = "nft"
+)
+
 // Cluster is a validated cluster file with defaults filled in.
 type Cluster struct {
 	// File is the path the cluster was loaded from, for messages.

@@ -340,8 +340,8 @@ func validateFirewall(r *rawFirewall, c *collector) Firewall {
 	}
 	switch fw.Backend = r.Backend; fw.Backend {
 	case "":
-		fw.Backend = "auto"
-	case "auto", "legacy", "nft":
+		fw.Backend = BackendAuto
+	case BackendAuto, BackendLegacy, BackendNFT:
 	default:
 		c.add("firewall.backend", "use auto (detect the iptables in use), legacy or nft", "%q is not an iptables backend", r.Backend)
 	}

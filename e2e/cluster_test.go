@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -18,7 +20,9 @@ const (
 
 type node = testnet.Node
 
-func bins() testnet.Binaries { return testnet.Binaries{Appliance: applianceBin, K3s: k3sBin} }
+func bins() testnet.Binaries {
+	return testnet.Binaries{Appliance: applianceBin, K3s: k3sBin, Mode: mode}
+}
 
 func newNode(t *testing.T, srv *testnet.Server, name, role, address string) *node {
 	t.Helper()
@@ -26,7 +30,7 @@ func newNode(t *testing.T, srv *testnet.Server, name, role, address string) *nod
 }
 
 func clusterFile(nodes []*node, edit func(string) string) string {
-	return testnet.ClusterFile(nodes, k3sBin, edit)
+	return testnet.ClusterFile(nodes, bins(), edit)
 }
 
 func pingUntil(t *testing.T, n *node, dst string) {

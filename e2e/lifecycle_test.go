@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -92,7 +94,7 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal("agent did not join")
 		}
 		r := statusJSON(t, m)
-		if r.Node != "k3s-master" || r.Role != "master" || r.Mode != "userspace" || r.Address != "192.168.2.1/24" {
+		if r.Node != "k3s-master" || r.Role != "master" || r.Mode != mode || r.Address != "192.168.2.1/24" {
 			t.Errorf("report header = %+v", r)
 		}
 		if len(r.Peers) != 1 {
@@ -212,7 +214,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	// bash's /dev/tcp: no HTTP client needs to be installed in the namespace.
 	get := `exec 3<>/dev/tcp/127.0.0.1/9586; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3`
 	out := m.Srv.Run("bash", "-c", get)
-	for _, want := range []string{`wgk3s_peer_reachable{peer="k3s-node-1"} 1`, `wgk3s_wireguard_mode{mode="userspace"} 1`, "wgk3s_k3s_restarts_total 0"} {
+	for _, want := range []string{`wgk3s_peer_reachable{peer="k3s-node-1"} 1`, `wgk3s_wireguard_mode{mode="` + mode + `"} 1`, "wgk3s_k3s_restarts_total 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q:\n%s", want, out)
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package e2e runs the real appliance binary in simulated clouds built from
 // network namespaces (internal/testnet). The tests need root; elsewhere
 // they skip.
@@ -8,12 +10,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/wgk3s/wgk3s/internal/testnet"
 )
 
 // applianceBin is the appliance, k3sBin the stand-in k3s (or a real k3s
 // from $WGK3S_K3S_BINARY), built once for all tests.
 var applianceBin, k3sBin string
+
+// mode is the interface.mode every cluster file of the current pass names:
+// the suite runs once per WireGuard mode this host supports.
+var mode = "userspace"
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -39,5 +48,39 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	code := 0
+	for _, md := range []string{"userspace", "kernel"} {
+		if why := modeUnsupported(md); why != "" {
+			fmt.Printf("=== e2e: interface.mode %s skipped: %s\n", md, why)
+			continue
+		}
+		mode = md
+		fmt.Printf("=== e2e: the suite with interface.mode %s\n", md)
+		if c := m.Run(); c != 0 {
+			fmt.Printf("=== e2e: FAILED with interface.mode %s\n", md)
+			code = c
+		}
+	}
+	return code
+}
+
+// modeUnsupported says why this host cannot run WireGuard mode md, or "".
+// Kernel mode is probed by creating a WireGuard link in a scratch
+// namespace, exactly what the appliance's auto mode does.
+func modeUnsupported(md string) string {
+	if md == "userspace" {
+		if _, err := os.Stat("/dev/net/tun"); err != nil {
+			return "no /dev/net/tun"
+		}
+		return ""
+	}
+	ns := fmt.Sprintf("%sprobe-%d", testnet.Prefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return fmt.Sprintf("ip netns add: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", "wgprobe", "type", "wireguard").CombinedOutput(); err != nil {
+		return "this kernel cannot create a WireGuard link: " + strings.TrimSpace(string(out))
+	}
+	return ""
 }

@@ -1,32 +1,31 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 )
 
-// Backends.
-const (
-	BackendAuto   = "auto"
-	BackendLegacy = "legacy"
-	BackendNFT    = "nft"
-)
-
-// Options configure a Controller.
-type Options struct {
-	Logger *slog.Logger
-	// Backend is auto, legacy or nft.
-	Backend string
-	// StateDir holds the saved sysctl values (default /run/wgk3s).
-	StateDir string
-	// ReconcilePeriod is how often rules are checked (default 5 s).
-	ReconcilePeriod time.Duration
+// CleanUpAll removes the appliance's chains and jumps from every iptables
+// backend installed and restores the saved sysctls: `appliance cleanup`
+// cannot know which backend a crashed run used.
+func CleanUpAll() error {
+	var errs []error
+	for _, backend := range []string{BackendLegacy, BackendNFT} {
+		fw, err := New(Options{Backend: backend})
+		if err != nil {
+			continue // that backend is not installed
+		}
+		if err := fw.CleanUp(); err != nil {
+			errs = append(errs, fmt.Errorf("iptables-%s: %w", backend, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // New returns a Controller on the iptables backend in use.
@@ -49,16 +48,6 @@ func New(opts Options) (*Controller, error) {
 		return nil, fmt.Errorf("using %s: %w", path, err)
 	}
 	return newController(ipt, procSys{"/proc/sys"}, opts, backend), nil
-}
-
-func newController(ipt iptablesClient, fs sysctlFS, opts Options, backend string) *Controller {
-	return &Controller{
-		ipt:     ipt,
-		sysctls: &sysctlKeeper{fs: fs, state: filepath.Join(opts.StateDir, "sysctl.json")},
-		log:     opts.Logger,
-		period:  opts.ReconcilePeriod,
-		backend: backend,
-	}
 }
 
 // DetectBackend returns the iptables command to use and its backend. With

@@ -5,13 +5,33 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/wgk3s/wgk3s/configs"
 )
+
+// Backends, as firewall.backend names them.
+const (
+	BackendAuto   = configs.BackendAuto
+	BackendLegacy = configs.BackendLegacy
+	BackendNFT    = configs.BackendNFT
+)
+
+// Options configure a Controller.
+type Options struct {
+	Logger *slog.Logger
+	// Backend is auto, legacy or nft.
+	Backend string
+	// StateDir holds the saved sysctl values (default /run/wgk3s).
+	StateDir string
+	// ReconcilePeriod is how often rules are checked (default 5 s).
+	ReconcilePeriod time.Duration
+}
 
 // iptablesClient is the part of go-iptables the controller uses.
 type iptablesClient interface {
@@ -47,6 +67,16 @@ type Controller struct {
 
 	mu      sync.Mutex
 	desired *Desired
+}
+
+func newController(ipt iptablesClient, fs sysctlFS, opts Options, backend string) *Controller {
+	return &Controller{
+		ipt:     ipt,
+		sysctls: &sysctlKeeper{fs: fs, state: filepath.Join(opts.StateDir, "sysctl.json")},
+		log:     opts.Logger,
+		period:  opts.ReconcilePeriod,
+		backend: backend,
+	}
 }
 
 // Set makes the kernel match d and remembers d for the reconcile loop.

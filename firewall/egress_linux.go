@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
+	"github.com/wgk3s/wgk3s/configs"
 )
 
 // ErrNoDefaultRoute is returned when egress is auto and there is no IPv4
@@ -15,7 +16,7 @@ var ErrNoDefaultRoute = errors.New("no IPv4 default route")
 // "auto" is the interface of the IPv4 default route; a name must exist.
 // It only reads the routing table.
 func ResolveEgress(name string) (string, error) {
-	if name != "auto" {
+	if name != configs.EgressAuto {
 		if _, err := netlink.LinkByName(name); err != nil {
 			return "", fmt.Errorf("firewall.egress_interface %q: %w; fix: name an existing interface (see `ip link`) or use auto", name, err)
 		}

@@ -209,7 +209,7 @@ func (s *Supervisor) start(binary string, args []string) (*child, error) {
 		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
 		cmd := exec.Command(binary, args...)
 		cmd.Env = childEnv(os.Environ())
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = childAttr()
 		stdout, _ := cmd.StdoutPipe()
 		stderr, _ := cmd.StderrPipe()
 		if err := cmd.Start(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.uber.org/goleak"
 	"log/slog"
 	"net"
 	"os"
@@ -16,7 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/wgk3s/wgk3s/internal/testnet"
+	"github.com/wgk3s/wgk3s/internal/poll"
 )
 
 // standin is the stand-in k3s, built once.
@@ -35,6 +36,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	// No test may leave a goroutine running (a child's waiter, a forwarder).
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -128,7 +134,7 @@ func exists(pid int) bool {
 func TestRestartsWithBackoff(t *testing.T) {
 	r := start(t, "/bin/sh", []string{"-c", "echo crashing; exit 7"}, Options{
 		BackoffMin: 40 * time.Millisecond, BackoffMax: 160 * time.Millisecond, ResetAfter: time.Hour})
-	if !testnet.Eventually(10*time.Second, func() bool { return len(r.log.find("k3s started")) >= 6 }) {
+	if !poll.Until(10*time.Second, func() bool { return len(r.log.find("k3s started")) >= 6 }) {
 		t.Fatalf("only %d starts", len(r.log.find("k3s started")))
 	}
 	starts := r.log.find("k3s started")
@@ -156,7 +162,7 @@ func TestBackoffResetsAfterALongRun(t *testing.T) {
 	// Each run lasts 100ms, longer than ResetAfter: the delay stays at the minimum.
 	r := start(t, "/bin/sh", []string{"-c", "sleep 0.1; exit 1"}, Options{
 		BackoffMin: 30 * time.Millisecond, BackoffMax: 10 * time.Second, ResetAfter: 50 * time.Millisecond})
-	if !testnet.Eventually(10*time.Second, func() bool { return len(r.log.find("will be restarted")) >= 4 }) {
+	if !poll.Until(10*time.Second, func() bool { return len(r.log.find("will be restarted")) >= 4 }) {
 		t.Fatal("not restarted")
 	}
 	for _, rec := range r.log.find("will be restarted")[:4] {
@@ -174,7 +180,7 @@ func TestStopIsGracefulThenForced(t *testing.T) {
 
 	t.Run("SIGTERM honoured", func(t *testing.T) {
 		r := start(t, standin, args, Options{StopGrace: 10 * time.Second})
-		testnet.Eventually(5*time.Second, func() bool { return r.sup.Status().Running })
+		poll.Until(5*time.Second, func() bool { return r.sup.Status().Running })
 		pid := r.sup.Status().PID
 		began := time.Now()
 		r.stop(t)
@@ -191,7 +197,7 @@ func TestStopIsGracefulThenForced(t *testing.T) {
 	t.Run("SIGKILL after the grace period", func(t *testing.T) {
 		t.Setenv("WGK3S_STANDIN_IGNORE_TERM", "1")
 		r := start(t, standin, args, Options{StopGrace: 300 * time.Millisecond})
-		testnet.Eventually(5*time.Second, func() bool { return r.sup.Status().Running })
+		poll.Until(5*time.Second, func() bool { return r.sup.Status().Running })
 		time.Sleep(100 * time.Millisecond) // let it install its signal handler
 		pid := r.sup.Status().PID
 		began := time.Now()
@@ -211,7 +217,7 @@ func TestStopIsGracefulThenForced(t *testing.T) {
 
 func TestUpdateRestartsOnlyWhenArgvChanges(t *testing.T) {
 	r := start(t, "/bin/sleep", []string{"100"}, Options{StopGrace: 5 * time.Second})
-	testnet.Eventually(5*time.Second, func() bool { return r.sup.Status().Running })
+	poll.Until(5*time.Second, func() bool { return r.sup.Status().Running })
 	pid := r.sup.Status().PID
 	if r.sup.Update("/bin/sleep", []string{"100"}) {
 		t.Fatal("Update with the same argv scheduled a restart")
@@ -223,7 +229,7 @@ func TestUpdateRestartsOnlyWhenArgvChanges(t *testing.T) {
 	if !r.sup.Update("/bin/sleep", []string{"200"}) {
 		t.Fatal("Update with a new argv did not schedule a restart")
 	}
-	if !testnet.Eventually(5*time.Second, func() bool { st := r.sup.Status(); return st.Running && st.PID != pid }) {
+	if !poll.Until(5*time.Second, func() bool { st := r.sup.Status(); return st.Running && st.PID != pid }) {
 		t.Fatal("not restarted with the new argv")
 	}
 	if diff := cmp.Diff([]string{"200"}, r.sup.Status().Args); diff != "" {
@@ -251,7 +257,7 @@ func TestWaitForServer(t *testing.T) {
 	}
 	defer l.Close()
 	r := start(t, "/bin/sleep", []string{"100"}, Options{WaitFor: l.Addr().String()})
-	if !testnet.Eventually(10*time.Second, func() bool { return r.sup.Status().Running }) {
+	if !poll.Until(10*time.Second, func() bool { return r.sup.Status().Running }) {
 		t.Fatal("not started although the server answers")
 	}
 	if len(r.log.find("k3s server is reachable")) != 1 {
@@ -263,7 +269,7 @@ func TestWaitForServer(t *testing.T) {
 	closed := l2.Addr().String()
 	l2.Close()
 	r2 := start(t, "/bin/sleep", []string{"100"}, Options{WaitFor: closed, WaitTimeout: 300 * time.Millisecond})
-	if !testnet.Eventually(10*time.Second, func() bool { return r2.sup.Status().Running }) {
+	if !poll.Until(10*time.Second, func() bool { return r2.sup.Status().Running }) {
 		t.Fatal("not started after the wait timed out")
 	}
 	if len(r2.log.find("starting the agent anyway")) != 1 {

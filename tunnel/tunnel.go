@@ -276,15 +276,14 @@ func (t *Tunnel) changeAddress(name string, from, to netip.Prefix) error {
 }
 
 // Run re-resolves DNS endpoints of peers whose handshake is stale until ctx
-// is cancelled, then removes the interface.
+// is cancelled, then removes the interface and returns what that cost.
 func (t *Tunnel) Run(ctx context.Context) error {
-	defer t.Close()
 	tick := time.NewTicker(t.opts.ReresolveInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return t.Close()
 		case <-tick.C:
 			t.reresolve(ctx)
 		}

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/vishvananda/netlink"
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/tunnel"
 )
 
 // runCleanup removes everything a run may have left: the firewall chains
@@ -30,26 +30,10 @@ func runCleanup(e *env, args []string) error {
 			}
 		}
 	}
-	var errs []error
-	for _, backend := range []string{firewall.BackendLegacy, firewall.BackendNFT} {
-		fw, err := firewall.New(firewall.Options{Backend: backend})
-		if err != nil {
-			continue // that backend is not installed
-		}
-		if err := fw.CleanUp(); err != nil {
-			errs = append(errs, fmt.Errorf("iptables-%s: %w", backend, err))
-		}
+	err := firewall.CleanUpAll()
+	removed, terr := tunnel.CleanUp(*iface)
+	if removed {
+		fmt.Fprintf(e.stderr, "removed interface %s\n", *iface)
 	}
-	if l, err := netlink.LinkByName(*iface); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", *iface, err))
-		} else {
-			fmt.Fprintf(e.stderr, "removed interface %s\n", *iface)
-		}
-	}
-	sock := "/var/run/wireguard/" + *iface + ".sock"
-	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errors.Join(err, terr)
 }

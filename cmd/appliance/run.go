@@ -5,19 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/wgk3s/wgk3s/appliance"
 	"github.com/wgk3s/wgk3s/configs"
-	"github.com/wgk3s/wgk3s/firewall"
 	"github.com/wgk3s/wgk3s/status"
-	"github.com/wgk3s/wgk3s/supervisor"
-	"github.com/wgk3s/wgk3s/tunnel"
 )
 
 func runAppliance(e *env, args []string) error {
@@ -37,284 +33,110 @@ func runAppliance(e *env, args []string) error {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return usagef("--log-level %q: use debug, info, warn or error", *level)
 	}
-	cfg, err := configs.Load(nf.config, opts)
+	r := &runner{path: nf.config, opts: opts, host: appliance.SystemHost{Root: e.root}, notify: sdNotify}
+	// Everything is checked before anything changes on the host.
+	plan, err := r.load()
 	if err != nil {
 		return err
 	}
-	// Checked before anything changes on the host.
-	if err := supervisor.Preflight(cfg.Cluster.K3s.Binary, supervisor.SystemdUnitActive); err != nil {
-		return usageError{err}
-	}
-	egress, err := firewall.ResolveEgress(cfg.Cluster.Firewall.EgressInterface)
-	if err != nil {
-		return usageError{err}
-	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
-	a := &app{log: log, path: nf.config, opts: opts, socket: *sock, notify: sdNotify}
-	return a.run(cfg, egress)
+	r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+	r.app = appliance.New(appliance.Options{Logger: r.log, Version: version, StatusSocket: *sock})
+	return r.run(plan)
 }
 
-// app is one running appliance: the lifecycle that ties the parts together.
-type app struct {
-	log    *slog.Logger
+// runner is the command's side of a running appliance: signals, sd_notify
+// and the cluster file; the lifecycle itself is the appliance package's.
+type runner struct {
 	path   string
 	opts   configs.Options
-	socket string
+	host   appliance.Host
 	notify func(state string) // sd_notify
-
-	started time.Time
-	tun     *tunnel.Tunnel
-	fw      *firewall.Controller
-	k3s     *supervisor.Supervisor
-	parts   []*part // started parts, stopped in reverse order
-
-	mu      sync.Mutex // guards what the status socket reads while a reload runs
-	cfg     *configs.Config
-	egress  string
-	reloads status.Reloads
+	log    *slog.Logger
+	app    *appliance.App
 }
 
-// part is a running component's Run loop.
-type part struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returned
-	err    error         // Run's result, set before done is closed
-}
-
-func (a *app) startPart(name string, run func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &part{name: name, cancel: cancel, done: make(chan struct{})}
-	go func() { p.err = run(ctx); close(p.done) }()
-	a.parts = append(a.parts, p)
-}
-
-// stop stops the started parts in reverse order (status, k3s, firewall,
-// wg0), each finishing its cleanup before the next is stopped.
-func (a *app) stop() error {
-	var errs []error
-	for i := len(a.parts) - 1; i >= 0; i-- {
-		p := a.parts[i]
-		p.cancel()
-		<-p.done
-		if p.err != nil {
-			errs = append(errs, fmt.Errorf("stopping %s: %w", p.name, p.err))
-		}
+// load reads and validates the cluster file and plans it for this host.
+// A bad file or a host problem is the operator's to fix (exit 2).
+func (r *runner) load() (*appliance.Plan, error) {
+	cfg, err := configs.Load(r.path, r.opts)
+	if err != nil {
+		return nil, err
 	}
-	a.parts = nil
-	return errors.Join(errs...)
+	p := appliance.NewPlan(cfg, r.host)
+	if err := p.Err(); err != nil {
+		return nil, usageError{err}
+	}
+	return p, nil
 }
 
-// run brings the node up from cfg and serves signals until SIGTERM/SIGINT:
-// SIGHUP re-reads the cluster file and applies the difference. Signals are
-// handled one at a time, so a reload arriving during a reload waits for it.
-func (a *app) run(cfg *configs.Config, egress string) error {
+// run starts the appliance from plan and serves signals until SIGTERM or
+// SIGINT, or until a part fails: SIGHUP re-reads the cluster file and
+// applies the difference. Signals are handled one at a time, so a reload
+// arriving during a reload waits for it.
+func (r *runner) run(plan *appliance.Plan) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	a.started = time.Now()
-	a.log.Info("starting", "version", version, "node", cfg.Self.Name, "role", cfg.Self.Role, "config", a.path)
-	applyMemoryLimit(cfg.Cluster.Runtime, a.log)
-	if err := a.start(cfg, egress); err != nil {
-		a.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
-		return errors.Join(err, a.stop())
+	self := plan.Config.Self
+	r.log.Info("starting", "version", version, "node", self.Name, "role", self.Role, "config", r.path)
+	if err := r.app.Start(context.Background(), plan); err != nil {
+		r.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
+		return err
 	}
-	a.log.Info("running", "node", cfg.Self.Name, "address", cfg.Self.Address, "mode", a.tun.Choice().Mode,
-		"firewall", a.fw.Backend(), "egress", a.egress)
-	a.notify("READY=1\nSTATUS=" + a.statusLine())
-
-	// A part whose Run returns before it is told to stop has failed.
-	failed := make(chan error, len(a.parts))
-	for _, p := range a.parts {
-		go func(p *part) {
-			<-p.done
-			failed <- fmt.Errorf("%s stopped unexpectedly: %v", p.name, p.err)
-		}(p)
-	}
+	rep := r.app.Report()
+	r.log.Info("running", "node", self.Name, "address", self.Address, "mode", rep.Mode,
+		"firewall", rep.Firewall.Backend, "egress", plan.Egress)
+	r.notify("READY=1\nSTATUS=" + r.app.StatusLine())
 	for {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				a.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading %s", monotonicUsec(), a.path))
-				a.reload()
-				a.notify("READY=1\nSTATUS=" + a.statusLine())
+				r.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading %s", monotonicUsec(), r.path))
+				r.reload()
+				r.notify("READY=1\nSTATUS=" + r.app.StatusLine())
 				continue
 			}
-			a.log.Info("stopping", "signal", sig.String())
-			a.notify("STOPPING=1\nSTATUS=stopping")
-			err := a.stop()
+			r.log.Info("stopping", "signal", sig.String())
+			r.notify("STOPPING=1\nSTATUS=stopping")
+			err := r.app.Stop()
 			if err == nil {
-				a.log.Info("stopped")
+				r.log.Info("stopped")
 			}
 			return err
-		case err := <-failed:
-			a.log.Error("a part failed; stopping the others", "err", err)
-			a.notify("STOPPING=1\nSTATUS=failed: " + oneLine(err))
-			return errors.Join(err, a.stop())
+		case <-r.app.Done():
+			// The failed part and whatever stopping the others cost are in
+			// the error, which main prints.
+			err := r.app.Err()
+			r.notify("STOPPING=1\nSTATUS=failed: " + oneLine(err))
+			return err
 		}
 	}
-}
-
-// start brings up, in order: the status socket (which also proves no other
-// appliance runs here), the firewall's crash recovery, wg0, the firewall
-// rules, k3s and the metrics. The first failure returns; run then stops
-// what started.
-func (a *app) start(cfg *configs.Config, egress string) error {
-	cl := cfg.Cluster
-	statusL, err := status.Listen(a.socket)
-	if err != nil {
-		return err
-	}
-	var metricsL net.Listener
-	if cl.Metrics.Enabled {
-		if metricsL, err = net.Listen("tcp", cl.Metrics.Listen); err != nil {
-			statusL.Close()
-			return fmt.Errorf("metrics.listen %s: %w", cl.Metrics.Listen, err)
-		}
-	}
-	closeListeners := func() {
-		statusL.Close()
-		if metricsL != nil {
-			metricsL.Close()
-		}
-	}
-	fw, err := firewall.New(firewall.Options{Logger: a.log, Backend: cl.Firewall.Backend})
-	if err != nil {
-		closeListeners()
-		return fmt.Errorf("firewall: %w", err)
-	}
-	// Rules and sysctls left by a run that was killed go first.
-	if err := fw.CleanUp(); err != nil {
-		closeListeners()
-		return fmt.Errorf("removing a previous run's firewall rules: %w", err)
-	}
-	tun, err := tunnel.Open(context.Background(), tunnel.FromCluster(cfg), tunnel.Options{Logger: a.log})
-	if err != nil {
-		closeListeners()
-		return fmt.Errorf("bringing up %s: %w", cl.Interface.Name, err)
-	}
-	a.tun = tun
-	a.startPart("wireguard", tun.Run)
-
-	if err := fw.Set(firewall.FromCluster(cl, egress)); err != nil {
-		closeListeners()
-		return errors.Join(fmt.Errorf("applying firewall rules: %w", err), fw.CleanUp())
-	}
-	a.fw = fw
-	a.startPart("firewall", fw.Run)
-	if w := fw.ForwardWarning(cl.Interface.Name); w != "" {
-		a.log.Warn(w)
-	}
-
-	opts := supervisor.Options{Logger: a.log, StopGrace: cl.K3s.StopGracePeriod}
-	if cfg.Self.Role == configs.RoleAgent {
-		opts.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
-	}
-	a.k3s = supervisor.New(cl.K3s.Binary, supervisor.Args(cfg), opts)
-	a.startPart("k3s", a.k3s.Run)
-
-	a.mu.Lock()
-	a.cfg, a.egress = cfg, egress
-	a.mu.Unlock()
-	if metricsL != nil {
-		a.startPart("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.report) })
-		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
-	}
-	a.startPart("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.report) })
-	return nil
 }
 
 // reload re-reads the cluster file. An invalid file is logged, problem by
-// problem, and changes nothing; a valid one is applied as a difference. If
-// applying fails half-way, what was applied is reverted.
-func (a *app) reload() {
-	a.log.Info("reloading", "config", a.path)
+// problem, and changes nothing; a valid one is applied as a difference.
+func (r *runner) reload() {
+	r.log.Info("reloading", "config", r.path)
 	began := time.Now()
-	err := a.applyReload()
-	took := time.Since(began)
-	a.mu.Lock()
-	a.reloads.Total++
+	p, err := r.load()
 	if err != nil {
-		a.reloads.Failures++
-		a.reloads.Last = oneLine(err)
+		r.app.ReloadRejected(err)
 	} else {
-		a.reloads.Last = ""
+		err = r.app.Reload(context.Background(), p)
 	}
-	a.mu.Unlock()
 	if err == nil {
-		a.log.Info("reloaded", "node", a.cfg.Self.Name, "peers", len(a.cfg.Peers()), "took", took)
+		r.log.Info("reloaded", "node", p.Config.Self.Name, "peers", len(p.Tunnel.Peers), "took", time.Since(began))
 		return
 	}
 	var ce configs.Errors
 	if errors.As(err, &ce) {
 		for _, fe := range ce {
-			a.log.Error("reload rejected: the running configuration is unchanged", "problem", fe.Error())
+			r.log.Error("reload rejected: the running configuration is unchanged", "problem", fe.Error())
 		}
 		return
 	}
-	a.log.Error("reload rejected: the running configuration is unchanged", "err", oneLine(err))
-}
-
-func (a *app) applyReload() error {
-	cfg, egress, err := a.loadForReload()
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	old, oldEgress := a.cfg, a.egress
-	a.mu.Unlock()
-	if err := a.tun.Apply(context.Background(), tunnel.FromCluster(cfg)); err != nil {
-		return fmt.Errorf("applying to %s (rolled back): %w", cfg.Cluster.Interface.Name, err)
-	}
-	// Most reloads change peers only; the rules then stay as they are (the
-	// reconcile loop keeps checking them) and the reload costs no iptables run.
-	rules, oldRules := firewall.FromCluster(cfg.Cluster, egress), firewall.FromCluster(old.Cluster, oldEgress)
-	if !rules.Equal(oldRules) {
-		if err := a.fw.Set(rules); err != nil {
-			if rerr := errors.Join(a.tun.Apply(context.Background(), tunnel.FromCluster(old)), a.fw.Set(oldRules)); rerr != nil {
-				return fmt.Errorf("applying firewall rules: %w; rolling back also failed: %v", err, rerr)
-			}
-			return fmt.Errorf("applying firewall rules (rolled back): %w", err)
-		}
-	}
-	a.mu.Lock()
-	a.cfg, a.egress = cfg, egress
-	a.mu.Unlock()
-	applyMemoryLimit(cfg.Cluster.Runtime, a.log)
-	if a.k3s.Update(cfg.Cluster.K3s.Binary, supervisor.Args(cfg)) {
-		a.log.Info("k3s command line changed; k3s restarts with it")
-	}
-	return nil
-}
-
-// loadForReload validates the new file and everything it names on this
-// host before anything is changed.
-func (a *app) loadForReload() (*configs.Config, string, error) {
-	cfg, err := configs.Load(a.path, a.opts)
-	if err != nil {
-		return nil, "", err
-	}
-	a.mu.Lock()
-	running := a.cfg.Cluster
-	a.mu.Unlock()
-	for _, c := range []struct{ field, from, to string }{
-		{"firewall.backend", running.Firewall.Backend, cfg.Cluster.Firewall.Backend},
-		{"metrics", fmt.Sprint(running.Metrics), fmt.Sprint(cfg.Cluster.Metrics)},
-		{"k3s.stop_grace_period", running.K3s.StopGracePeriod.String(), cfg.Cluster.K3s.StopGracePeriod.String()},
-	} {
-		if c.from != c.to {
-			return nil, "", fmt.Errorf("%s %s -> %s: this change needs a restart of the appliance (systemctl restart wgk3s)", c.field, c.from, c.to)
-		}
-	}
-	egress, err := firewall.ResolveEgress(cfg.Cluster.Firewall.EgressInterface)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := supervisor.Preflight(cfg.Cluster.K3s.Binary, nil); err != nil {
-		return nil, "", err
-	}
-	return cfg, egress, nil
+	r.log.Error("reload rejected: the running configuration is unchanged", "err", oneLine(err))
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

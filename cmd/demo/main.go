@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command demo brings up a simulated three-cloud wgk3s cluster in network
 // namespaces on this machine, narrates what happens, and tears it all down.
 // It is what `make demo` runs; it needs root and touches nothing outside the
@@ -118,7 +120,7 @@ func (d *demo) story(appliance, standin string) {
 	m, n1, n2 := nodes[0], nodes[1], nodes[2]
 
 	d.step("One cluster file, identical on every node (keys were made with `appliance init`)")
-	fmt.Println(indent(testnet.ClusterFile(nodes[:2], bins.K3s, nil)))
+	fmt.Println(indent(testnet.ClusterFile(nodes[:2], bins, nil)))
 
 	d.step("What the master will do: `appliance check` (changes nothing)")
 	for _, n := range nodes[:2] {
@@ -152,7 +154,7 @@ func (d *demo) story(appliance, standin string) {
 	d.pingTable(nodes)
 
 	d.step("A broken file on reload is rejected; the running cluster is untouched")
-	m.Srv.WriteFile(testnet.ConfigPath, []byte(testnet.ClusterFile(nodes, bins.K3s, func(s string) string {
+	m.Srv.WriteFile(testnet.ConfigPath, []byte(testnet.ClusterFile(nodes, bins, func(s string) string {
 		return strings.Replace(strings.Replace(s, "mtu: 1420", "mtu: 99", 1), "address: 192.168.2.3", "address: 10.0.0.3", 1)
 	})), 0o644)
 	m.Reload(&d.Script, "reload rejected")

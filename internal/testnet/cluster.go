@@ -1,3 +1,5 @@
+//go:build linux
+
 package testnet
 
 import (
@@ -24,10 +26,14 @@ const (
 	Port = 5418
 )
 
-// Binaries are the programs a cluster runs.
+// Binaries are the programs a cluster runs, and the WireGuard mode it runs
+// them in.
 type Binaries struct {
 	Appliance string
 	K3s       string // the stand-in, or a real k3s
+	// Mode is interface.mode in the cluster file: auto, kernel or
+	// userspace ("" is auto). Tests name the mode they check.
+	Mode string
 }
 
 // Node is one cluster member on one simulated server.
@@ -60,11 +66,15 @@ func NewNode(t T, srv *Server, bin Binaries, name, role, address string) *Node {
 	return n
 }
 
-// ClusterFile renders the one cluster file for nodes; edit, if not nil,
-// changes the text (to set an MTU, break the file, ...).
-func ClusterFile(nodes []*Node, k3s string, edit func(string) string) string {
+// ClusterFile renders the one cluster file for nodes, running bin; edit,
+// if not nil, changes the text (to set an MTU, break the file, ...).
+func ClusterFile(nodes []*Node, bin Binaries, edit func(string) string) string {
+	mode := bin.Mode
+	if mode == "" {
+		mode = "auto"
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "network: 192.168.2.0/24\ninterface:\n  listen_port: %d\n  mtu: 1420\n  mode: auto\n", Port)
+	fmt.Fprintf(&b, "network: 192.168.2.0/24\ninterface:\n  listen_port: %d\n  mtu: 1420\n  mode: %s\n", Port, mode)
 	fmt.Fprintf(&b, "  private_key_file: %s\n  persistent_keepalive: 25s\nnodes:\n", KeyPath)
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "  - name: %s\n    role: %s\n    address: %s\n    public_key: %q\n", n.Name, n.Role, n.Address, n.Key.PublicKey().String())
@@ -72,7 +82,7 @@ func ClusterFile(nodes []*Node, k3s string, edit func(string) string) string {
 			fmt.Fprintf(&b, "    endpoint: %s\n", n.Endpoint)
 		}
 	}
-	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  stop_grace_period: 5s\n", k3s, TokenPath)
+	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  stop_grace_period: 5s\n", bin.K3s, TokenPath)
 	s := b.String()
 	if edit != nil {
 		s = edit(s)
@@ -82,7 +92,7 @@ func ClusterFile(nodes []*Node, k3s string, edit func(string) string) string {
 
 // WriteConfig writes the cluster file for nodes on this node's server.
 func (n *Node) WriteConfig(nodes []*Node, edit func(string) string) {
-	n.Srv.WriteFile(ConfigPath, []byte(ClusterFile(nodes, n.Bin.K3s, edit)), 0o644)
+	n.Srv.WriteFile(ConfigPath, []byte(ClusterFile(nodes, n.Bin, edit)), 0o644)
 }
 
 // Start runs the appliance the way systemd does and waits until it runs.

@@ -1,9 +1,12 @@
+//go:build linux
+
 package testnet
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/wgk3s/wgk3s/internal/poll"
 	"os"
 	"strings"
 	"sync"
@@ -72,18 +75,7 @@ func (p *Proc) WaitOutput(s string, timeout time.Duration) bool {
 }
 
 // Eventually polls cond every 50 ms until it holds or timeout passes.
-func Eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func Eventually(timeout time.Duration, cond func() bool) bool { return poll.Until(timeout, cond) }
 
 type syncBuffer struct {
 	mu sync.Mutex

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testnet builds a small simulated internet out of Linux network
 // namespaces for the appliance's integration tests:
 //
@@ -32,7 +34,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -53,8 +54,6 @@ type T interface {
 	Cleanup(func())
 	Failed() bool
 }
-
-var _ T = (testing.TB)(nil)
 
 // Requirements skips t unless it runs as root with the tools it needs.
 func Requirements(t T, tools ...string) {

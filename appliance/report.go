@@ -1,24 +1,25 @@
-package main
+package appliance
 
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/wgk3s/wgk3s/status"
-	"github.com/wgk3s/wgk3s/supervisor"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// report builds the status snapshot from the live device and child.
-func (a *app) report() status.Report {
+// Report is the status snapshot, from the live device and child.
+func (a *App) Report() status.Report {
 	a.mu.Lock()
-	cfg, egress, reloads := a.cfg, a.egress, a.reloads
+	p, reloads := a.plan, a.reloads
 	a.mu.Unlock()
+	cfg, egress := p.Config, p.Egress
 	cl, self := cfg.Cluster, cfg.Self
 	now := time.Now()
 	r := status.Report{
-		Node: self.Name, Role: string(self.Role), Version: version, Started: a.started,
+		Node: self.Name, Role: string(self.Role), Version: a.opts.Version, Started: a.started,
 		Mode: string(a.tun.Choice().Mode), ModeReason: a.tun.Choice().Reason,
 		Interface: cl.Interface.Name, Address: netip.PrefixFrom(self.Address, cl.Network.Bits()).String(),
 		ListenPort: cl.Interface.ListenPort, PublicKey: self.PublicKey.String(),
@@ -64,11 +65,11 @@ func peerStatus(p wgtypes.Peer, name string, now time.Time) status.Peer {
 	return ps
 }
 
-// statusLine is the one-line STATUS= for systemd.
-func (a *app) statusLine() string {
-	a.mu.Lock()
-	cfg := a.cfg
-	a.mu.Unlock()
-	return fmt.Sprintf("%s %s up (%s), %d peers, k3s %s supervised", cfg.Cluster.Interface.Name,
-		cfg.Self.Address, a.tun.Choice().Mode, len(cfg.Peers()), supervisor.Args(cfg)[0])
+// StatusLine is the one-line STATUS= for systemd.
+func (a *App) StatusLine() string {
+	p := a.Plan()
+	return fmt.Sprintf("%s %s up (%s), %d peers, k3s %s supervised", p.Tunnel.Name,
+		p.Config.Self.Address, a.tun.Choice().Mode, len(p.Tunnel.Peers), p.K3s.Role())
 }
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

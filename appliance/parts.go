@@ -1,0 +1,87 @@
+package appliance
+
+import (
+	"context"
+	"log/slog"
+	"net"
+
+	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/status"
+	"github.com/wgk3s/wgk3s/supervisor"
+	"github.com/wgk3s/wgk3s/tunnel"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Tunnel is wg0 as the lifecycle uses it.
+type Tunnel interface {
+	// Run keeps the interface up (DNS re-resolution) until ctx is
+	// cancelled, then removes it.
+	Run(ctx context.Context) error
+	// Apply changes the running interface to cfg or leaves it as it was.
+	Apply(ctx context.Context, cfg tunnel.Config) error
+	Choice() tunnel.Choice
+	Device() (*wgtypes.Device, error)
+}
+
+// Firewall is the sysctls and iptables rules as the lifecycle uses them.
+type Firewall interface {
+	// Set makes the kernel match d, or returns an error after which the
+	// caller must Set the previous state or CleanUp.
+	Set(d firewall.Desired) error
+	// Run reconciles until ctx is cancelled, then cleans up.
+	Run(ctx context.Context) error
+	// CleanUp removes all the appliance's rules and restores sysctls.
+	CleanUp() error
+	Backend() string
+	ForwardWarning(iface string) string
+}
+
+// K3s is the supervised k3s child.
+type K3s interface {
+	// Run keeps k3s running until ctx is cancelled, then stops it.
+	Run(ctx context.Context) error
+	// Update restarts k3s with a new command line if it differs, and says
+	// whether it did.
+	Update(binary string, args []string) bool
+	Status() supervisor.Status
+}
+
+var (
+	_ Tunnel   = (*tunnel.Tunnel)(nil)
+	_ Firewall = (*firewall.Controller)(nil)
+	_ K3s      = (*supervisor.Supervisor)(nil)
+)
+
+// Parts makes the parts an App runs. System returns the real ones; tests
+// swap in fakes.
+type Parts struct {
+	OpenTunnel  func(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (Tunnel, error)
+	NewFirewall func(backend string, log *slog.Logger) (Firewall, error)
+	NewK3s      func(cmd K3sCommand, log *slog.Logger) K3s
+	// ListenStatus opens the status socket; it fails when another
+	// appliance serves it, which makes it the single-instance guard.
+	ListenStatus func(path string) (net.Listener, error)
+	// ListenMetrics opens the metrics listener.
+	ListenMetrics func(addr string) (net.Listener, error)
+	// SetMemoryLimit applies runtime.memory_limit to this process.
+	SetMemoryLimit func(rt configs.Runtime, log *slog.Logger)
+}
+
+// System returns the real parts.
+func System() Parts {
+	return Parts{
+		OpenTunnel: func(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (Tunnel, error) {
+			return tunnel.Open(ctx, cfg, tunnel.Options{Logger: log})
+		},
+		NewFirewall: func(backend string, log *slog.Logger) (Firewall, error) {
+			return firewall.New(firewall.Options{Logger: log, Backend: backend})
+		},
+		NewK3s: func(cmd K3sCommand, log *slog.Logger) K3s {
+			return supervisor.New(cmd.Binary, cmd.Args, supervisor.Options{Logger: log, StopGrace: cmd.StopGrace, WaitFor: cmd.WaitFor})
+		},
+		ListenStatus:   status.Listen,
+		ListenMetrics:  func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
+		SetMemoryLimit: applyMemoryLimit,
+	}
+}

@@ -1,0 +1,106 @@
+// Package appliance is the node's lifecycle: the Plan, worked out once
+// from a loaded cluster file and the host, and the App that applies it:
+// start order with undo, reload with rollback, stop order, and a part that
+// fails stopping the others. `appliance check` prints a Plan; the running
+// appliance applies one.
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/supervisor"
+	"github.com/wgk3s/wgk3s/tunnel"
+)
+
+// Plan is everything this node will do for one cluster file on one host,
+// derived once. A running App keeps the plan it applied last, so a
+// rollback re-applies that plan and never derives anything again.
+type Plan struct {
+	Config *configs.Config
+	// Mode is the WireGuard implementation expected on this host and why.
+	// The tunnel makes the final choice when it creates the link; a plan
+	// only looks for the module.
+	Mode tunnel.Choice
+	// Egress is firewall.egress_interface resolved to an interface name.
+	Egress   string
+	Tunnel   tunnel.Config
+	Firewall firewall.Desired
+	K3s      K3sCommand
+	// Problems are what keeps this host from running the plan; the
+	// appliance refuses to start (or reload) with any.
+	Problems []error
+}
+
+// K3sCommand is the supervised k3s child.
+type K3sCommand struct {
+	Binary string
+	// Args is argv without the binary: "server ..." or "agent ...".
+	Args []string
+	// WaitFor is the master's API address an agent waits for through the
+	// tunnel before its first start ("" on the master).
+	WaitFor   string
+	StopGrace time.Duration
+}
+
+// Role is "server" or "agent", the k3s subcommand.
+func (k K3sCommand) Role() string { return k.Args[0] }
+
+// NewPlan works out what cfg means on host h. It reads the host and changes
+// nothing; what the host lacks is listed in Problems.
+func NewPlan(cfg *configs.Config, h Host) *Plan {
+	cl := cfg.Cluster
+	p := &Plan{Config: cfg, Tunnel: tunnel.FromCluster(cfg)}
+	release, err := h.KernelRelease()
+	if err != nil {
+		release = "unknown"
+	}
+	p.Mode, err = tunnel.Choose(cl.Interface.Mode, release, h.WireGuardModule)
+	if err != nil {
+		p.Problems = append(p.Problems, err)
+	}
+	p.Egress, err = h.Egress(cl.Firewall.EgressInterface)
+	if err != nil {
+		p.Problems = append(p.Problems, err)
+		p.Egress = "<" + cl.Firewall.EgressInterface + ">"
+	}
+	p.Firewall = firewall.FromCluster(cl, p.Egress)
+	p.K3s = K3sCommand{Binary: cl.K3s.Binary, Args: supervisor.Args(cfg), StopGrace: cl.K3s.StopGracePeriod}
+	if cfg.Self.Role == configs.RoleAgent {
+		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
+	}
+	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
+		p.Problems = append(p.Problems, err)
+	}
+	return p
+}
+
+// Err is nil when the host can run the plan, else every problem, joined.
+func (p *Plan) Err() error { return errors.Join(p.Problems...) }
+
+// ErrRestartRequired is returned, wrapped, by RestartRequired.
+var ErrRestartRequired = tunnel.ErrRestartRequired
+
+// RestartRequired returns an error naming the first setting that differs
+// between the running plan and the next one and cannot be changed in a
+// running appliance, or nil when next can be applied by a reload. It is the
+// one list of such settings.
+func RestartRequired(running, next *Plan) error {
+	a, b := running.Config.Cluster, next.Config.Cluster
+	for _, c := range []struct{ field, from, to string }{
+		{"interface.name", a.Interface.Name, b.Interface.Name},
+		{"interface.mode", string(a.Interface.Mode), string(b.Interface.Mode)},
+		{"firewall.backend", a.Firewall.Backend, b.Firewall.Backend},
+		{"metrics", fmt.Sprint(a.Metrics), fmt.Sprint(b.Metrics)},
+		{"k3s.stop_grace_period", a.K3s.StopGracePeriod.String(), b.K3s.StopGracePeriod.String()},
+	} {
+		if c.from != c.to {
+			return fmt.Errorf("%s %s -> %s: %w (systemctl restart wgk3s)", c.field, c.from, c.to, ErrRestartRequired)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package appliance
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/wgk3s/wgk3s/configs"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func TestNewPlan(t *testing.T) {
+	c := newCluster(t, 3)
+	master := c.plan(t, 3, 0, nil)
+	if master.K3s.Role() != "server" || master.K3s.WaitFor != "" || master.Egress != "eth0" || len(master.Tunnel.Peers) != 2 {
+		t.Errorf("master plan: role %s, wait for %q, egress %s, %d peers", master.K3s.Role(), master.K3s.WaitFor, master.Egress, len(master.Tunnel.Peers))
+	}
+	agent := c.plan(t, 3, 2, nil)
+	if agent.K3s.Role() != "agent" || agent.K3s.WaitFor != "192.168.2.1:6443" || agent.Tunnel.Address.String() != "192.168.2.3/24" {
+		t.Errorf("agent plan: role %s, wait for %q, address %s", agent.K3s.Role(), agent.K3s.WaitFor, agent.Tunnel.Address)
+	}
+	if master.Mode.Mode != configs.ModeUserspace || !strings.Contains(master.Mode.Reason, "older than") {
+		t.Errorf("mode on a 3.10 kernel = %+v", master.Mode)
+	}
+	if len(master.Problems) != 0 {
+		t.Errorf("problems on a good host: %v", master.Problems)
+	}
+}
+
+func TestNewPlanListsEveryHostProblem(t *testing.T) {
+	c := newCluster(t, 2)
+	cfg := c.config(t, 2, 0, func(s string) string {
+		return strings.Replace(s, "network: 192.168.2.0/24\ninterface:\n", "network: 192.168.2.0/24\ninterface:\n  mode: kernel\n", 1) +
+			"firewall:\n  egress_interface: eth9\n"
+	})
+	h := fakeHost{release: "6.1.0-13-amd64", noModule: errors.New("has no WireGuard module"), preflightErr: errors.New("k3s.binary /usr/local/bin/k3s is missing")}
+	p := NewPlan(cfg, h)
+	var got []string
+	for _, e := range p.Problems {
+		got = append(got, e.Error())
+	}
+	want := []string{"interface.mode is kernel", `firewall.egress_interface "eth9"`, "is missing"}
+	if len(got) != len(want) {
+		t.Fatalf("problems = %q, want %d", got, len(want))
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("problem %d = %q, want it to mention %q", i, got[i], want[i])
+		}
+	}
+	if p.Egress != "<eth9>" || p.Err() == nil {
+		t.Errorf("egress %q, Err %v", p.Egress, p.Err())
+	}
+	var out bytes.Buffer
+	p.Print(&out)
+	if !strings.Contains(out.String(), "Problems on this host\n  - interface.mode is kernel") {
+		t.Errorf("Print does not list the problems:\n%s", out.String())
+	}
+}
+
+func TestPrintShowsThePlan(t *testing.T) {
+	p := newCluster(t, 3).plan(t, 3, 1, nil)
+	var out bytes.Buffer
+	p.Print(&out)
+	for _, want := range []string{
+		"Plan for node-1 (agent), from test.yaml",
+		"mode         userspace: kernel 3.10.0-1160.el7.x86_64 is older than 5.15.0",
+		"interface    wg0, address 192.168.2.2/24, mtu 1420, listening on udp/5418",
+		"Peers (full mesh: 2)",
+		"net.ipv4.ip_forward = 1",
+		"-t filter -I INPUT -m comment --comment wgk3s -j WGK3S-INPUT",
+		"/usr/local/bin/k3s agent --server https://192.168.2.1:6443",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("Print lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// clusterOf returns a valid cluster file with n nodes in 10.100.0.0/16.
+func clusterOf(b *testing.B, n int) []byte {
+	b.Helper()
+	var s strings.Builder
+	s.WriteString("network: 10.100.0.0/16\nnodes:\n")
+	for i := 0; i < n; i++ {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		role := "agent"
+		if i == 0 {
+			role = "master"
+		}
+		fmt.Fprintf(&s, "  - name: node-%d\n    role: %s\n    address: 10.100.%d.%d\n    endpoint: node-%d.cloud.test:5418\n    public_key: %q\n",
+			i, role, (i+1)/250, (i+1)%250+1, i, k.PublicKey())
+	}
+	return []byte(s.String())
+}
+
+// BenchmarkPlan1000 validates a 1000-node cluster file and plans this
+// node's tunnel, firewall and k3s argv: the work a reload does before it
+// touches the system (on a fake host: no netlink or exec).
+func BenchmarkPlan1000(b *testing.B) {
+	data := clusterOf(b, 1000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		cl, err := configs.Parse(data, "bench.yaml")
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := NewPlan(&configs.Config{Cluster: cl, Self: cl.Nodes[1]}, fakeHost{})
+		if len(p.Tunnel.Peers) != 999 || len(p.Firewall.Rules) == 0 || p.K3s.Role() != "agent" {
+			b.Fatal("wrong plan")
+		}
+	}
+}

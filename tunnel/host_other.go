@@ -1,0 +1,37 @@
+//go:build !linux
+
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+)
+
+// errNotLinux is what every host operation returns off Linux: the
+// appliance brings up WireGuard on Linux only; elsewhere the package builds
+// for `appliance check` and the unit tests.
+var errNotLinux = errors.New("WireGuard interfaces are managed on Linux only")
+
+type netlinkHost struct{}
+
+func (netlinkHost) linkExists(string) (bool, error)           { return false, errNotLinux }
+func (netlinkHost) deleteLink(string) error                   { return errNotLinux }
+func (netlinkHost) createKernelLink(string, int) error        { return errNotLinux }
+func (netlinkHost) setMTU(string, int) error                  { return errNotLinux }
+func (netlinkHost) setUp(string) error                        { return errNotLinux }
+func (netlinkHost) replaceAddress(string, netip.Prefix) error { return errNotLinux }
+func (netlinkHost) deleteAddress(string, netip.Prefix) error  { return errNotLinux }
+func (netlinkHost) createUserspace(string, int, *slog.Logger) (io.Closer, error) {
+	return nil, errNotLinux
+}
+
+// Release returns the running kernel's release; off Linux there is none.
+func Release() (string, error) { return "", errNotLinux }
+
+// ModuleAvailable reports that there is no WireGuard module off Linux.
+func ModuleAvailable(string) func() error { return func() error { return errNotLinux } }
+
+// CleanUp has nothing to remove off Linux.
+func CleanUp(string) (bool, error) { return false, nil }
