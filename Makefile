@@ -14,7 +14,7 @@ help:
 	@echo "make unit    go test ./... only"
 	@echo "make e2e     the end-to-end tests in network namespaces only (root)"
 	@echo "make bench   throughput, start time, reload cost, memory; writes BENCHMARKS.md (root, ~8 min)"
-	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME))"
+	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME)) and the k3s extra-args check for 10s"
 	@echo "make lint    gofmt + go vet"
 	@echo "make rpm     dist/wgk3s-VERSION-1.x86_64.rpm for CentOS 7 (VERSION=x.y.z to set it)"
 	@echo "make deb     dist/wgk3s_VERSION-1_amd64.deb from the same description"
@@ -52,6 +52,7 @@ unit:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./configs
+	$(GO) test -run '^$$' -fuzz '^FuzzExtraArgs$$' -fuzztime 10s -fuzzminimizetime 2s ./configs
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

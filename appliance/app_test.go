@@ -30,7 +30,7 @@ func TestStartThenStopInOrder(t *testing.T) {
 		"status listen",
 		"firewall cleanup", // a killed run's rules go first
 		"wireguard open wg0 peers=2",
-		"firewall set rules=6",
+		"firewall set rules=13",
 		"k3s new " + strings.Join(p.K3s.Args, " "),
 	}
 	if diff := cmp.Diff(want, f.j.all()); diff != "" {
@@ -214,7 +214,7 @@ func TestReloadFirewallFailureRevertsTunnel(t *testing.T) {
 		"wireguard apply peers=2 mtu=1420",
 		"firewall set failed",
 		"wireguard apply peers=1 mtu=1420", // back to the kept plan
-		"firewall set rules=6",
+		"firewall set rules=13",
 	}
 	if diff := cmp.Diff(want, f.j.since(n)); diff != "" {
 		t.Errorf("reload (-want +got):\n%s", diff)

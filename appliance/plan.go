@@ -68,7 +68,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.Problems = append(p.Problems, err)
 		p.Egress = "<" + cl.Firewall.EgressInterface + ">"
 	}
-	p.Firewall = firewall.FromCluster(cl, p.Egress)
+	p.Firewall = firewall.FromCluster(cl, p.Egress, cl.K3s.ClusterCIDRs)
 	p.K3s = K3sCommand{Binary: cl.K3s.Binary, Args: supervisor.Args(cfg), StopGrace: cl.K3s.StopGracePeriod}
 	if cfg.Self.Role == configs.RoleAgent {
 		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)

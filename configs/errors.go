@@ -2,7 +2,9 @@ package configs
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // FieldError is one problem in a cluster file: where it is, what is wrong,
@@ -84,4 +86,20 @@ func (c *collector) err() error {
 	}
 	sortByLine(c.errs)
 	return c.errs
+}
+
+// maxQuoted is how much of a bad value a message quotes: enough to
+// recognise it, never a 50 MB line in the log.
+const maxQuoted = 64
+
+// quote quotes s for a message, cut to its first maxQuoted bytes.
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }

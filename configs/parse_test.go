@@ -2,7 +2,9 @@ package configs
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +176,13 @@ func TestParseBad(t *testing.T) {
 		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},
 		{"owned flag", `["--disable=traefik"]`, `["--disable=traefik", "--node-ip=1.2.3.4"]`, "k3s.server_args[1]", 19, "--node-ip is a flag the appliance owns", "remove it"},
 		{"token in argv", `["--disable=traefik"]`, `["--token", "s3cret"]`, "k3s.server_args[0]", 19, "--token is a flag the appliance owns", "visible to every user"},
+		{"token one dash", `["--disable=traefik"]`, `["-token=SECRET"]`, "k3s.server_args[0]", 19, "--token is a flag the appliance owns", "visible to every user"},
+		{"node-ip one dash", `["--disable=traefik"]`, `["-node-ip=1.2.3.4"]`, "k3s.server_args[0]", 19, "--node-ip is a flag the appliance owns", "remove it"},
+		{"node-name one dash", `["--disable=traefik"]`, `["-node-name=x"]`, "k3s.server_args[0]", 19, "--node-name is a flag the appliance owns", "remove it"},
+		{"value after a space", `["--disable=traefik"]`, `["--token-file /x"]`, "k3s.server_args[0]", 19, "--token-file is a flag the appliance owns", "k3s.token_file"},
+		{"short token", `["--disable=traefik"]`, `["--t=x"]`, "k3s.server_args[0]", 19, "-t is a flag the appliance owns", "visible"},
+		{"agent token", `["--disable=traefik"]`, `["--agent-token=x"]`, "k3s.server_args[0]", 19, "--agent-token would put a secret", "--agent-token-file"},
+		{"cluster cidr", `["--disable=traefik"]`, `["--cluster-cidr", "10.42.0.0/33"]`, "k3s.server_args[1]", 19, `--cluster-cidr "10.42.0.0/33" is not a CIDR`, "10.42.0.0/16"},
 		{"grace period", "k3s:\n", "k3s:\n  stop_grace_period: forever\n", "k3s.stop_grace_period", 19, "not a grace period", "1s to 10m"},
 		{"binary relative", "k3s:\n", "k3s:\n  binary: k3s\n", "k3s.binary", 19, "not an absolute path", "/usr/local/bin/k3s"},
 		{"args type", `server_args: ["--disable=traefik"]`, "server_args: --disable=traefik", "k3s.server_args", 19, "not a list of strings", "list of strings"},
@@ -259,6 +268,60 @@ func TestParseEmptyAndScalar(t *testing.T) {
 		if _, err := Parse([]byte(in), "c.yaml"); err == nil {
 			t.Errorf("Parse(%q) accepted", in)
 		}
+	}
+}
+
+func TestClusterCIDRs(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "[10.42.0.0/16 10.43.0.0/16]"},
+		{[]string{"--cluster-cidr=10.100.0.0/16"}, "[10.100.0.0/16 10.43.0.0/16]"},
+		{[]string{"-service-cidr", "10.200.0.0/16", "--disable=traefik"}, "[10.42.0.0/16 10.200.0.0/16]"},
+		{[]string{"--cluster-cidr=10.42.0.0/16,2001:cafe:42::/56", "--service-cidr 10.43.0.1/16"}, "[10.42.0.0/16 10.43.0.0/16]"},
+	}
+	for _, tt := range tests {
+		var c collector
+		if got := fmt.Sprint(clusterCIDRs(tt.args, &c)); got != tt.want || c.err() != nil {
+			t.Errorf("clusterCIDRs(%q) = %s, %v; want %s", tt.args, got, c.err(), tt.want)
+		}
+	}
+}
+
+// secretInArgv is an independent reading of what k3s's flag parser would
+// take as the token or agent token: one or two dashes, the name, then the
+// end, = or white space.
+var secretInArgv = regexp.MustCompile(`^\s*--?(t|token|agent-token)(\s|=|$)`)
+
+// FuzzExtraArgs checks that no server_args or agent_args the validation
+// accepts can hand k3s a token inline.
+func FuzzExtraArgs(f *testing.F) {
+	for _, s := range []string{"--token=x", "-token=SECRET", "--disable=traefik", "-t\tx", " --token x", "--token-file=/x", "--agent-token=y", "--kubelet-arg=fail-cgroupv1=false"} {
+		f.Add(s, "--node-label=a=b")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		var c collector
+		validateExtraArgs("k3s.server_args", []string{a, b}, &c)
+		if c.err() != nil {
+			return
+		}
+		for _, arg := range []string{a, b} {
+			if secretInArgv.MatchString(arg) {
+				t.Fatalf("accepted %q, which passes a token inline", arg)
+			}
+		}
+	})
+}
+
+func TestQuoteIsShort(t *testing.T) {
+	long := strings.Repeat("x", 50<<20)
+	got := quote(long)
+	if len(got) > 100 || !strings.Contains(got, "52428800 bytes") {
+		t.Errorf("quote of 50 MB = %d bytes: %.120s", len(got), got)
+	}
+	if quote("eth0") != `"eth0"` {
+		t.Errorf("quote(eth0) = %s", quote("eth0"))
 	}
 }
 

@@ -169,6 +169,10 @@ type K3s struct {
 	AgentArgs  []string
 	// StopGracePeriod is how long k3s gets between SIGTERM and SIGKILL.
 	StopGracePeriod time.Duration
+	// ClusterCIDRs are the IPv4 pod and service networks of the cluster:
+	// --cluster-cidr and --service-cidr from server_args, else k3s's
+	// defaults. Every node reads them from the same file.
+	ClusterCIDRs []netip.Prefix
 }
 
 // Master returns the master node. A validated Cluster has exactly one.

@@ -380,6 +380,7 @@ func validateK3s(r *rawK3s, cl *Cluster, c *collector) K3s {
 	}
 	validateExtraArgs("k3s.server_args", r.ServerArgs, c)
 	validateExtraArgs("k3s.agent_args", r.AgentArgs, c)
+	k.ClusterCIDRs = clusterCIDRs(r.ServerArgs, c)
 	if r.StopGracePeriod != "" {
 		d, err := time.ParseDuration(r.StopGracePeriod)
 		if err != nil || d < time.Second || d > 10*time.Minute {
@@ -389,32 +390,6 @@ func validateK3s(r *rawK3s, cl *Cluster, c *collector) K3s {
 		}
 	}
 	return k
-}
-
-// OwnedFlags are the k3s flags the appliance derives from the cluster file.
-// An extra argument that sets one of them would fight the appliance (or, for
-// the token, put a secret in argv), so it is refused.
-var OwnedFlags = map[string]string{
-	"--node-ip":           "the node's address in nodes[]",
-	"-i":                  "the node's address in nodes[]",
-	"--node-external-ip":  "external_ip in nodes[]",
-	"--advertise-address": "k3s.advertise",
-	"--flannel-iface":     "interface.name",
-	"--node-name":         "name in nodes[]",
-	"--server":            "the master entry in nodes[]",
-	"-s":                  "the master entry in nodes[]",
-	"--token":             "k3s.token_file (a token in argv is visible to every user in ps)",
-	"-t":                  "k3s.token_file (a token in argv is visible to every user in ps)",
-	"--token-file":        "k3s.token_file",
-}
-
-func validateExtraArgs(field string, args []string, c *collector) {
-	for i, a := range args {
-		name, _, _ := strings.Cut(a, "=")
-		if owner, owned := OwnedFlags[name]; owned {
-			c.add(fmt.Sprintf("%s[%d]", field, i), "remove it; the appliance sets it from "+owner, "%s is a flag the appliance owns", name)
-		}
-	}
 }
 
 func validIfName(s string) bool {

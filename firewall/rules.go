@@ -54,6 +54,12 @@ type Params struct {
 	ListenPort int          // WireGuard's UDP port
 	Egress     string       // resolved egress interface (not "auto")
 	Masquerade bool
+	// ClusterCIDRs are the k3s pod and service networks (--cluster-cidr,
+	// --service-cidr). Their traffic is accepted unless it comes in from
+	// the egress interface, so that a catch-all REJECT (firewalld's)
+	// cannot drop pod traffic between flannel.1 and cni0, or pods talking
+	// to their node.
+	ClusterCIDRs []netip.Prefix
 }
 
 // Desired is the complete state the firewall controller maintains.
@@ -66,8 +72,13 @@ type Desired struct {
 }
 
 // Plan returns the desired state for p. It replaces the manual procedure's
-// sysctl lines and its four iptables commands, and also accepts WireGuard's
-// UDP port on INPUT so a default-deny INPUT policy cannot cut the tunnel.
+// sysctl lines and its four iptables commands, and accepts what the cluster
+// needs ahead of a catch-all REJECT such as firewalld's (CentOS 7's default
+// ends INPUT and FORWARD with `-j REJECT --reject-with icmp-host-prohibited`):
+// WireGuard's UDP port; everything arriving on wg0 from the mesh (the k3s
+// API, the kubelet, flannel's VXLAN: WireGuard has authenticated it); and
+// the pod and service networks except from the egress interface. Nothing
+// more is opened to the internet than the WireGuard port.
 func Plan(p Params) Desired {
 	d := Desired{
 		Sysctls: []Sysctl{
@@ -81,9 +92,18 @@ func Plan(p Params) Desired {
 		Rules: []Rule{
 			rule("filter", ChainInput, "return traffic", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
 			rule("filter", ChainInput, "WireGuard UDP", "-p", "udp", "--dport", strconv.Itoa(p.ListenPort), "-j", "ACCEPT"),
+			rule("filter", ChainInput, "from the mesh", "-i", p.Interface, "-s", p.Network.String(), "-j", "ACCEPT"),
 			rule("filter", ChainForward, "return traffic", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
 			rule("filter", ChainForward, "mesh forwarding", "-i", p.Interface, "-o", p.Interface, "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"),
 		},
+	}
+	for _, c := range p.ClusterCIDRs {
+		cidr := c.String()
+		d.Rules = append(d.Rules,
+			rule("filter", ChainInput, "k3s "+cidr+" to this node", "!", "-i", p.Egress, "-s", cidr, "-j", "ACCEPT"),
+			rule("filter", ChainForward, "k3s "+cidr+" out", "!", "-i", p.Egress, "-s", cidr, "-j", "ACCEPT"),
+			rule("filter", ChainForward, "k3s "+cidr+" in", "!", "-i", p.Egress, "-d", cidr, "-j", "ACCEPT"),
+		)
 	}
 	if p.Masquerade {
 		d.Jumps = append(d.Jumps, jump("nat", "POSTROUTING", ChainPostrouting))
@@ -103,11 +123,12 @@ func rule(table, chain, why string, spec ...string) Rule {
 }
 
 // FromCluster is the desired state for a cluster file, with the egress
-// interface already resolved (see ResolveEgress).
-func FromCluster(cl *configs.Cluster, egress string) Desired {
+// interface already resolved (see ResolveEgress) and the k3s cluster and
+// service networks known.
+func FromCluster(cl *configs.Cluster, egress string, clusterCIDRs []netip.Prefix) Desired {
 	return Plan(Params{
 		Network: cl.Network, Interface: cl.Interface.Name, ListenPort: cl.Interface.ListenPort,
-		Egress: egress, Masquerade: cl.Firewall.Masquerade,
+		Egress: egress, Masquerade: cl.Firewall.Masquerade, ClusterCIDRs: clusterCIDRs,
 	})
 }
 

@@ -20,6 +20,7 @@ func TestPlanSeedRules(t *testing.T) {
 		"-t nat -A POSTROUTING -m comment --comment wgk3s -j WGK3S-POSTROUTING",
 		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: return traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
 		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: WireGuard UDP" -p udp --dport 5418 -j ACCEPT`,
+		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: from the mesh" -i wg0 -s 192.168.2.0/24 -j ACCEPT`,
 		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: return traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
 		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: mesh forwarding" -i wg0 -o wg0 -m conntrack --ctstate NEW -j ACCEPT`,
 		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: mesh egress" -i wg0 -o eth0 -s 192.168.2.0/24 -j ACCEPT`,
@@ -30,6 +31,28 @@ func TestPlanSeedRules(t *testing.T) {
 	}
 	if d.Sysctls[0] != (Sysctl{"net.ipv4.ip_forward", "1"}) {
 		t.Errorf("sysctls = %v", d.Sysctls)
+	}
+}
+
+func TestPlanAcceptsTheClusterNetworksExceptFromTheInternet(t *testing.T) {
+	d := Plan(Params{Network: netip.MustParsePrefix("192.168.2.0/24"), Interface: "wg0", ListenPort: 5418, Egress: "eth0",
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("10.43.0.0/16")}})
+	var got []string
+	for _, r := range d.Rules {
+		if strings.Contains(r.String(), "10.4") {
+			got = append(got, r.String())
+		}
+	}
+	want := []string{
+		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: k3s 10.42.0.0/16 to this node" ! -i eth0 -s 10.42.0.0/16 -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: k3s 10.42.0.0/16 out" ! -i eth0 -s 10.42.0.0/16 -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: k3s 10.42.0.0/16 in" ! -i eth0 -d 10.42.0.0/16 -j ACCEPT`,
+		`-t filter -A WGK3S-INPUT -m comment --comment "wgk3s: k3s 10.43.0.0/16 to this node" ! -i eth0 -s 10.43.0.0/16 -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: k3s 10.43.0.0/16 out" ! -i eth0 -s 10.43.0.0/16 -j ACCEPT`,
+		`-t filter -A WGK3S-FORWARD -m comment --comment "wgk3s: k3s 10.43.0.0/16 in" ! -i eth0 -d 10.43.0.0/16 -j ACCEPT`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("cluster rules (-want +got):\n%s", diff)
 	}
 }
 
