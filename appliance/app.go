@@ -168,8 +168,8 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	}
 	a.fw = fw
 	a.run("firewall", fw.Run)
-	if w := fw.ForwardWarning(cl.Interface.Name); w != "" {
-		a.log.Warn(w)
+	if note := fw.CatchAllNote(); note != "" {
+		a.log.Info(note)
 	}
 	a.k3s = a.parts.NewK3s(p.K3s, a.log)
 	a.run("k3s", a.k3s.Run)

@@ -193,7 +193,7 @@ func (w *fakeFirewall) state() *firewall.Desired {
 }
 
 func (w *fakeFirewall) Backend() string                { return "fake" }
-func (w *fakeFirewall) ForwardWarning(_ string) string { return "" }
+func (w *fakeFirewall) CatchAllNote() string           { return "" }
 
 type fakeK3s struct {
 	f    *fakes

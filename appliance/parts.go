@@ -34,7 +34,8 @@ type Firewall interface {
 	// CleanUp removes all the appliance's rules and restores sysctls.
 	CleanUp() error
 	Backend() string
-	ForwardWarning(iface string) string
+	// CatchAllNote describes a catch-all REJECT in the host's rules, or "".
+	CatchAllNote() string
 }
 
 // K3s is the supervised k3s child.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -164,16 +165,25 @@ func (c *Controller) allExist(rules []Rule) bool {
 	return true
 }
 
-// syncJump makes the built-in chain hold exactly one jump j, inserted first
-// so that a catch-all REJECT further down cannot shadow it.
+// syncJump makes the built-in chain hold exactly one jump j, and first, so
+// that a catch-all REJECT cannot shadow it. First matters after a firewalld
+// reload: it flushes the chains, then inserts its rules at fixed positions
+// (`-I INPUT 7 -j REJECT` through `iptables-restore -n`); a reconcile that
+// runs between the two puts the jump back, and the REJECT then lands above
+// it. Only checking that the jump exists would leave it there for good.
 func (c *Controller) syncJump(j Rule) (bool, error) {
 	target := j.Spec[len(j.Spec)-1]
-	jumps, err := c.jumpsTo(j.Table, j.Chain, target)
+	specs, err := c.ruleSpecs(j.Table, j.Chain)
 	if err != nil {
 		return false, err
 	}
+	jumps := jumpsIn(specs, target)
 	if len(jumps) == 1 && slices.Equal(jumps[0], j.Spec) {
-		return false, nil
+		if slices.Equal(specs[0], j.Spec) {
+			return false, nil
+		}
+		c.log.Warn("the jump to "+target+" was not first in "+j.Chain+" (rules were inserted above it, as a firewalld reload does); moved it back to the top",
+			"table", j.Table, "first", strings.Join(specs[0], " "))
 	}
 	for _, spec := range jumps {
 		if err := c.ipt.DeleteIfExists(j.Table, j.Chain, spec...); err != nil {
@@ -192,13 +202,18 @@ func (c *Controller) jumpsTo(table, chain, target string) ([][]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return jumpsIn(specs, target), nil
+}
+
+// jumpsIn returns the specs that jump to target.
+func jumpsIn(specs [][]string, target string) [][]string {
 	var out [][]string
 	for _, s := range specs {
 		if n := len(s); n >= 2 && s[n-2] == "-j" && s[n-1] == target {
 			out = append(out, s)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ruleSpecs lists the rules of table/chain as rule specs (without "-A CHAIN").
@@ -292,25 +307,32 @@ func (c *Controller) CleanUp() error {
 // Backend is the iptables backend in use: "legacy" or "nft".
 func (c *Controller) Backend() string { return c.backend }
 
-// ForwardWarning returns advice when the FORWARD chain ends in a catch-all
-// REJECT or DROP (firewalld on CentOS 7 adds one), which would drop
-// forwarded traffic the appliance's rules do not accept, such as k3s pod
-// traffic; "" when there is none.
-func (c *Controller) ForwardWarning(iface string) string {
-	lines, err := c.ipt.List("filter", "FORWARD")
-	if err != nil {
-		return ""
-	}
-	for _, l := range lines {
-		f := splitRule(l)
-		catchAll := len(f) >= 4 && f[0] == "-A" && f[2] == "-j" && (f[3] == "REJECT" || f[3] == "DROP")
-		if l == "-P FORWARD DROP" || catchAll {
-			return fmt.Sprintf("the FORWARD chain drops what no rule accepts (%q): tunnel traffic is accepted by the appliance's own rules, "+
-				"but k3s pod traffic may be dropped; fix with firewalld: `firewall-cmd --permanent --zone=trusted --add-interface=%s "+
-				"--add-interface=cni0 --add-interface=flannel.1 && firewall-cmd --reload`, or stop firewalld as the k3s docs advise", l, iface)
+// CatchAllNote describes the catch-all REJECT or DROP that ends INPUT or
+// FORWARD (firewalld's on CentOS 7 does), and what the appliance does about
+// it, or "" when there is none. The appliance's chains are jumped to first
+// and accept what the cluster needs, so there is nothing to do by hand.
+func (c *Controller) CatchAllNote() string {
+	var found []string
+	for _, chain := range []string{"INPUT", "FORWARD"} {
+		lines, err := c.ipt.List("filter", chain)
+		if err != nil {
+			continue
+		}
+		for _, l := range lines {
+			f := splitRule(l)
+			catchAll := len(f) >= 4 && f[0] == "-A" && f[2] == "-j" && (f[3] == "REJECT" || f[3] == "DROP")
+			if l == "-P "+chain+" DROP" || catchAll {
+				found = append(found, strconv.Quote(l))
+				break
+			}
 		}
 	}
-	return ""
+	if len(found) == 0 {
+		return ""
+	}
+	return "the host's firewall drops what no rule accepts (" + strings.Join(found, ", ") + ", firewalld's default): " +
+		"the appliance's chains come first and accept the WireGuard port, traffic from the mesh on wg0 and the k3s pod and service networks; " +
+		"nothing else is opened and nothing needs to be done by hand"
 }
 
 // splitRule splits an `iptables -S` line into words, honouring the double

@@ -2,6 +2,8 @@ package firewall
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ func params() Params {
 }
 
 type rig struct {
+	log    *strings.Builder // what the controller logged
 	ipt    *fakeIPT
 	sys    fakeSysctl
 	ctl    *Controller
@@ -27,7 +30,8 @@ func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{ipt: newFakeIPT(), sys: fakeSysctl{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.proxy_arp": "0"}, stateD: t.TempDir()}
 	r.ctl = newController(r.ipt, r.sys, Options{StateDir: r.stateD, ReconcilePeriod: time.Millisecond}, "nft")
-	r.ctl.log = testLogger(t)
+	r.log = &strings.Builder{}
+	r.ctl.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, r.log), nil))
 	return r
 }
 
@@ -97,15 +101,47 @@ func TestJumpIsInsertedFirst(t *testing.T) {
 	if got := r.ipt.tables["filter"]["FORWARD"][0]; !strings.HasSuffix(got, "-j "+ChainForward) {
 		t.Errorf("FORWARD starts with %q, want the jump ahead of the REJECT", got)
 	}
-	if w := r.ctl.ForwardWarning("wg0"); !strings.Contains(w, "firewall-cmd") || !strings.Contains(w, "REJECT") {
-		t.Errorf("ForwardWarning = %q", w)
+	if w := r.ctl.CatchAllNote(); !strings.Contains(w, "REJECT") || !strings.Contains(w, "nothing needs to be done") {
+		t.Errorf("CatchAllNote = %q", w)
 	}
 }
 
-func TestNoForwardWarningWithoutCatchAll(t *testing.T) {
+// TestReconcileMovesTheJumpBackToTheTop replays what a firewalld reload can
+// leave: its flush, our reconcile re-adding the jumps, then its REJECT
+// inserted at position 1.
+func TestReconcileMovesTheJumpBackToTheTop(t *testing.T) {
+	r := newRig(t)
+	d := Plan(params())
+	if err := r.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	for _, chain := range []string{"INPUT", "FORWARD"} {
+		r.ipt.ClearChain("filter", chain)
+	}
+	r.ctl.reconcile() // between firewalld's two batches
+	for _, chain := range []string{"INPUT", "FORWARD"} {
+		r.ipt.Insert("filter", chain, 1, "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+	}
+	r.ctl.reconcile()
+	for _, j := range d.Jumps {
+		if got := r.ipt.tables[j.Table][j.Chain][0]; got != strings.Join(j.Spec, " ") {
+			t.Errorf("%s starts with %q, want the jump", j.Chain, got)
+		}
+	}
+	r.requireExactlyOnce(t, d)
+	if got := strings.Count(r.log.String(), "moved it back to the top"); got != 2 {
+		t.Errorf("logged the move %d times, want once per chain:\n%s", got, r.log.String())
+	}
+	r.ctl.reconcile()
+	if got := strings.Count(r.log.String(), "moved it back to the top"); got != 2 {
+		t.Errorf("a reconcile with the jumps on top logged a move again")
+	}
+}
+
+func TestNoCatchAllNoteWithoutCatchAll(t *testing.T) {
 	r := newRig(t)
 	r.ipt.Append("filter", "FORWARD", "-i", "eth1", "-j", "DROP")
-	if w := r.ctl.ForwardWarning("wg0"); w != "" {
+	if w := r.ctl.CatchAllNote(); w != "" {
 		t.Errorf("warned about a specific rule: %q", w)
 	}
 }

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"log/slog"
 	"testing"
 )
 
@@ -9,4 +8,3 @@ type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-func testLogger(t *testing.T) *slog.Logger { return slog.New(slog.NewTextHandler(tWriter{t}, nil)) }

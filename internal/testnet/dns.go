@@ -99,44 +99,47 @@ func (d *DNS) answer(query []byte) ([]byte, error) {
 	return b.Finish()
 }
 
-// listenIn opens a socket inside the named network namespace. A socket
-// belongs to the namespace it was created in, whatever thread uses it later.
-// The thread switches in and back; if it cannot switch back it stays locked
+// listenIn opens a packet socket inside the named network namespace.
+func listenIn(ns, network, addr string) (c net.PacketConn, err error) {
+	if ierr := inNS(ns, func() { c, err = net.ListenPacket(network, addr) }); ierr != nil {
+		return nil, ierr
+	}
+	return c, err
+}
+
+// inNS runs f on a thread inside the named network namespace; a socket f
+// opens belongs to that namespace whatever thread uses it later. The
+// thread switches in and back; if it cannot switch back it stays locked
 // and the runtime retires it with its goroutine (or, if it is the main
 // thread, parks it, which is why killNS never kills this process).
-func listenIn(ns, network, addr string) (net.PacketConn, error) {
-	type result struct {
-		c   net.PacketConn
-		err error
-	}
-	ch := make(chan result, 1)
+func inNS(ns string, f func()) error {
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			errc <- err
 			return
 		}
 		defer orig.Close()
 		target, err := netns.GetFromName(ns)
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			errc <- err
 			return
 		}
 		defer target.Close()
 		if err := netns.Set(target); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("entering %s: %w", ns, err)}
+			errc <- fmt.Errorf("entering %s: %w", ns, err)
 			return
 		}
-		c, err := net.ListenPacket(network, addr)
+		f()
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{c, err}
+		errc <- nil
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-errc
 }
