@@ -192,8 +192,8 @@ func (w *fakeFirewall) state() *firewall.Desired {
 	return w.desired
 }
 
-func (w *fakeFirewall) Backend() string                { return "fake" }
-func (w *fakeFirewall) CatchAllNote() string           { return "" }
+func (w *fakeFirewall) Backend() string      { return "fake" }
+func (w *fakeFirewall) CatchAllNote() string { return "" }
 
 type fakeK3s struct {
 	f    *fakes
