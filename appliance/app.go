@@ -105,8 +105,8 @@ func (a *App) setPlan(p *Plan) {
 }
 
 // Start brings the node up from p, in order: the status socket (which also
-// proves no other appliance runs here), the metrics listener, the removal
-// of a killed run's firewall rules, wg0, the firewall rules, k3s, then the
+// proves no other appliance runs here), the stop of a k3s that a killed run
+// left, the metrics listener, the removal of a killed run's firewall rules, wg0, the firewall rules, k3s, then the
 // metrics and status servers. If a step fails, the steps before it are
 // undone in reverse order and the error says what failed.
 func (a *App) Start(ctx context.Context, p *Plan) error {
@@ -140,6 +140,11 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 		return err
 	}
 	a.push("status socket", closer(statusL))
+	// A k3s that a killed run left behind holds the API port and would be
+	// a second k3s: it goes before anything else starts.
+	if err := a.parts.StopOrphanK3s(p.K3s.StopGrace, a.log); err != nil {
+		return err
+	}
 	var metricsL net.Listener
 	if cl.Metrics.Enabled {
 		if metricsL, err = a.parts.ListenMetrics(cl.Metrics.Listen); err != nil {

@@ -28,7 +28,8 @@ func TestStartThenStopInOrder(t *testing.T) {
 	want := []string{
 		"memory limit 268435456",
 		"status listen",
-		"firewall cleanup", // a killed run's rules go first
+		"orphan k3s stopped (grace 30s)", // a killed run's k3s goes first
+		"firewall cleanup",               // and its rules
 		"wireguard open wg0 peers=2",
 		"firewall set rules=13",
 		"k3s new " + strings.Join(p.K3s.Args, " "),
@@ -102,31 +103,31 @@ func TestStartFailureUndoesTheStepsBefore(t *testing.T) {
 				c.extra = "metrics:\n  enabled: true\n  listen: " + l.Addr().String() + "\n"
 			},
 			want:  "metrics.listen",
-			after: []string{"memory limit 268435456", "status listen", "metrics listen"},
+			after: []string{"memory limit 268435456", "status listen", "orphan k3s stopped (grace 30s)", "metrics listen"},
 		},
 		{
 			name:  "no iptables",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failFirewallNew = errBoom },
 			want:  "firewall: boom",
-			after: []string{"memory limit 268435456", "status listen"},
+			after: []string{"memory limit 268435456", "status listen", "orphan k3s stopped (grace 30s)"},
 		},
 		{
 			name:  "leftover rules cannot be removed",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failCleanUp = errBoom },
 			want:  "removing a previous run's firewall rules: boom",
-			after: []string{"memory limit 268435456", "status listen", "firewall cleanup failed"},
+			after: []string{"memory limit 268435456", "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup failed"},
 		},
 		{
 			name:  "wg0 cannot be created",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failOpen = errBoom },
 			want:  "bringing up wg0: boom",
-			after: []string{"memory limit 268435456", "status listen", "firewall cleanup", "wireguard open failed"},
+			after: []string{"memory limit 268435456", "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup", "wireguard open failed"},
 		},
 		{
 			name:  "firewall rules cannot be applied",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failSet[1] = errBoom },
 			want:  "applying firewall rules: boom",
-			after: []string{"memory limit 268435456", "status listen", "firewall cleanup", "wireguard open wg0 peers=1",
+			after: []string{"memory limit 268435456", "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup", "wireguard open wg0 peers=1",
 				"firewall set failed", "firewall cleanup", "wireguard stop"},
 		},
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
@@ -94,6 +95,10 @@ func (f *fakes) parts() Parts {
 			return net.Listen("tcp", addr)
 		},
 		SetMemoryLimit: func(rt configs.Runtime, _ *slog.Logger) { f.j.add("memory limit %d", rt.MemoryLimit) },
+		StopOrphanK3s: func(grace time.Duration, _ *slog.Logger) error {
+			f.j.add("orphan k3s stopped (grace %s)", grace)
+			return nil
+		},
 	}
 }
 

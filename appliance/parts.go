@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
@@ -65,6 +66,10 @@ type Parts struct {
 	ListenStatus func(path string) (net.Listener, error)
 	// ListenMetrics opens the metrics listener.
 	ListenMetrics func(addr string) (net.Listener, error)
+	// StopOrphanK3s stops a k3s that a killed run left behind (the
+	// parent-death signal does not reach it under SELinux), giving it
+	// grace to stop.
+	StopOrphanK3s func(grace time.Duration, log *slog.Logger) error
 	// SetMemoryLimit applies runtime.memory_limit to this process.
 	SetMemoryLimit func(rt configs.Runtime, log *slog.Logger)
 }
@@ -79,7 +84,12 @@ func System() Parts {
 			return firewall.New(firewall.Options{Logger: log, Backend: backend})
 		},
 		NewK3s: func(cmd K3sCommand, log *slog.Logger) K3s {
-			return supervisor.New(cmd.Binary, cmd.Args, supervisor.Options{Logger: log, StopGrace: cmd.StopGrace, WaitFor: cmd.WaitFor})
+			return supervisor.New(cmd.Binary, cmd.Args, supervisor.Options{Logger: log, StopGrace: cmd.StopGrace, WaitFor: cmd.WaitFor,
+				StateFile: supervisor.DefaultStateFile})
+		},
+		StopOrphanK3s: func(grace time.Duration, log *slog.Logger) error {
+			_, err := supervisor.StopOrphan(supervisor.DefaultStateFile, grace, log)
+			return err
 		},
 		ListenStatus:   status.Listen,
 		ListenMetrics:  func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },

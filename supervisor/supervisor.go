@@ -35,6 +35,10 @@ type Options struct {
 	// WaitTimeout bounds that wait (default 5 min); k3s then starts anyway
 	// and retries by itself.
 	WaitTimeout time.Duration
+	// StateFile records the running child (pid, start time, executable) so
+	// that StopOrphan can stop it after an appliance crash ("" records
+	// nothing).
+	StateFile string
 }
 
 func (o *Options) setDefaults() {
@@ -221,6 +225,11 @@ func (s *Supervisor) start(binary string, args []string) (*child, error) {
 		s.status.Running, s.status.PID, s.status.Started = true, cmd.Process.Pid, c.started
 		s.mu.Unlock()
 		s.log.Info("k3s started", "pid", cmd.Process.Pid, "argv", strings.Join(append([]string{binary}, args...), " "))
+		if s.opts.StateFile != "" {
+			if err := writeRecord(s.opts.StateFile, cmd.Process.Pid); err != nil {
+				s.log.Warn("cannot record the k3s child; after a crash of the appliance it may have to be stopped by hand", "err", err)
+			}
+		}
 		ch <- started{c: c}
 		var pipes sync.WaitGroup
 		for _, r := range []io.Reader{stdout, stderr} {
@@ -276,6 +285,9 @@ func (s *Supervisor) stopChild(c *child) {
 }
 
 func (s *Supervisor) recordExit(c *child, requested bool) {
+	if s.opts.StateFile != "" {
+		os.Remove(s.opts.StateFile)
+	}
 	desc := exitDescription(c.err)
 	ran := time.Since(c.started).Round(time.Millisecond)
 	s.mu.Lock()
