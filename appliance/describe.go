@@ -52,6 +52,11 @@ func (p *Plan) Print(w io.Writer) {
 	fmt.Fprintf(w, "\nk3s (started once %s is up; the token is read by k3s from %s)\n  %s\n",
 		cl.Interface.Name, cl.K3s.TokenFile, strings.Join(append([]string{p.K3s.Binary}, p.K3s.Args...), " "))
 
+	fmt.Fprintf(w, "\nThis host (kernel %s)\n", p.Facts.Kernel)
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "  %s\n", n)
+	}
+
 	if len(p.Problems) > 0 {
 		fmt.Fprintf(w, "\nProblems on this host\n")
 		for _, pr := range p.Problems {

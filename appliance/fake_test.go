@@ -238,6 +238,11 @@ func (k *fakeK3s) Status() supervisor.Status {
 // fakeHost is a host with a default route on eth0, a kernel without
 // WireGuard and a k3s binary that passes the pre-flight unless told not to.
 type fakeHost struct {
+	cgroup       int    // 0 is 2
+	k3sVersion   string // "" is an error
+	firewalld    bool
+	selinux      string
+	label        string
 	release      string
 	noModule     error
 	links        map[string]bool
@@ -264,6 +269,31 @@ func (h fakeHost) Egress(name string) (string, error) {
 }
 
 func (h fakeHost) K3sPreflight(string) error { return h.preflightErr }
+
+func (h fakeHost) CgroupVersion() int {
+	if h.cgroup == 0 {
+		return 2
+	}
+	return h.cgroup
+}
+
+func (h fakeHost) K3sVersion(string) (string, error) {
+	if h.k3sVersion == "" {
+		return "", errors.New("fake: no k3s")
+	}
+	return h.k3sVersion, nil
+}
+
+func (h fakeHost) FirewalldActive() bool { return h.firewalld }
+
+func (h fakeHost) SELinux() string {
+	if h.selinux == "" {
+		return "disabled"
+	}
+	return h.selinux
+}
+
+func (h fakeHost) FileLabel(string) string { return h.label }
 
 // cluster is a cluster file with a master and agents named in nodes, in
 // that order; the first node is "this node" unless self says otherwise.

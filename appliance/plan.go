@@ -31,6 +31,10 @@ type Plan struct {
 	Tunnel   tunnel.Config
 	Firewall firewall.Desired
 	K3s      K3sCommand
+	// Facts are the platform details found on the host, and Notes what
+	// the appliance does about them, for `appliance check`.
+	Facts Facts
+	Notes []string
 	// Problems are what keeps this host from running the plan; the
 	// appliance refuses to start (or reload) with any.
 	Problems []error
@@ -69,7 +73,19 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.Egress = "<" + cl.Firewall.EgressInterface + ">"
 	}
 	p.Firewall = firewall.FromCluster(cl, p.Egress, cl.K3s.ClusterCIDRs)
+	p.Facts = facts(h, release, cl.K3s.Binary)
 	p.K3s = K3sCommand{Binary: cl.K3s.Binary, Args: supervisor.Args(cfg), StopGrace: cl.K3s.StopGracePeriod}
+	platform, notes := platformArgs(cfg, p.Facts)
+	if len(platform) > 0 {
+		// After the appliance's own flags, before the operator's.
+		extra := len(cl.K3s.AgentArgs)
+		if cfg.Self.Role == configs.RoleMaster {
+			extra = len(cl.K3s.ServerArgs)
+		}
+		at := len(p.K3s.Args) - extra
+		p.K3s.Args = append(p.K3s.Args[:at:at], append(platform, p.K3s.Args[at:]...)...)
+	}
+	p.Notes = append(notes, hostNotes(cfg, p.Facts)...)
 	if cfg.Self.Role == configs.RoleAgent {
 		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
 	}
@@ -77,6 +93,15 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.Problems = append(p.Problems, err)
 	}
 	return p
+}
+
+func facts(h Host, release, k3s string) Facts {
+	f := Facts{Kernel: release, Cgroup: h.CgroupVersion(), Firewalld: h.FirewalldActive(), SELinux: h.SELinux()}
+	f.K3sVersion, f.K3sVersionErr = h.K3sVersion(k3s)
+	if f.SELinux != "disabled" {
+		f.K3sLabel = h.FileLabel(k3s)
+	}
+	return f
 }
 
 // Err is nil when the host can run the plan, else every problem, joined.

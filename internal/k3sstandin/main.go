@@ -10,6 +10,7 @@
 //
 // It writes a JSON record of its argv, environment and checks to
 // $WGK3S_STANDIN_DIR/k3s-<pid>.json and appends events to events.log there.
+// `k3s --version` prints $WGK3S_STANDIN_VERSION (default v1.36.0+k3s1).
 // SIGUSR1 makes it crash (exit 3). SIGTERM makes it exit 0, unless
 // WGK3S_STANDIN_IGNORE_TERM=1, when it must be killed.
 package main
@@ -44,6 +45,15 @@ type Record struct {
 
 func main() {
 	dir := os.Getenv("WGK3S_STANDIN_DIR")
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-v") {
+		// Like k3s; the version a test wants is $WGK3S_STANDIN_VERSION.
+		v := os.Getenv("WGK3S_STANDIN_VERSION")
+		if v == "" {
+			v = "v1.36.0+k3s1"
+		}
+		fmt.Printf("k3s version %s (standin)\ngo version %s\n", v, "standin")
+		return
+	}
 	if len(os.Args) < 2 {
 		fail("usage: k3s server|agent [flags]")
 	}
