@@ -16,7 +16,7 @@ help:
 	@echo "make bench   throughput, start time, reload cost, memory; writes BENCHMARKS.md (root, ~8 min)"
 	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME)) and the k3s extra-args check for 10s"
 	@echo "make lint    gofmt + go vet"
-	@echo "make rpm     dist/wgk3s-VERSION-1.x86_64.rpm for CentOS 7 (VERSION=x.y.z to set it)"
+	@echo "make rpm     dist/wgk3s-VERSION-1.x86_64.rpm for CentOS 7 (VERSION=x.y.z to set it; RPM_SIGNING_KEY=key.asc signs it)"
 	@echo "make deb     dist/wgk3s_VERSION-1_amd64.deb from the same description"
 
 build:

@@ -15,6 +15,15 @@ fi
 export VERSION
 export RELEASE=${RELEASE:-1}
 export APPLIANCE_BIN="$out/appliance"
+# RPM_SIGNING_KEY: sign the RPM with this OpenPGP secret key (the
+# passphrase, if the key has one, in NFPM_RPM_PASSPHRASE). The .deb is
+# never signed: apt repositories sign their Release file instead.
+export RPM_SIGNING_KEY=${RPM_SIGNING_KEY:-}
+if [ -n "$RPM_SIGNING_KEY" ]; then
+  [ -r "$RPM_SIGNING_KEY" ] || { echo "build.sh: RPM_SIGNING_KEY $RPM_SIGNING_KEY is not a readable file" >&2; exit 2; }
+  RPM_SIGNING_KEY=$(cd "$(dirname "$RPM_SIGNING_KEY")" && pwd)/$(basename "$RPM_SIGNING_KEY")
+  [ "$format" = rpm ] && echo "build.sh: signing the RPM with $RPM_SIGNING_KEY" >&2
+fi
 
 # Static: CentOS 7 has glibc 2.17 and kernel 3.10; a static Go binary
 # needs neither a newer libc nor anything but the kernel's syscalls.

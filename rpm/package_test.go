@@ -257,3 +257,42 @@ func TestScriptlets(t *testing.T) {
 		})
 	}
 }
+
+// TestSignedRPM builds the RPM with a throwaway OpenPGP key and checks it
+// the way yum's gpgcheck does; the default build stays unsigned.
+func TestSignedRPM(t *testing.T) {
+	need(t, "go", "gpg", "rpmkeys")
+	dir := t.TempDir()
+	gnupg := filepath.Join(dir, "gnupg")
+	os.Mkdir(gnupg, 0o700)
+	gpg := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("gpg", append([]string{"--batch", "--homedir", gnupg}, args...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("gpg %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out)
+	}
+	gpg("--passphrase", "", "--quick-gen-key", "wgk3s test <test@example.org>", "rsa2048", "sign", "never")
+	key := filepath.Join(dir, "secret.asc")
+	os.WriteFile(key, []byte(gpg("--armor", "--export-secret-keys")), 0o600)
+	pub := filepath.Join(dir, "public.asc")
+	os.WriteFile(pub, []byte(gpg("--armor", "--export")), 0o644)
+
+	cmd := exec.Command("./build.sh", "rpm", filepath.Join(dir, "out"))
+	cmd.Env = append(os.Environ(), "VERSION="+version, "RELEASE=1", "RPM_SIGNING_KEY="+key)
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("signed build: %v\n%s", err, b)
+	}
+	signed := strings.TrimSpace(string(b))
+	db := filepath.Join(dir, "rpmdb")
+	run(t, "rpmkeys", "--dbpath", db, "--import", pub)
+	if out := run(t, "rpmkeys", "--dbpath", db, "--checksig", signed); !strings.Contains(out, "signatures OK") {
+		t.Errorf("the signed RPM does not verify:\n%s", out)
+	}
+	if out, _ := exec.Command("rpmkeys", "--dbpath", db, "--checksig", pkg(t, "rpm")).CombinedOutput(); strings.Contains(string(out), "signatures") {
+		t.Errorf("the default build is signed:\n%s", out)
+	}
+}

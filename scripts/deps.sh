@@ -18,6 +18,9 @@ declare -A need=(
   [dpkg-deb]=dpkg
   [systemd-analyze]=systemd
   [iperf3]=iperf3
+  [gpg]=gpg
+  [bridge]=iproute2
+  [iptables-legacy-restore]=iptables
 )
 
 missing=()
@@ -41,5 +44,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 echo "deps: missing packages: ${missing[*]}" >&2
 echo "deps: on Debian/Ubuntu run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
-echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 (wireguard-go: build it from source)" >&2
+echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 gnupg2 (wireguard-go: build it from source)" >&2
 exit 1
