@@ -200,9 +200,18 @@ type child struct {
 	err     error         // cmd.Wait's result
 }
 
+// outputDrain bounds how long the child's last output is forwarded after
+// it exited: a descendant that inherited its stdout (a `sleep 120 &`) keeps
+// the pipe open, and must hold up neither the exit nor a stop.
+const outputDrain = time.Second
+
 // start launches the process on a goroutine locked to its OS thread: Linux
 // sends Pdeathsig when the *thread* that forked the child exits, so that
 // thread must live exactly as long as the child is waited for.
+//
+// The child writes into pipes the supervisor made itself (*os.File), so
+// cmd.Wait returns as soon as the process exits, whatever holds the pipes;
+// the exit is reaped and reported at once.
 func (s *Supervisor) start(binary string, args []string) (*child, error) {
 	type started struct {
 		c   *child
@@ -211,12 +220,28 @@ func (s *Supervisor) start(binary string, args []string) (*child, error) {
 	ch := make(chan started, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			ch <- started{err: err}
+			return
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			outR.Close()
+			outW.Close()
+			ch <- started{err: err}
+			return
+		}
 		cmd := exec.Command(binary, args...)
 		cmd.Env = childEnv(os.Environ())
 		cmd.SysProcAttr = childAttr()
-		stdout, _ := cmd.StdoutPipe()
-		stderr, _ := cmd.StderrPipe()
-		if err := cmd.Start(); err != nil {
+		cmd.Stdout, cmd.Stderr = outW, errW
+		err = cmd.Start()
+		outW.Close() // the child has its own copies
+		errW.Close()
+		if err != nil {
+			outR.Close()
+			errR.Close()
 			ch <- started{err: err}
 			return
 		}
@@ -232,12 +257,25 @@ func (s *Supervisor) start(binary string, args []string) (*child, error) {
 		}
 		ch <- started{c: c}
 		var pipes sync.WaitGroup
-		for _, r := range []io.Reader{stdout, stderr} {
+		for _, r := range []*os.File{outR, errR} {
 			pipes.Add(1)
 			go func() { defer pipes.Done(); s.forward(r) }()
 		}
-		pipes.Wait() // Wait must not close the pipes before they are drained
 		c.err = cmd.Wait()
+		s.mu.Lock()
+		s.status.Running, s.status.PID = false, 0
+		s.mu.Unlock()
+		drained := make(chan struct{})
+		go func() { pipes.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(outputDrain):
+			outR.Close() // unblocks the forwarders
+			errR.Close()
+			<-drained
+		}
+		outR.Close()
+		errR.Close()
 		close(c.exited)
 	}()
 	r := <-ch

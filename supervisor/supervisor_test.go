@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -312,5 +313,54 @@ func TestExitDescription(t *testing.T) {
 	}
 	if got := exitDescription(errors.New("boom")); got != "boom" {
 		t.Errorf("exitDescription = %q", got)
+	}
+}
+
+// TestExitNoticedWhileADescendantHoldsTheOutput: a child whose descendant
+// keeps stdout open must still be reaped, reported as not running and
+// restarted, and a stop must not wait for the descendant.
+func TestExitNoticedWhileADescendantHoldsTheOutput(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "k3s")
+	script := "#!/bin/sh\necho started\nsleep 120 &\necho $! >> " + filepath.Join(dir, "sleepers") + "\nexit 3\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(filepath.Join(dir, "sleepers"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	r := start(t, bin, nil, Options{BackoffMin: 200 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	if !poll.Until(10*time.Second, func() bool { return r.sup.Status().Restarts >= 2 }) {
+		t.Fatalf("exits not noticed: status %+v, %d exits logged", r.sup.Status(), len(r.log.find("k3s exited")))
+	}
+	if got := r.log.find("k3s exited"); len(got) < 2 || attr(got[0], "status") != "exit status 3" {
+		t.Errorf("exit records: %d, first status %q", len(got), attr(got[0], "status"))
+	}
+	began := time.Now()
+	r.stop(t)
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("stop took %v while a descendant held the output", took)
+	}
+}
+
+func TestRunningMeansAlive(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "k3s")
+	script := "#!/bin/sh\nsleep 120 &\necho $! > " + filepath.Join(dir, "sleeper") + "\nexit 1\n"
+	os.WriteFile(bin, []byte(script), 0o755)
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(filepath.Join(dir, "sleeper"))
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	r := start(t, bin, nil, Options{BackoffMin: time.Minute, BackoffMax: time.Minute})
+	if !poll.Until(5*time.Second, func() bool { st := r.sup.Status(); return st.Restarts == 1 && !st.Running && st.PID == 0 }) {
+		t.Fatalf("after the child exited: %+v", r.sup.Status())
 	}
 }
