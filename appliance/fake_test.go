@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -245,7 +246,9 @@ type fakeHost struct {
 	label        string
 	release      string
 	noModule     error
-	links        map[string]bool
+	links        map[string]bool     // names Egress accepts
+	linkKinds    map[string]string   // existing links the appliance did not make
+	addrs        map[string][]string // address -> interfaces holding it
 	preflightErr error
 }
 
@@ -294,6 +297,17 @@ func (h fakeHost) SELinux() string {
 }
 
 func (h fakeHost) FileLabel(string) string { return h.label }
+
+func (h fakeHost) AddressOwners(addr netip.Addr) ([]string, error) {
+	return h.addrs[addr.String()], nil
+}
+
+func (h fakeHost) Link(name string) (tunnel.LinkState, error) {
+	if kind, ok := h.linkKinds[name]; ok {
+		return tunnel.LinkState{Exists: true, Kind: kind}, nil
+	}
+	return tunnel.LinkState{}, nil
+}
 
 // cluster is a cluster file with a master and agents named in nodes, in
 // that order; the first node is "this node" unless self says otherwise.

@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,11 @@ type Host interface {
 	SELinux() string
 	// FileLabel is path's SELinux label, "" if none.
 	FileLabel(path string) string
+	// Link describes the interface name: whether it exists, its kind and
+	// whether this appliance made it.
+	Link(name string) (tunnel.LinkState, error)
+	// AddressOwners returns the interfaces that hold addr.
+	AddressOwners(addr netip.Addr) ([]string, error)
 }
 
 // SystemHost is the machine the appliance runs on.
@@ -135,6 +141,14 @@ func (h SystemHost) SELinux() string {
 	default:
 		return "permissive"
 	}
+}
+
+// AddressOwners implements Host.
+func (SystemHost) AddressOwners(addr netip.Addr) ([]string, error) { return tunnel.AddressOwners(addr) }
+
+// Link implements Host.
+func (SystemHost) Link(name string) (tunnel.LinkState, error) {
+	return tunnel.Inspect(name, tunnel.DefaultStateDir)
 }
 
 // FileLabel implements Host.

@@ -72,6 +72,12 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.Problems = append(p.Problems, err)
 		p.Egress = "<" + cl.Firewall.EgressInterface + ">"
 	}
+	if err := checkInterface(cl.Interface.Name, p.Egress, h); err != nil {
+		p.Problems = append(p.Problems, err)
+	}
+	if err := checkAddress(cfg, h); err != nil {
+		p.Problems = append(p.Problems, err)
+	}
 	p.Firewall = firewall.FromCluster(cl, p.Egress, cl.K3s.ClusterCIDRs)
 	p.Facts = facts(h, release, cl.K3s.Binary)
 	p.K3s = K3sCommand{Binary: cl.K3s.Binary, Args: supervisor.Args(cfg), StopGrace: cl.K3s.StopGracePeriod}
@@ -93,6 +99,42 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.Problems = append(p.Problems, err)
 	}
 	return p
+}
+
+// checkInterface refuses an interface.name that is the egress interface or
+// an existing link this appliance did not make: the appliance never takes
+// over or removes an interface that is not its own.
+func checkInterface(name, egress string, h Host) error {
+	if name == egress {
+		return fmt.Errorf("interface.name %s is the egress interface (the one that reaches the internet); fix: set interface.name to a free name such as wg0", name)
+	}
+	st, err := h.Link(name)
+	if err != nil {
+		return fmt.Errorf("interface.name %s: %w", name, err)
+	}
+	if st.Exists && !st.Ours {
+		return tunnel.NotOursError(name, st)
+	}
+	return nil
+}
+
+// checkAddress refuses this node's wg address when another interface
+// holds it: the kernel would then have two routes to the mesh, the other
+// interface would win, and mesh traffic would be lost while the peers look
+// reachable.
+func checkAddress(cfg *configs.Config, h Host) error {
+	name, addr := cfg.Cluster.Interface.Name, cfg.Self.Address
+	owners, err := h.AddressOwners(addr)
+	if err != nil {
+		return fmt.Errorf("looking for %s on this host: %w", addr, err)
+	}
+	for _, o := range owners {
+		if o != name {
+			return fmt.Errorf("this node's address %s (nodes[].address of %s) is already on %s; the mesh would lose its traffic to that interface; "+
+				"fix: remove it there (ip addr del %s dev %s) or give this node another address", addr, cfg.Self.Name, o, addr, o)
+		}
+	}
+	return nil
 }
 
 func facts(h Host, release, k3s string) Facts {

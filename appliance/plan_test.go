@@ -117,3 +117,42 @@ func BenchmarkPlan1000(b *testing.B) {
 		}
 	}
 }
+
+func TestPlanRefusesAnInterfaceItDidNotMake(t *testing.T) {
+	named := func(name string) func(string) string {
+		return func(s string) string {
+			return strings.Replace(s, "interface:\n", "interface:\n  name: "+name+"\n", 1)
+		}
+	}
+	tests := []struct {
+		name, iface string
+		host        fakeHost
+		want        string
+	}{
+		{"the egress interface", "eth0", fakeHost{}, "interface.name eth0 is the egress interface"},
+		{"an existing veth", "veth1", fakeHost{linkKinds: map[string]string{"veth1": "veth"}}, "existing veth interface"},
+		{"another tool's WireGuard", "wg0", fakeHost{linkKinds: map[string]string{"wg0": "wireguard"}}, "wg-quick down wg0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPlan(newCluster(t, 2).config(t, 2, 0, named(tt.iface)), tt.host)
+			if err := p.Err(); err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "fix:") {
+				t.Errorf("Err = %v, want %q with a fix", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPlanRefusesAnAddressHeldElsewhere(t *testing.T) {
+	c := newCluster(t, 2)
+	p := NewPlan(c.config(t, 2, 0, nil), fakeHost{addrs: map[string][]string{"192.168.2.1": {"eth1"}}})
+	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "192.168.2.1 (nodes[].address of node-0) is already on eth1") ||
+		!strings.Contains(err.Error(), "ip addr del 192.168.2.1 dev eth1") {
+		t.Errorf("Err = %v", err)
+	}
+	// On wg0 itself (a reload) it is no problem.
+	p = NewPlan(c.config(t, 2, 0, nil), fakeHost{addrs: map[string][]string{"192.168.2.1": {"wg0"}}})
+	if err := p.Err(); err != nil {
+		t.Errorf("the address on wg0: %v", err)
+	}
+}

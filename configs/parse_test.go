@@ -170,6 +170,7 @@ func TestParseBad(t *testing.T) {
 		{"egress name", "k3s:", "firewall:\n  egress_interface: eth0/1\nk3s:", "firewall.egress_interface", 19, "not a valid interface name", "auto"},
 		{"masquerade type", "k3s:", "firewall:\n  masquerade: sometimes\nk3s:", "firewall.masquerade", 19, "not true or false", "true or false"},
 		{"backend", "k3s:", "firewall:\n  backend: ipfw\nk3s:", "firewall.backend", 19, `"ipfw" is not an iptables backend`, "auto"},
+		{"interface is the egress", "k3s:", "firewall:\n  egress_interface: wg0\nk3s:", "interface.name", 0, `"wg0" is also firewall.egress_interface`, "free name"},
 		{"metrics listen", "k3s:", "metrics:\n  enabled: true\n  listen: localhost\nk3s:", "metrics.listen", 20, `"localhost" is not IP:PORT`, "127.0.0.1:9586"},
 		{"memory limit", "k3s:", "runtime:\n  memory_limit: lots\nk3s:", "runtime.memory_limit", 19, `"lots" is not a memory limit`, "256MiB"},
 		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "not a memory limit", "at least 32MiB"},

@@ -22,6 +22,10 @@ func validate(r *raw, c *collector) *Cluster {
 	cl.Interface = validateInterface(&r.Interface, c)
 	cl.Nodes = validateNodes(r.Nodes, cl.Network, c)
 	cl.Firewall = validateFirewall(&r.Firewall, c)
+	if cl.Firewall.EgressInterface == cl.Interface.Name {
+		c.add("interface.name", "set interface.name to a free name such as wg0; the egress interface is the one that reaches the internet",
+			"%s is also firewall.egress_interface", quote(cl.Interface.Name))
+	}
 	cl.K3s = validateK3s(&r.K3s, cl, c)
 	cl.Metrics = validateMetrics(&r.Metrics, c)
 	cl.Runtime = validateRuntime(&r.Runtime, c)

@@ -7,22 +7,29 @@ import (
 )
 
 // CleanUp removes what a run may have left for the interface name: the
-// link and the userspace device's UAPI socket. It is what `appliance
+// link, if this appliance made it (a WireGuard or TUN link recorded in
+// stateDir), and the userspace device's UAPI socket. It is what `appliance
 // cleanup` (systemd's ExecStopPost) runs after a crash; nothing there is
-// not an error. removed says whether a link was deleted.
-func CleanUp(name string) (removed bool, err error) {
+// not an error. A link the appliance did not make is left alone, with its
+// socket, and the error wraps ErrNotOurs. removed says whether a link was
+// deleted.
+func CleanUp(name, stateDir string) (removed bool, err error) {
 	h := netlinkHost{}
-	exists, err := h.linkExists(name)
+	st, err := inspect(h, name, stateDir)
 	if err != nil {
 		return false, fmt.Errorf("looking for %s: %w", name, err)
 	}
-	if exists {
+	if st.Exists && !st.Ours {
+		return false, NotOursError(name, st)
+	}
+	if st.Exists {
 		if err := h.deleteLink(name); err != nil {
 			return false, fmt.Errorf("removing %s: %w", name, err)
 		}
 	}
+	removeRecord(stateDir, name)
 	if err := os.Remove(socketPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return exists, err
+		return st.Exists, err
 	}
-	return exists, nil
+	return st.Exists, nil
 }

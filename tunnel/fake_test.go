@@ -16,13 +16,15 @@ import (
 type fakeHost struct {
 	mu         sync.Mutex
 	links      map[string]*fakeLink
+	nextIndex  int
 	kernelErr  error            // createKernelLink fails with this
 	fail       map[string]error // method name -> injected error, returned once
 	userClosed int
 }
 
 type fakeLink struct {
-	kind  string // "wireguard" or "tun"
+	kind  string // "wireguard", "tuntap", "veth", ...
+	index int
 	mtu   int
 	up    bool
 	addrs []netip.Prefix
@@ -48,11 +50,19 @@ func (h *fakeHost) link(name string) (*fakeLink, error) {
 	return l, nil
 }
 
-func (h *fakeHost) linkExists(name string) (bool, error) {
+func (h *fakeHost) linkInfo(name string) (linkInfo, bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, ok := h.links[name]
-	return ok, h.check("linkExists")
+	l, ok := h.links[name]
+	if !ok {
+		return linkInfo{}, false, h.check("linkInfo")
+	}
+	return linkInfo{Kind: l.kind, Index: l.index}, true, h.check("linkInfo")
+}
+
+func (h *fakeHost) newIndex() int {
+	h.nextIndex++
+	return 100 + h.nextIndex
 }
 
 func (h *fakeHost) deleteLink(name string) error {
@@ -74,7 +84,7 @@ func (h *fakeHost) createKernelLink(name string, mtu int) error {
 	if _, ok := h.links[name]; ok {
 		return errors.New("file exists")
 	}
-	h.links[name] = &fakeLink{kind: "wireguard", mtu: mtu}
+	h.links[name] = &fakeLink{kind: KindWireGuard, index: h.newIndex(), mtu: mtu}
 	return nil
 }
 
@@ -97,7 +107,7 @@ func (h *fakeHost) createUserspace(name string, mtu int, _ *slog.Logger) (io.Clo
 	if err := h.check("createUserspace"); err != nil {
 		return nil, err
 	}
-	h.links[name] = &fakeLink{kind: "tun", mtu: mtu}
+	h.links[name] = &fakeLink{kind: KindTUN, index: h.newIndex(), mtu: mtu}
 	return fakeUser{h, name}, nil
 }
 
@@ -182,7 +192,7 @@ type fakeWG struct {
 func (w *fakeWG) Device(name string) (*wgtypes.Device, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, err := w.h.linkExists(name); err != nil || w.h.links[name] == nil {
+	if _, _, err := w.h.linkInfo(name); err != nil || w.h.links[name] == nil {
 		return nil, os.ErrNotExist
 	}
 	d := w.dev
@@ -285,4 +295,18 @@ func (w *fakeWG) summary() map[string]string {
 		out[p.PublicKey.String()[:8]] = fmt.Sprintf("%s %v %s", ep, ips, p.PersistentKeepaliveInterval)
 	}
 	return out
+}
+
+func (h *fakeHost) addressOwners(addr netip.Addr) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for name, l := range h.links {
+		for _, p := range l.addrs {
+			if p.Addr() == addr {
+				out = append(out, name)
+			}
+		}
+	}
+	return out, nil
 }

@@ -12,8 +12,8 @@ import (
 // host is what the tunnel needs from the kernel besides WireGuard's own
 // configuration. The real one speaks netlink; tests use a fake.
 type host interface {
-	// linkExists reports whether an interface called name exists.
-	linkExists(name string) (bool, error)
+	// linkInfo describes the interface called name, if it exists.
+	linkInfo(name string) (info linkInfo, exists bool, err error)
 	// deleteLink removes the interface; a missing one is not an error.
 	deleteLink(name string) error
 	// createKernelLink creates a kernel WireGuard link. It fails when the
@@ -26,6 +26,8 @@ type host interface {
 	setUp(name string) error
 	replaceAddress(name string, p netip.Prefix) error
 	deleteAddress(name string, p netip.Prefix) error
+	// addressOwners returns the interfaces that hold addr.
+	addressOwners(addr netip.Addr) ([]string, error)
 }
 
 // wgClient is the part of wgctrl.Client the tunnel uses: one path for the

@@ -21,13 +21,16 @@ import (
 // netlinkHost is the real host, over rtnetlink.
 type netlinkHost struct{}
 
-func (netlinkHost) linkExists(name string) (bool, error) {
-	_, err := netlink.LinkByName(name)
+func (netlinkHost) linkInfo(name string) (linkInfo, bool, error) {
+	l, err := netlink.LinkByName(name)
 	var nf netlink.LinkNotFoundError
 	if errors.As(err, &nf) {
-		return false, nil
+		return linkInfo{}, false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return linkInfo{}, false, err
+	}
+	return linkInfo{Kind: l.Type(), Index: l.Attrs().Index}, true, nil
 }
 
 func (h netlinkHost) deleteLink(name string) error {
@@ -190,4 +193,24 @@ func wgLogger(log *slog.Logger, name string) *device.Logger {
 		Verbosef: func(format string, args ...any) { log.Debug(prefix + fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { log.Error(prefix + fmt.Sprintf(format, args...)) },
 	}
+}
+
+func (netlinkHost) addressOwners(addr netip.Addr) ([]string, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap() != addr {
+			continue
+		}
+		name := fmt.Sprintf("index %d", a.LinkIndex)
+		if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		out = append(out, name)
+	}
+	return out, nil
 }

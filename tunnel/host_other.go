@@ -16,13 +16,14 @@ var errNotLinux = errors.New("WireGuard interfaces are managed on Linux only")
 
 type netlinkHost struct{}
 
-func (netlinkHost) linkExists(string) (bool, error)           { return false, errNotLinux }
-func (netlinkHost) deleteLink(string) error                   { return errNotLinux }
-func (netlinkHost) createKernelLink(string, int) error        { return errNotLinux }
-func (netlinkHost) setMTU(string, int) error                  { return errNotLinux }
-func (netlinkHost) setUp(string) error                        { return errNotLinux }
-func (netlinkHost) replaceAddress(string, netip.Prefix) error { return errNotLinux }
-func (netlinkHost) deleteAddress(string, netip.Prefix) error  { return errNotLinux }
+func (netlinkHost) linkInfo(string) (linkInfo, bool, error)    { return linkInfo{}, false, errNotLinux }
+func (netlinkHost) deleteLink(string) error                    { return errNotLinux }
+func (netlinkHost) createKernelLink(string, int) error         { return errNotLinux }
+func (netlinkHost) setMTU(string, int) error                   { return errNotLinux }
+func (netlinkHost) setUp(string) error                         { return errNotLinux }
+func (netlinkHost) replaceAddress(string, netip.Prefix) error  { return errNotLinux }
+func (netlinkHost) deleteAddress(string, netip.Prefix) error   { return errNotLinux }
+func (netlinkHost) addressOwners(netip.Addr) ([]string, error) { return nil, errNotLinux }
 func (netlinkHost) createUserspace(string, int, *slog.Logger) (io.Closer, error) {
 	return nil, errNotLinux
 }
@@ -34,4 +35,4 @@ func Release() (string, error) { return "", errNotLinux }
 func ModuleAvailable(string) func() error { return func() error { return errNotLinux } }
 
 // CleanUp has nothing to remove off Linux.
-func CleanUp(string) (bool, error) { return false, nil }
+func CleanUp(string, string) (bool, error) { return false, nil }

@@ -36,6 +36,9 @@ type Options struct {
 	// peers with DNS endpoints (default 10 s; a check that finds nothing
 	// stale costs one device read).
 	ReresolveInterval time.Duration
+	// StateDir holds the record of the link this appliance made (default
+	// /run/wgk3s): only a link recorded there is ever removed.
+	StateDir string
 }
 
 func (o *Options) setDefaults() {
@@ -53,6 +56,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ReresolveInterval == 0 {
 		o.ReresolveInterval = 10 * time.Second
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
 	}
 }
 
@@ -116,17 +122,22 @@ func open(ctx context.Context, cfg Config, opts Options, h host, wg wgClient) (*
 }
 
 // recover removes an interface left by a previous run that was killed
-// before it could clean up. A stale UAPI socket is handled when the
+// before it could clean up: only a WireGuard or TUN link that the record in
+// the state directory says this appliance made. Any other link of that
+// name is refused and left alone. A stale UAPI socket is handled when the
 // userspace device opens it.
 func (t *Tunnel) recover(name string) error {
-	exists, err := t.host.linkExists(name)
+	st, err := inspect(t.host, name, t.opts.StateDir)
 	if err != nil {
 		return fmt.Errorf("looking for a leftover %s: %w", name, err)
 	}
-	if !exists {
+	if !st.Exists {
 		return nil
 	}
-	t.log.Warn("removing a leftover interface from an earlier run", "interface", name)
+	if !st.Ours {
+		return NotOursError(name, st)
+	}
+	t.log.Warn("removing a leftover interface from an earlier run", "interface", name, "kind", st.Kind)
 	if err := t.host.deleteLink(name); err != nil {
 		return fmt.Errorf("removing leftover %s: %w; fix: `ip link del %s`", name, err, name)
 	}
@@ -149,6 +160,14 @@ func (t *Tunnel) create(cfg Config) error {
 			return err
 		}
 		t.user = u
+	}
+	info, ok, err := t.host.linkInfo(cfg.Name)
+	if err == nil && ok {
+		err = writeRecord(t.opts.StateDir, cfg.Name, info.Index)
+	}
+	if err != nil {
+		t.state.cfg.Name = cfg.Name
+		return errors.Join(fmt.Errorf("recording %s as the appliance's: %w", cfg.Name, err), t.destroy())
 	}
 	return nil
 }
@@ -315,7 +334,9 @@ func (t *Tunnel) destroy() error {
 	if name == "" {
 		return err
 	}
-	return errors.Join(err, t.host.deleteLink(name))
+	err = errors.Join(err, t.host.deleteLink(name))
+	removeRecord(t.opts.StateDir, name)
+	return err
 }
 
 // Device returns the live WireGuard device as wgctrl sees it.

@@ -49,8 +49,9 @@ func baseConfig(t *testing.T, mode configs.Mode) Config {
 var prefixEq = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 
 type rig struct {
-	h  *fakeHost
-	wg *fakeWG
+	h     *fakeHost
+	wg    *fakeWG
+	state string // the tunnel's state directory
 }
 
 func newRig() *rig {
@@ -64,6 +65,12 @@ func (r *rig) open(t *testing.T, cfg Config, opts Options) (*Tunnel, error) {
 		opts.Release = "6.6.2-1.el7.elrepo.x86_64"
 	}
 	opts.ResolveBackoff = time.Millisecond
+	if opts.StateDir == "" {
+		if r.state == "" {
+			r.state = t.TempDir()
+		}
+		opts.StateDir = r.state
+	}
 	return open(context.Background(), cfg, opts, r.h, r.wg)
 }
 
@@ -116,10 +123,16 @@ func TestOpenFallsBackToUserspace(t *testing.T) {
 	if c := tun.Choice(); c.Mode != configs.ModeUserspace || !strings.Contains(c.Reason, "operation not supported") {
 		t.Errorf("choice = %+v", c)
 	}
-	if r.h.links["wg0"].kind != "tun" {
+	if r.h.links["wg0"].kind != KindTUN {
 		t.Errorf("link kind = %s, want tun", r.h.links["wg0"].kind)
 	}
+	if idx, ok := readRecord(r.state, "wg0"); !ok || idx != r.h.links["wg0"].index {
+		t.Errorf("record = %d, %v; want the link's index %d", idx, ok, r.h.links["wg0"].index)
+	}
 	tun.Close()
+	if _, ok := readRecord(r.state, "wg0"); ok {
+		t.Error("the record outlived the link")
+	}
 	if r.h.userClosed != 1 {
 		t.Errorf("userspace device closed %d times, want 1", r.h.userClosed)
 	}
@@ -148,10 +161,47 @@ func TestOpenForcedKernelFails(t *testing.T) {
 
 func TestOpenRemovesLeftoverLink(t *testing.T) {
 	r := newRig()
-	r.h.links["wg0"] = &fakeLink{kind: "wireguard", addrs: []netip.Prefix{netip.MustParsePrefix("10.9.9.9/8")}}
+	r.state = t.TempDir()
+	r.h.links["wg0"] = &fakeLink{kind: KindWireGuard, index: 7, addrs: []netip.Prefix{netip.MustParsePrefix("10.9.9.9/8")}}
+	writeRecord(r.state, "wg0", 7) // what the killed run wrote
 	r.mustOpen(t, baseConfig(t, configs.ModeAuto), Options{})
 	if got := r.h.links["wg0"].addrs; len(got) != 1 || got[0].String() != "192.168.2.1/24" {
 		t.Errorf("leftover link not replaced: addrs %v", got)
+	}
+}
+
+// TestOpenNeverRemovesALinkItDidNotMake: an interface.name that names the
+// uplink, another tool's WireGuard link, or a leftover whose record names
+// another link is refused and left as it is.
+func TestOpenNeverRemovesALinkItDidNotMake(t *testing.T) {
+	tests := []struct {
+		name   string
+		link   *fakeLink
+		record int // 0: none
+		want   string
+	}{
+		{"the uplink", &fakeLink{kind: "veth", index: 2}, 0, "existing veth interface"},
+		{"a plain device", &fakeLink{kind: "device", index: 2}, 0, "existing network interface"},
+		{"wg-quick's wg0", &fakeLink{kind: KindWireGuard, index: 9}, 0, "wg-quick down wg0"},
+		{"a TUN of another program", &fakeLink{kind: KindTUN, index: 9}, 0, "did not make it"},
+		{"a record of another link", &fakeLink{kind: KindWireGuard, index: 9}, 8, "did not make it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig()
+			r.state = t.TempDir()
+			r.h.links["wg0"] = tt.link
+			if tt.record != 0 {
+				writeRecord(r.state, "wg0", tt.record)
+			}
+			_, err := r.open(t, baseConfig(t, configs.ModeAuto), Options{})
+			if !errors.Is(err, ErrNotOurs) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "fix:") {
+				t.Fatalf("open = %v, want ErrNotOurs mentioning %q", err, tt.want)
+			}
+			if r.h.links["wg0"] != tt.link {
+				t.Error("the link was removed or replaced")
+			}
+		})
 	}
 }
 

@@ -41,9 +41,14 @@ func runCleanup(e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "stopped the k3s an earlier run left\n")
 	}
 	err := errors.Join(kerr, firewall.CleanUpAll())
-	removed, terr := tunnel.CleanUp(*iface)
+	removed, terr := tunnel.CleanUp(*iface, tunnel.DefaultStateDir)
 	if removed {
 		fmt.Fprintf(e.stderr, "removed interface %s\n", *iface)
+	}
+	if errors.Is(terr, tunnel.ErrNotOurs) {
+		// Not a failure of the cleanup: nothing of ours is there.
+		fmt.Fprintf(e.stderr, "left alone: %v\n", terr)
+		terr = nil
 	}
 	return errors.Join(err, terr)
 }

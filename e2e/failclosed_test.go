@@ -1,0 +1,103 @@
+//go:build linux
+
+package e2e
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wgk3s/wgk3s/internal/testnet"
+)
+
+// exitCode runs the appliance with args in srv and returns its exit code
+// and output.
+func exitCode(t *testing.T, srv *testnet.Server, args ...string) (int, string) {
+	t.Helper()
+	out, err := srv.Try(applianceBin, args...)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out
+	}
+	t.Fatalf("running the appliance: %v\n%s", err, out)
+	return -1, ""
+}
+
+// TestNeverTouchesAnInterfaceItDidNotMake: interface.name naming the
+// uplink, another veth or another program's TUN is refused by check and by
+// start (exit 2, nothing changed), and cleanup leaves such links alone.
+func TestNeverTouchesAnInterfaceItDidNotMake(t *testing.T) {
+	_, m, _ := twoClouds(t)
+	srv := m.Srv
+	srv.Run("ip", "link", "add", "veth7", "type", "veth", "peer", "name", "veth7p")
+	srv.Run("ip", "tuntap", "add", "tun7", "mode", "tun")
+	for _, tt := range []struct{ iface, want string }{
+		{"eth0", "egress interface"},
+		{"veth7", "existing veth interface"},
+		{"tun7", "tuntap interface of that name exists"},
+	} {
+		t.Run(tt.iface, func(t *testing.T) {
+			m.WriteConfig([]*node{m}, func(s string) string {
+				return strings.Replace(s, "interface:\n", "interface:\n  name: "+tt.iface+"\n", 1)
+			})
+			code, out := exitCode(t, srv, "check", "--config", configPath)
+			if code != 1 || !strings.Contains(out, tt.want) {
+				t.Errorf("check: exit %d, want 1 with %q:\n%s", code, tt.want, out)
+			}
+			code, out = exitCode(t, srv, "--role", "master", "--config", configPath)
+			if code != 2 || !strings.Contains(out, tt.want) || !strings.Contains(out, "fix:") {
+				t.Errorf("start: exit %d, want 2 with %q and a fix:\n%s", code, tt.want, out)
+			}
+			code, out = exitCode(t, srv, "cleanup", "--interface", tt.iface)
+			if code != 0 {
+				t.Errorf("cleanup --interface %s: exit %d:\n%s", tt.iface, code, out)
+			}
+			if _, err := srv.Try("ip", "link", "show", tt.iface); err != nil {
+				t.Fatalf("%s was removed", tt.iface)
+			}
+			if strings.Contains(srv.Run("iptables-save"), "WGK3S") {
+				t.Error("a refused start left rules behind")
+			}
+		})
+	}
+	// The uplink still works: the router answers.
+	if got, out := srv.Ping("10.1.1.1", 2, 200*time.Millisecond); got != 2 {
+		t.Errorf("the uplink is broken:\n%s", out)
+	}
+}
+
+// TestWgAddressHeldByAnotherInterface: the node's wg address on another
+// interface is refused at start, by check and on reload, with the fix.
+func TestWgAddressHeldByAnotherInterface(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	m.Srv.Run("ip", "link", "add", "dummy7", "type", "veth", "peer", "name", "dummy7p")
+	m.Srv.Run("ip", "addr", "add", "192.168.2.1/24", "dev", "dummy7")
+	m.WriteConfig([]*node{m, n1}, nil)
+	const want = "192.168.2.1 (nodes[].address of k3s-master) is already on dummy7"
+	code, out := exitCode(t, m.Srv, "check", "--config", configPath)
+	if code != 1 || !strings.Contains(out, want) {
+		t.Errorf("check: exit %d, want 1 with %q:\n%s", code, want, out)
+	}
+	code, out = exitCode(t, m.Srv, "--role", "master", "--config", configPath)
+	if code != 2 || !strings.Contains(out, want) || !strings.Contains(out, "ip addr del 192.168.2.1 dev dummy7") {
+		t.Errorf("start: exit %d, want 2 with %q:\n%s", code, want, out)
+	}
+
+	// Running, then a reload moves this node onto an address another
+	// interface holds: rejected, the running configuration stays.
+	m.Srv.Run("ip", "addr", "del", "192.168.2.1/24", "dev", "dummy7")
+	m.Srv.Run("ip", "addr", "add", "192.168.2.9/24", "dev", "dummy7")
+	startAll(t, []*node{m, n1})
+	pingUntil(t, n1, "192.168.2.1")
+	m.WriteConfig([]*node{m, n1}, func(s string) string { return strings.Replace(s, "address: 192.168.2.1", "address: 192.168.2.9", 1) })
+	m.Reload(t, "reload rejected")
+	if !strings.Contains(m.Proc.Output(), "192.168.2.9 (nodes[].address of k3s-master) is already on dummy7") {
+		t.Errorf("the reload did not say why:\n%s", m.Proc.Output())
+	}
+	pingUntil(t, n1, "192.168.2.1")
+}
