@@ -49,7 +49,7 @@ type App struct {
 	started time.Time
 	tun     Tunnel
 	fw      Firewall
-	k3s     K3s
+	k3s     K3s // also read under mu by tunnelRecreated
 
 	mu      sync.Mutex // guards what the status socket reads during a reload
 	plan    *Plan
@@ -160,7 +160,7 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	if err := fw.CleanUp(); err != nil {
 		return fmt.Errorf("removing a previous run's firewall rules: %w", err)
 	}
-	tun, err := a.parts.OpenTunnel(ctx, p.Tunnel, a.log)
+	tun, err := a.parts.OpenTunnel(ctx, p.Tunnel, a.log, a.tunnelRecreated)
 	if err != nil {
 		return fmt.Errorf("bringing up %s: %w", p.Tunnel.Name, err)
 	}
@@ -176,8 +176,11 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	if note := fw.CatchAllNote(); note != "" {
 		a.log.Info(note)
 	}
-	a.k3s = a.parts.NewK3s(p.K3s, a.log)
-	a.run("k3s", a.k3s.Run)
+	k3s := a.parts.NewK3s(p.K3s, a.log)
+	a.mu.Lock()
+	a.k3s = k3s
+	a.mu.Unlock()
+	a.run("k3s", k3s.Run)
 	a.setPlan(p)
 	if metricsL != nil {
 		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
@@ -230,6 +233,19 @@ func (a *App) reload(ctx context.Context, p *Plan) error {
 		a.log.Info("k3s command line changed; k3s restarts with it")
 	}
 	return nil
+}
+
+// tunnelRecreated restarts k3s after wg0 was deleted and recreated: what
+// k3s bound to the old link (flannel's VXLAN device over wg0 goes with
+// it) is rebuilt by a restart; the pods keep running.
+func (a *App) tunnelRecreated() {
+	a.mu.Lock()
+	k3s := a.k3s
+	a.mu.Unlock()
+	if k3s != nil {
+		a.log.Warn("restarting k3s: flannel's device over the old wg0 went with it")
+		k3s.Restart()
+	}
 }
 
 // ReloadRejected counts a reload whose file could not be loaded, so that

@@ -348,3 +348,16 @@ func TestPartFailureStopsTheOthers(t *testing.T) {
 		})
 	}
 }
+
+func TestRecreatedTunnelRestartsK3s(t *testing.T) {
+	f := newFakes()
+	a := newApp(t, f)
+	if err := a.Start(context.Background(), newCluster(t, 2).plan(t, 2, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	n := len(f.j.all())
+	f.tun.onRecreate()
+	if diff := cmp.Diff([]string{"k3s restart"}, f.j.since(n)); diff != "" {
+		t.Errorf("after wg0 was recreated (-want +got):\n%s", diff)
+	}
+}

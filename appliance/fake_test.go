@@ -63,13 +63,13 @@ func newFakes() *fakes { return &fakes{failSet: map[int]error{}, failApply: map[
 
 func (f *fakes) parts() Parts {
 	return Parts{
-		OpenTunnel: func(_ context.Context, cfg tunnel.Config, _ *slog.Logger) (Tunnel, error) {
+		OpenTunnel: func(_ context.Context, cfg tunnel.Config, _ *slog.Logger, onRecreate func()) (Tunnel, error) {
 			if f.failOpen != nil {
 				f.j.add("wireguard open failed")
 				return nil, f.failOpen
 			}
 			f.j.add("wireguard open %s peers=%d", cfg.Name, len(cfg.Peers))
-			f.tun = &fakeTunnel{f: f, cfg: cfg, fail: make(chan error, 1)}
+			f.tun = &fakeTunnel{f: f, cfg: cfg, fail: make(chan error, 1), onRecreate: onRecreate}
 			return f.tun, nil
 		},
 		NewFirewall: func(backend string, _ *slog.Logger) (Firewall, error) {
@@ -104,10 +104,11 @@ func (f *fakes) parts() Parts {
 }
 
 type fakeTunnel struct {
-	f    *fakes
-	mu   sync.Mutex
-	cfg  tunnel.Config
-	fail chan error // a value makes Run return it
+	f          *fakes
+	onRecreate func()
+	mu         sync.Mutex
+	cfg        tunnel.Config
+	fail       chan error // a value makes Run return it
 }
 
 func (t *fakeTunnel) Run(ctx context.Context) error {
@@ -138,6 +139,8 @@ func (t *fakeTunnel) config() tunnel.Config {
 	defer t.mu.Unlock()
 	return t.cfg
 }
+
+func (t *fakeTunnel) Recreations() int { return 0 }
 
 func (t *fakeTunnel) Choice() tunnel.Choice {
 	return tunnel.Choice{Mode: configs.ModeUserspace, Reason: "fake"}
@@ -229,6 +232,8 @@ func (k *fakeK3s) Update(binary string, args []string) bool {
 	k.f.j.add("k3s restart %s", strings.Join(args, " "))
 	return true
 }
+
+func (k *fakeK3s) Restart() { k.f.j.add("k3s restart") }
 
 func (k *fakeK3s) Status() supervisor.Status {
 	k.mu.Lock()

@@ -23,6 +23,8 @@ type Tunnel interface {
 	Apply(ctx context.Context, cfg tunnel.Config) error
 	Choice() tunnel.Choice
 	Device() (*wgtypes.Device, error)
+	// Recreations counts the links recreated after someone deleted them.
+	Recreations() int
 }
 
 // Firewall is the sysctls and iptables rules as the lifecycle uses them.
@@ -46,6 +48,8 @@ type K3s interface {
 	// Update restarts k3s with a new command line if it differs, and says
 	// whether it did.
 	Update(binary string, args []string) bool
+	// Restart restarts k3s gracefully.
+	Restart()
 	Status() supervisor.Status
 }
 
@@ -58,7 +62,9 @@ var (
 // Parts makes the parts an App runs. System returns the real ones; tests
 // swap in fakes.
 type Parts struct {
-	OpenTunnel  func(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (Tunnel, error)
+	// OpenTunnel brings wg0 up; onRecreate is called after the running
+	// link was deleted by someone else and recreated.
+	OpenTunnel  func(ctx context.Context, cfg tunnel.Config, log *slog.Logger, onRecreate func()) (Tunnel, error)
 	NewFirewall func(backend string, log *slog.Logger) (Firewall, error)
 	NewK3s      func(cmd K3sCommand, log *slog.Logger) K3s
 	// ListenStatus opens the status socket; it fails when another
@@ -77,8 +83,8 @@ type Parts struct {
 // System returns the real parts.
 func System() Parts {
 	return Parts{
-		OpenTunnel: func(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (Tunnel, error) {
-			return tunnel.Open(ctx, cfg, tunnel.Options{Logger: log})
+		OpenTunnel: func(ctx context.Context, cfg tunnel.Config, log *slog.Logger, onRecreate func()) (Tunnel, error) {
+			return tunnel.Open(ctx, cfg, tunnel.Options{Logger: log, OnRecreate: onRecreate})
 		},
 		NewFirewall: func(backend string, log *slog.Logger) (Firewall, error) {
 			return firewall.New(firewall.Options{Logger: log, Backend: backend})

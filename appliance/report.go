@@ -24,7 +24,7 @@ func (a *App) Report() status.Report {
 		Interface: cl.Interface.Name, Address: netip.PrefixFrom(self.Address, cl.Network.Bits()).String(),
 		ListenPort: cl.Interface.ListenPort, PublicKey: self.PublicKey.String(),
 		Firewall: status.Firewall{Backend: a.fw.Backend(), Egress: egress},
-		Reloads:  reloads,
+		Reloads:  reloads, Recreations: a.tun.Recreations(),
 	}
 	names := map[wgtypes.Key]string{}
 	for _, n := range cfg.Peers() {

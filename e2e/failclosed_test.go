@@ -101,3 +101,52 @@ func TestWgAddressHeldByAnotherInterface(t *testing.T) {
 	}
 	pingUntil(t, n1, "192.168.2.1")
 }
+
+// TestDeletedInterfaceFailsClosed deletes wg0 under a running ping flow:
+// no packet for the mesh may leave by eth0 in the clear, wg0 comes back
+// with its configuration, the flow resumes and status counts it.
+func TestDeletedInterfaceFailsClosed(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	startAll(t, []*node{m, n1})
+	pingUntil(t, m, "192.168.2.2")
+	// Count what leaves eth0 for the mesh (after the start: the rule must
+	// not sway the appliance's choice of iptables backend).
+	m.Srv.Run("iptables-legacy", "-I", "OUTPUT", "1", "-o", "eth0", "-d", "192.168.2.0/24")
+	flow := m.Srv.Start("ping", "-i", "0.01", "-c", "600", "-W", "1", "192.168.2.2")
+	if !testnet.Eventually(5*time.Second, func() bool { return strings.Count(flow.Output(), "bytes from") > 20 }) {
+		t.Fatalf("no flow:\n%s", flow.Output())
+	}
+	m.Srv.Run("ip", "link", "del", "wg0")
+	if !m.Proc.WaitOutput("the WireGuard interface is back", 10*time.Second) {
+		t.Fatalf("wg0 was not recreated:\n%s", m.Proc.Output())
+	}
+	pingUntil(t, m, "192.168.2.2")
+	flow.Wait(20 * time.Second)
+	counters := m.Srv.Run("iptables-legacy", "-L", "OUTPUT", "-v", "-n", "-x")
+	found := false
+	for _, l := range strings.Split(counters, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && strings.Contains(l, "eth0") && strings.Contains(l, "192.168.2.0/24") {
+			found = true
+			if f[0] != "0" {
+				t.Errorf("%s mesh packets left by eth0 in the clear while wg0 was gone:\n%s", f[0], counters)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("the counting rule is gone:\n%s", counters)
+	}
+	if !strings.Contains(m.Srv.Run("ip", "route", "show", "type", "blackhole"), "192.168.2.0/24") {
+		t.Error("no fail-closed route while running")
+	}
+	r := statusJSON(t, m)
+	if r.Recreations != 1 || len(r.Peers) != 1 {
+		t.Errorf("status after the recreation: %d recreations, %d peers", r.Recreations, len(r.Peers))
+	}
+	if !m.Proc.WaitOutput("restarting k3s", 5*time.Second) {
+		t.Errorf("k3s was not restarted after wg0 came back:\n%s", m.Proc.Output())
+	}
+	m.Stop(t)
+	if out := m.Srv.Run("ip", "route", "show", "type", "blackhole"); strings.Contains(out, "192.168.2.0/24") {
+		t.Errorf("a clean stop left the fail-closed route:\n%s", out)
+	}
+}

@@ -30,6 +30,7 @@ func newCollector(source func() Report) *collector {
 		"reloads":   d("reloads_total", "SIGHUP reloads handled."),
 		"failures":  d("reload_failures_total", "SIGHUP reloads rejected or rolled back."),
 		"mode":      d("wireguard_mode", "The WireGuard implementation in use (value 1).", "mode"),
+		"recreated": d("interface_recreations_total", "Times the WireGuard interface was deleted by someone else and recreated."),
 	}}
 }
 
@@ -55,6 +56,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	m("reloads", prometheus.CounterValue, float64(r.Reloads.Total))
 	m("failures", prometheus.CounterValue, float64(r.Reloads.Failures))
 	m("mode", prometheus.GaugeValue, 1, r.Mode)
+	m("recreated", prometheus.CounterValue, float64(r.Recreations))
 }
 
 func boolF(b bool) float64 {

@@ -12,6 +12,9 @@ func Print(w io.Writer, r Report, now time.Time) {
 	fmt.Fprintf(w, "node       %s (%s), appliance %s, up %s\n", r.Node, r.Role, r.Version, age(now.Sub(r.Started)))
 	fmt.Fprintf(w, "wireguard  %s: %s\n", r.Mode, r.ModeReason)
 	fmt.Fprintf(w, "interface  %s %s, udp/%d, public key %s\n", r.Interface, r.Address, r.ListenPort, r.PublicKey)
+	if r.Recreations > 0 {
+		fmt.Fprintf(w, "           deleted by someone else and recreated %d time(s)\n", r.Recreations)
+	}
 	fmt.Fprintf(w, "firewall   iptables-%s, egress %s\n", r.Firewall.Backend, r.Firewall.Egress)
 	k := r.K3s
 	if k.Running {

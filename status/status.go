@@ -31,13 +31,16 @@ type Report struct {
 	Mode       string    `json:"mode"`
 	ModeReason string    `json:"mode_reason"`
 	Interface  string    `json:"interface"`
-	Address    string    `json:"address"`
-	ListenPort int       `json:"listen_port"`
-	PublicKey  string    `json:"public_key"`
-	Peers      []Peer    `json:"peers"`
-	Firewall   Firewall  `json:"firewall"`
-	K3s        K3s       `json:"k3s"`
-	Reloads    Reloads   `json:"reloads"`
+	// Recreations counts the times the interface was deleted by someone
+	// else and recreated.
+	Recreations int      `json:"interface_recreations"`
+	Address     string   `json:"address"`
+	ListenPort  int      `json:"listen_port"`
+	PublicKey   string   `json:"public_key"`
+	Peers       []Peer   `json:"peers"`
+	Firewall    Firewall `json:"firewall"`
+	K3s         K3s      `json:"k3s"`
+	Reloads     Reloads  `json:"reloads"`
 }
 
 // Peer is one WireGuard peer as the device reports it.

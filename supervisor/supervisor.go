@@ -147,6 +147,15 @@ func (s *Supervisor) Update(binary string, args []string) bool {
 	return true
 }
 
+// Restart stops the child gracefully and starts it again with the same
+// command line.
+func (s *Supervisor) Restart() {
+	select {
+	case s.restart <- struct{}{}:
+	default:
+	}
+}
+
 // Run starts the child and restarts it whenever it exits, with exponential
 // backoff, until ctx is cancelled; then it stops the child (SIGTERM, then
 // SIGKILL after the grace period) and returns.

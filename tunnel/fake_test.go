@@ -15,6 +15,8 @@ import (
 // fakeHost is an in-memory kernel: links with MTU, state and addresses.
 type fakeHost struct {
 	mu         sync.Mutex
+	blackholes map[netip.Prefix]bool
+	deleted    chan struct{} // watchLinks' events
 	links      map[string]*fakeLink
 	nextIndex  int
 	kernelErr  error            // createKernelLink fails with this
@@ -31,7 +33,8 @@ type fakeLink struct {
 }
 
 func newFakeHost() *fakeHost {
-	return &fakeHost{links: map[string]*fakeLink{}, fail: map[string]error{}}
+	return &fakeHost{links: map[string]*fakeLink{}, fail: map[string]error{}, blackholes: map[netip.Prefix]bool{},
+		deleted: make(chan struct{}, 1)}
 }
 
 // check returns an injected failure for op once: a transient error, so
@@ -309,4 +312,32 @@ func (h *fakeHost) addressOwners(addr netip.Addr) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+func (h *fakeHost) replaceBlackhole(p netip.Prefix) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check("replaceBlackhole"); err != nil {
+		return err
+	}
+	h.blackholes[p] = true
+	return nil
+}
+
+func (h *fakeHost) deleteBlackhole(p netip.Prefix) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.blackholes, p)
+	return nil
+}
+
+func (h *fakeHost) watchLinks(done <-chan struct{}) (<-chan struct{}, error) { return h.deleted, nil }
+
+// deleteBehindTheTunnelsBack deletes a link as `ip link del` would, and
+// tells the watcher.
+func (h *fakeHost) deleteBehindTheTunnelsBack(name string) {
+	h.mu.Lock()
+	delete(h.links, name)
+	h.mu.Unlock()
+	h.deleted <- struct{}{}
 }

@@ -28,6 +28,15 @@ type host interface {
 	deleteAddress(name string, p netip.Prefix) error
 	// addressOwners returns the interfaces that hold addr.
 	addressOwners(addr netip.Addr) ([]string, error)
+	// replaceBlackhole puts a blackhole route for the mesh network behind
+	// the interface's own route (a higher metric): while the interface
+	// exists its route wins; when it is gone, mesh traffic is dropped
+	// instead of following the default route in the clear.
+	replaceBlackhole(network netip.Prefix) error
+	deleteBlackhole(network netip.Prefix) error
+	// watchLinks sends a value whenever a link is deleted, until done is
+	// closed.
+	watchLinks(done <-chan struct{}) (<-chan struct{}, error)
 }
 
 // wgClient is the part of wgctrl.Client the tunnel uses: one path for the

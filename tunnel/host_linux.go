@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -212,5 +213,51 @@ func (netlinkHost) addressOwners(addr netip.Addr) ([]string, error) {
 		}
 		out = append(out, name)
 	}
+	return out, nil
+}
+
+// BlackholeMetric is the fail-closed route's metric: above the kernel's
+// route for wg0's own address (metric 0), so it only matters without wg0.
+const BlackholeMetric = 4242
+
+func blackhole(network netip.Prefix) *netlink.Route {
+	return &netlink.Route{
+		Dst:      &net.IPNet{IP: network.Addr().AsSlice(), Mask: net.CIDRMask(network.Bits(), network.Addr().BitLen())},
+		Type:     unix.RTN_BLACKHOLE,
+		Priority: BlackholeMetric,
+		Protocol: unix.RTPROT_STATIC,
+		Table:    unix.RT_TABLE_MAIN,
+	}
+}
+
+func (netlinkHost) replaceBlackhole(network netip.Prefix) error {
+	return netlink.RouteReplace(blackhole(network))
+}
+
+func (netlinkHost) deleteBlackhole(network netip.Prefix) error {
+	err := netlink.RouteDel(blackhole(network))
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+func (netlinkHost) watchLinks(done <-chan struct{}) (<-chan struct{}, error) {
+	updates := make(chan netlink.LinkUpdate, 16)
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{}); err != nil {
+		return nil, err
+	}
+	out := make(chan struct{}, 1)
+	go func() {
+		for u := range updates {
+			if u.Header.Type != unix.RTM_DELLINK {
+				continue
+			}
+			select {
+			case out <- struct{}{}:
+			default: // one pending wake-up is enough
+			}
+		}
+	}()
 	return out, nil
 }

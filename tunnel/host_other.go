@@ -24,6 +24,11 @@ func (netlinkHost) setUp(string) error                         { return errNotLi
 func (netlinkHost) replaceAddress(string, netip.Prefix) error  { return errNotLinux }
 func (netlinkHost) deleteAddress(string, netip.Prefix) error   { return errNotLinux }
 func (netlinkHost) addressOwners(netip.Addr) ([]string, error) { return nil, errNotLinux }
+func (netlinkHost) replaceBlackhole(netip.Prefix) error        { return errNotLinux }
+func (netlinkHost) deleteBlackhole(netip.Prefix) error         { return errNotLinux }
+func (netlinkHost) watchLinks(<-chan struct{}) (<-chan struct{}, error) {
+	return nil, errNotLinux
+}
 func (netlinkHost) createUserspace(string, int, *slog.Logger) (io.Closer, error) {
 	return nil, errNotLinux
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -39,6 +40,13 @@ type Options struct {
 	// StateDir holds the record of the link this appliance made (default
 	// /run/wgk3s): only a link recorded there is ever removed.
 	StateDir string
+	// LinkCheckInterval is how often Run looks for the link besides
+	// watching netlink for its removal (default 2 s).
+	LinkCheckInterval time.Duration
+	// OnRecreate is called (on its own goroutine) after the link was
+	// recreated: whatever bound to the old link, such as flannel's VXLAN
+	// device, must be rebuilt.
+	OnRecreate func()
 }
 
 func (o *Options) setDefaults() {
@@ -60,6 +68,9 @@ func (o *Options) setDefaults() {
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir
 	}
+	if o.LinkCheckInterval == 0 {
+		o.LinkCheckInterval = 2 * time.Second
+	}
 }
 
 // Tunnel is a live WireGuard interface kept equal to a Config.
@@ -74,6 +85,9 @@ type Tunnel struct {
 	mu    sync.Mutex // serialises Apply, re-resolution and Close
 	state state
 	user  io.Closer // the userspace device, nil in kernel mode
+	index int       // the link's ifindex: another link of the name is not ours
+	// recreations counts links recreated after someone deleted them.
+	recreations int
 	// closed is set by Close; later calls are no-ops.
 	closed bool
 }
@@ -161,20 +175,37 @@ func (t *Tunnel) create(cfg Config) error {
 		}
 		t.user = u
 	}
-	info, ok, err := t.host.linkInfo(cfg.Name)
-	if err == nil && ok {
-		err = writeRecord(t.opts.StateDir, cfg.Name, info.Index)
+	if err := t.record(cfg.Name); err != nil {
+		t.state.cfg.Name = cfg.Name
+		return errors.Join(err, t.destroy())
+	}
+	return nil
+}
+
+// record notes the link as this appliance's, by its index.
+func (t *Tunnel) record(name string) error {
+	info, ok, err := t.host.linkInfo(name)
+	if err == nil && !ok {
+		err = os.ErrNotExist
+	}
+	if err == nil {
+		t.index = info.Index
+		err = writeRecord(t.opts.StateDir, name, info.Index)
 	}
 	if err != nil {
-		t.state.cfg.Name = cfg.Name
-		return errors.Join(fmt.Errorf("recording %s as the appliance's: %w", cfg.Name, err), t.destroy())
+		return fmt.Errorf("recording %s as the appliance's: %w", name, err)
 	}
 	return nil
 }
 
 // configure applies cfg to a freshly created link.
 func (t *Tunnel) configure(ctx context.Context, cfg Config) error {
-	peers := t.resolveAll(ctx, nil, cfg.Peers, t.opts.ResolveAttempts)
+	return t.configureResolved(cfg, t.resolveAll(ctx, nil, cfg.Peers, t.opts.ResolveAttempts))
+}
+
+// configureResolved applies cfg with peers already resolved, and puts the
+// fail-closed route for the mesh in place.
+func (t *Tunnel) configureResolved(cfg Config, peers []resolvedPeer) error {
 	wcfg := wgtypes.Config{
 		PrivateKey:   &cfg.PrivateKey,
 		ListenPort:   &cfg.ListenPort,
@@ -194,6 +225,9 @@ func (t *Tunnel) configure(ctx context.Context, cfg Config) error {
 	}
 	if err := t.host.setUp(cfg.Name); err != nil {
 		return fmt.Errorf("setting %s up: %w", cfg.Name, err)
+	}
+	if err := t.host.replaceBlackhole(cfg.Address.Masked()); err != nil {
+		return fmt.Errorf("adding the fail-closed route for %s: %w", cfg.Address.Masked(), err)
 	}
 	t.state = state{cfg: cfg, peers: peers}
 	return nil
@@ -262,6 +296,15 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 		if err := t.changeAddress(cfg.Name, old.cfg.Address, cfg.Address); err != nil {
 			return rollback(fmt.Errorf("changing the address of %s to %s: %w", cfg.Name, cfg.Address, err))
 		}
+		undo = append(undo, func() error { return t.changeAddress(cfg.Name, cfg.Address, old.cfg.Address) })
+	}
+	if net, oldNet := cfg.Address.Masked(), old.cfg.Address.Masked(); net != oldNet {
+		if err := t.host.replaceBlackhole(net); err != nil {
+			return rollback(fmt.Errorf("adding the fail-closed route for %s: %w", net, err))
+		}
+		if err := t.host.deleteBlackhole(oldNet); err != nil {
+			t.log.Warn("cannot remove the old fail-closed route", "network", oldNet, "err", err)
+		}
 	}
 	t.state = next
 	changed := 0
@@ -294,19 +337,103 @@ func (t *Tunnel) changeAddress(name string, from, to netip.Prefix) error {
 	return nil
 }
 
-// Run re-resolves DNS endpoints of peers whose handshake is stale until ctx
-// is cancelled, then removes the interface and returns what that cost.
+// Run keeps the interface until ctx is cancelled, then removes it and
+// returns what that cost. Meanwhile it re-resolves DNS endpoints of peers
+// whose handshake is stale, and watches the link: if someone deletes it
+// (`ip link del wg0`, a stray `appliance cleanup`), it is recreated and
+// configured again at once. Mesh traffic never leaves unencrypted in the
+// meantime: the fail-closed route (a blackhole for the mesh network, behind
+// wg0's own route) drops it. If the link cannot be recreated, or another
+// link took its name, Run returns the error and the appliance stops.
 func (t *Tunnel) Run(ctx context.Context) error {
-	tick := time.NewTicker(t.opts.ReresolveInterval)
-	defer tick.Stop()
+	done := make(chan struct{})
+	defer close(done)
+	deleted, err := t.host.watchLinks(done)
+	if err != nil {
+		t.log.Warn("cannot watch the WireGuard interface; checking it every "+t.opts.LinkCheckInterval.String()+" instead", "err", err)
+	}
+	resolve := time.NewTicker(t.opts.ReresolveInterval)
+	defer resolve.Stop()
+	check := time.NewTicker(t.opts.LinkCheckInterval)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return t.Close()
-		case <-tick.C:
+		case <-deleted:
+			if err := t.ensureLink(); err != nil {
+				return err
+			}
+		case <-check.C:
+			if err := t.ensureLink(); err != nil {
+				return err
+			}
+		case <-resolve.C:
 			t.reresolve(ctx)
 		}
 	}
+}
+
+// ensureLink recreates the link if it is gone.
+func (t *Tunnel) ensureLink() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	name := t.state.cfg.Name
+	if t.closed {
+		return nil
+	}
+	info, ok, err := t.host.linkInfo(name)
+	switch {
+	case err != nil:
+		t.log.Warn("cannot look at the WireGuard interface", "interface", name, "err", err)
+		return nil
+	case ok && info.Index == t.index:
+		return nil
+	case ok:
+		return fmt.Errorf("%s was deleted and another %s interface took its name: %w; stopping", name, info.Kind, ErrNotOurs)
+	}
+	t.log.Error("the WireGuard interface disappeared (deleted by someone else); recreating it; mesh traffic is dropped, not sent in the clear, until it is back",
+		"interface", name)
+	if err := t.recreate(); err != nil {
+		return fmt.Errorf("recreating %s after it was deleted: %w", name, err)
+	}
+	t.recreations++
+	t.log.Warn("the WireGuard interface is back with its configuration", "interface", name, "recreations", t.recreations)
+	if t.opts.OnRecreate != nil {
+		go t.opts.OnRecreate()
+	}
+	return nil
+}
+
+// recreate makes the link again in the mode chosen at start and applies
+// the current configuration, with the endpoints as they were resolved.
+func (t *Tunnel) recreate() error {
+	cfg := t.state.cfg
+	if t.user != nil {
+		t.user.Close() // wireguard-go lost its TUN device; its socket goes too
+		t.user = nil
+	}
+	if t.choice.Mode == configs.ModeUserspace {
+		u, err := t.host.createUserspace(cfg.Name, cfg.MTU, t.log)
+		if err != nil {
+			return err
+		}
+		t.user = u
+	} else if err := t.host.createKernelLink(cfg.Name, cfg.MTU); err != nil {
+		return err
+	}
+	if err := t.record(cfg.Name); err != nil {
+		return err
+	}
+	return t.configureResolved(cfg, t.state.peers)
+}
+
+// Recreations counts how often the link was recreated after someone
+// deleted it.
+func (t *Tunnel) Recreations() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.recreations
 }
 
 // Close removes the interface (and, in userspace mode, the UAPI socket and
@@ -336,6 +463,9 @@ func (t *Tunnel) destroy() error {
 	}
 	err = errors.Join(err, t.host.deleteLink(name))
 	removeRecord(t.opts.StateDir, name)
+	if t.state.cfg.Address.IsValid() {
+		err = errors.Join(err, t.host.deleteBlackhole(t.state.cfg.Address.Masked()))
+	}
 	return err
 }
 
