@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -75,7 +76,7 @@ func (c *collector) add(field, fix, format string, args ...any) {
 		File:    c.file,
 		Line:    c.lines.line(field),
 		Field:   field,
-		Problem: fmt.Sprintf(format, args...),
+		Problem: fmt.Sprintf(format, shorten(args)...),
 		Fix:     fix,
 	})
 }
@@ -102,4 +103,31 @@ func quote(s string) string {
 		cut--
 	}
 	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
+
+// short is a value from the file as a message shows it: %q and %s print at
+// most its first maxQuoted bytes and its length.
+type short string
+
+func (s short) Format(f fmt.State, verb rune) {
+	switch {
+	case verb == 'q':
+		io.WriteString(f, quote(string(s)))
+	case len(s) <= maxQuoted:
+		io.WriteString(f, string(s))
+	default:
+		io.WriteString(f, strings.Trim(quote(string(s)), `"`))
+	}
+}
+
+// shorten wraps the string arguments of a message in short.
+func shorten(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			a = short(s)
+		}
+		out[i] = a
+	}
+	return out
 }

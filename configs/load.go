@@ -3,9 +3,11 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -53,7 +55,7 @@ func (p PrivateKey) GoString() string { return p.String() }
 // secret files and works out which entry is this node. It changes nothing.
 // Every problem found is returned together as Errors.
 func Load(path string, opts Options) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, Errors{fileError(path, "", err, "pass --config with the path of the cluster file (default "+DefaultPath+")")}
 	}
@@ -210,4 +212,51 @@ func nodeNames(cl *Cluster) []string {
 		names[i] = n.Name
 	}
 	return names
+}
+
+// MaxFileSize bounds the cluster file: a 10,000-node file is about 2 MB.
+const MaxFileSize = 16 << 20
+
+// ReadFile reads a cluster file, refusing anything but a regular file of
+// at most MaxFileSize: /dev/zero would exhaust memory, and a FIFO would
+// block `appliance check`, or the signal loop of a running appliance on
+// SIGHUP. The open does not block (O_NONBLOCK), so the type is known
+// before a read can hang.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s is %d bytes; a cluster file is at most %d MiB", path, fi.Size(), MaxFileSize>>20)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err == nil && len(data) > MaxFileSize {
+		err = fmt.Errorf("%s grew past %d MiB while being read", path, MaxFileSize>>20)
+	}
+	return data, err
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "not a regular file"
 }

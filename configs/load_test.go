@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -167,6 +169,37 @@ func TestPrivateKeyNeverPrints(t *testing.T) {
 	for _, s := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", *cfg), fmt.Sprintf("%#v", cfg.PrivateKey), fmt.Sprintf("%s", cfg.PrivateKey)} {
 		if strings.Contains(s, secret) {
 			t.Fatalf("private key printed: %s", s)
+		}
+	}
+}
+
+// TestLoadRefusesWhatIsNotARegularFile: /dev/zero, a FIFO and a directory
+// are refused at once with the kind named; a file over the limit too.
+func TestLoadRefusesWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	f, _ := os.Create(big)
+	f.Truncate(MaxFileSize + 1)
+	f.Close()
+	for path, want := range map[string]string{
+		"/dev/zero": "a character device, not a regular file",
+		fifo:        "a named pipe (FIFO), not a regular file",
+		dir:         "a directory, not a regular file",
+		big:         "a cluster file is at most 16 MiB",
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := Load(path, Options{}); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "fix: pass --config") {
+				t.Errorf("Load(%s) = %v, want %q", path, err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Load(%s) hangs", path)
 		}
 	}
 }

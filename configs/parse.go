@@ -133,7 +133,7 @@ func checkKnownKeys(n *yaml.Node, t reflect.Type, path string, c *collector) {
 			ft, ok := fields[key.Value]
 			if !ok {
 				c.errs = append(c.errs, &FieldError{File: c.file, Line: key.Line, Field: sub,
-					Problem: fmt.Sprintf("unknown key %q", key.Value),
+					Problem: fmt.Sprintf("unknown key %s", quote(key.Value)),
 					Fix:     "remove it or correct its spelling; the keys allowed here are " + strings.Join(knownKeys(t), ", ")})
 				continue
 			}

@@ -315,6 +315,27 @@ func FuzzExtraArgs(f *testing.F) {
 	})
 }
 
+// TestHugeValuesAreQuotedShort: a 5 MB value must not become a 5 MB
+// error message or log line.
+func TestHugeValuesAreQuotedShort(t *testing.T) {
+	huge := strings.Repeat("x", 5<<20)
+	for _, edit := range []struct{ old, new string }{
+		{"mode: auto", "mode: " + huge},
+		{"name: k3s-node-1", "name: " + huge},
+		{"endpoint: node1.example.net:5418", "endpoint: " + huge},
+		{"  mtu: 1420\n", "  mtu: 1420\n  " + huge + ": 1\n"},
+		{`["--disable=traefik"]`, `["--cluster-cidr=` + huge + `"]`},
+	} {
+		_, err := Parse([]byte(strings.Replace(base, edit.old, edit.new, 1)), "cluster.yaml")
+		if err == nil {
+			t.Fatal("a huge value was accepted")
+		}
+		if len(err.Error()) > 2000 {
+			t.Errorf("error of %d bytes: %.300s", len(err.Error()), err)
+		}
+	}
+}
+
 func TestQuoteIsShort(t *testing.T) {
 	long := strings.Repeat("x", 50<<20)
 	got := quote(long)

@@ -289,14 +289,14 @@ func validateEndpoint(p string, r *rawNode, c *collector) Endpoint {
 func ParseEndpoint(s string) (Endpoint, error) {
 	host, portStr, err := net.SplitHostPort(s)
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("%q is not host:port", s)
+		return Endpoint{}, fmt.Errorf("%s is not host:port", quote(s))
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 1 || port > 65535 {
-		return Endpoint{}, fmt.Errorf("port %q is not from 1 to 65535", portStr)
+		return Endpoint{}, fmt.Errorf("port %s is not from 1 to 65535", quote(portStr))
 	}
 	if _, err := netip.ParseAddr(host); err != nil && !ValidHostname(host) {
-		return Endpoint{}, fmt.Errorf("host %q is neither an IP address nor a DNS name", host)
+		return Endpoint{}, fmt.Errorf("host %s is neither an IP address nor a DNS name", quote(host))
 	}
 	return Endpoint{Host: host, Port: uint16(port)}, nil
 }

@@ -150,3 +150,17 @@ func TestDeletedInterfaceFailsClosed(t *testing.T) {
 		t.Errorf("a clean stop left the fail-closed route:\n%s", out)
 	}
 }
+
+// TestReloadWithAFIFOAtThePath: a FIFO where the cluster file was must not
+// block the signal loop: the reload is rejected and SIGTERM still stops.
+func TestReloadWithAFIFOAtThePath(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	startAll(t, []*node{m, n1})
+	m.Srv.Run("sh", "-c", "rm "+configPath+" && mkfifo "+configPath)
+	m.Reload(t, "reload rejected")
+	if !strings.Contains(m.Proc.Output(), "a named pipe (FIFO), not a regular file") {
+		t.Errorf("the rejection does not say why:\n%s", m.Proc.Output())
+	}
+	pingUntil(t, m, "192.168.2.2")
+	m.Stop(t)
+}

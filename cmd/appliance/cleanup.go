@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
@@ -27,7 +26,7 @@ func runCleanup(e *env, args []string) error {
 	}
 	grace := configs.DefaultStopGrace
 	name := configs.DefaultInterfaceName
-	if data, err := os.ReadFile(*path); err == nil {
+	if data, err := configs.ReadFile(*path); err == nil {
 		if cl, err := configs.Parse(data, *path); err == nil {
 			name, grace = cl.Interface.Name, cl.K3s.StopGracePeriod
 		}
