@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -59,6 +60,13 @@ func parse(data []byte, file string) (*Cluster, *collector) {
 		}
 		for _, msg := range te.Errors {
 			c.typeError(msg)
+		}
+		// yaml.v3 leaves the whole mapping undecoded when a key in it is
+		// duplicated: validating that empty mapping would add "missing"
+		// and "does not exist" errors that are not true. The duplicate is
+		// the problem to fix; report it alone.
+		if slices.ContainsFunc(te.Errors, func(m string) bool { return strings.Contains(m, "already defined at line") }) {
+			return nil, c
 		}
 	}
 	cl := validate(&r, c)

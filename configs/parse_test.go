@@ -272,6 +272,18 @@ func TestParseEmptyAndScalar(t *testing.T) {
 	}
 }
 
+// TestDuplicateKeyIsTheOnlyProblem: a duplicated key leaves its mapping
+// undecoded; no made-up "missing" problems may follow it.
+func TestDuplicateKeyIsTheOnlyProblem(t *testing.T) {
+	for _, dup := range []string{"network: 192.168.3.0/24\n", "nodes: []\n"} {
+		_, err := Parse([]byte(base+dup), "cluster.yaml")
+		var es Errors
+		if !errors.As(err, &es) || len(es) != 1 || !strings.Contains(es[0].Problem, "already defined at line") {
+			t.Errorf("duplicate %q: %v", dup, err)
+		}
+	}
+}
+
 func TestClusterCIDRs(t *testing.T) {
 	tests := []struct {
 		args []string
