@@ -164,3 +164,18 @@ func TestReloadWithAFIFOAtThePath(t *testing.T) {
 	pingUntil(t, m, "192.168.2.2")
 	m.Stop(t)
 }
+
+// TestBusyUDPPortIsNamed: another process on the WireGuard port gets a
+// message that says so, not "errno=-98".
+func TestBusyUDPPortIsNamed(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	m.Srv.ListenPacket("udp4", "0.0.0.0:5418")
+	m.WriteConfig([]*node{m, n1}, nil)
+	code, out := exitCode(t, m.Srv, "--role", "master", "--config", configPath)
+	if code != 1 || !strings.Contains(out, "UDP port 5418 is in use by another process") || !strings.Contains(out, "fix:") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	if _, err := m.Srv.Try("ip", "link", "show", "wg0"); err == nil {
+		t.Error("a failed start left wg0")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -146,6 +147,9 @@ func Fetch(path string) (Report, error) {
 		}},
 	}
 	resp, err := client.Get("http://appliance/status")
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission) {
+		return Report{}, fmt.Errorf("permission denied on %s: the status socket is root's only; fix: run it as root (sudo appliance status)", path)
+	}
 	if err != nil {
 		return Report{}, fmt.Errorf("no running appliance answers on %s (is the service running? systemctl status wgk3s): %w", path, err)
 	}

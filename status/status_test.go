@@ -3,10 +3,12 @@ package status
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -126,4 +128,62 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+}
+
+// TestFetchSaysPermissionDenied: a user who may not open the root-only
+// socket is told so, not that no appliance runs.
+func TestFetchSaysPermissionDenied(t *testing.T) {
+	if os.Getuid() == 0 {
+		// Root opens the socket whatever its mode: run the check as nobody.
+		if _, err := exec.LookPath("setpriv"); err != nil {
+			t.Skip("needs setpriv (util-linux) to drop root")
+		}
+	}
+	// A directory everyone may enter, holding a socket only root may open.
+	dir, err := os.MkdirTemp("", "wgk3s-status-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "status.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go http.Serve(l, http.NotFoundHandler())
+	if os.Getuid() != 0 {
+		_, err := Fetch(sock)
+		if err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Fatalf("Fetch = %v", err)
+		}
+		return
+	}
+	// As root: run this test binary's helper mode as nobody, from a copy
+	// nobody may execute.
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "status.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-test.run=^TestFetchHelper$")
+	cmd.Env = append(os.Environ(), "WGK3S_FETCH_SOCKET="+sock)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "permission denied on "+sock) || !strings.Contains(string(out), "sudo appliance status") {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+}
+
+// TestFetchHelper runs inside TestFetchSaysPermissionDenied's child.
+func TestFetchHelper(t *testing.T) {
+	sock := os.Getenv("WGK3S_FETCH_SOCKET")
+	if sock == "" {
+		t.Skip("helper for TestFetchSaysPermissionDenied")
+	}
+	_, err := Fetch(sock)
+	fmt.Println(err)
 }

@@ -95,11 +95,18 @@ func New(binary string, args []string, opts Options) *Supervisor {
 func Preflight(binary string, active func(unit string) bool) error {
 	fi, err := os.Stat(binary)
 	switch {
-	case err != nil || fi.IsDir():
+	case err != nil:
 		return fmt.Errorf("k3s.binary %s is missing; fix: install k3s without letting it start itself: "+
 			"curl -sfL https://get.k3s.io | INSTALL_K3S_SKIP_ENABLE=true INSTALL_K3S_SKIP_START=true sh -", binary)
+	case fi.IsDir():
+		return fmt.Errorf("k3s.binary %s is a directory; fix: set k3s.binary to the k3s executable, such as %s/k3s", binary, strings.TrimSuffix(binary, "/"))
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("k3s.binary %s is not a regular file; fix: set k3s.binary to the k3s executable", binary)
 	case fi.Mode().Perm()&0o111 == 0:
 		return fmt.Errorf("k3s.binary %s is not executable; fix: chmod 755 %s", binary, binary)
+	}
+	if err := checkInterpreter(binary); err != nil {
+		return err
 	}
 	if active == nil {
 		return nil
@@ -108,6 +115,31 @@ func Preflight(binary string, active func(unit string) bool) error {
 		if active(unit) {
 			return fmt.Errorf("%s is running: it and the appliance would both run k3s; fix: systemctl disable --now %s", unit, unit)
 		}
+	}
+	return nil
+}
+
+// checkInterpreter refuses a script whose #! line names an interpreter that
+// cannot run: exec would fail with a bare "no such file or directory".
+func checkInterpreter(binary string) error {
+	f, err := os.Open(binary)
+	if err != nil {
+		return fmt.Errorf("k3s.binary %s cannot be read: %w", binary, err)
+	}
+	defer f.Close()
+	head := make([]byte, 256)
+	n, _ := io.ReadFull(f, head)
+	line, _, _ := strings.Cut(string(head[:n]), "\n")
+	if !strings.HasPrefix(line, "#!") {
+		return nil
+	}
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if len(fields) == 0 {
+		return fmt.Errorf("k3s.binary %s starts with an empty #! line; fix: name the interpreter or point k3s.binary at the k3s executable", binary)
+	}
+	fi, err := os.Stat(fields[0])
+	if err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("k3s.binary %s is a script for %s, which cannot run (missing or not executable); fix: install it or point k3s.binary at the k3s executable", binary, fields[0])
 	}
 	return nil
 }

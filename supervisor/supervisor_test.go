@@ -282,13 +282,16 @@ func TestPreflight(t *testing.T) {
 	dir := t.TempDir()
 	noexec := filepath.Join(dir, "k3s-noexec")
 	os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644)
+	badInterp := filepath.Join(dir, "k3s-bad-interp")
+	os.WriteFile(badInterp, []byte("#!/no/such/shell -e\necho hi\n"), 0o755)
 	tests := []struct {
 		name, binary string
 		active       func(string) bool
 		want         string
 	}{
 		{"missing", filepath.Join(dir, "nope"), nil, "INSTALL_K3S_SKIP_START=true"},
-		{"directory", dir, nil, "is missing"},
+		{"directory", dir, nil, "is a directory; fix: set k3s.binary to the k3s executable"},
+		{"bad interpreter", badInterp, nil, "a script for /no/such/shell, which cannot run"},
 		{"not executable", noexec, nil, "chmod 755"},
 		{"k3s.service running", standin, func(u string) bool { return u == "k3s.service" }, "systemctl disable --now k3s.service"},
 		{"k3s-agent.service running", standin, func(u string) bool { return u == "k3s-agent.service" }, "systemctl disable --now k3s-agent.service"},

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
@@ -215,7 +217,7 @@ func (t *Tunnel) configureResolved(cfg Config, peers []resolvedPeer) error {
 		wcfg.Peers = append(wcfg.Peers, peerConfig(p))
 	}
 	if err := t.wg.ConfigureDevice(cfg.Name, wcfg); err != nil {
-		return fmt.Errorf("configuring %s: %w", cfg.Name, err)
+		return fmt.Errorf("configuring %s: %w", cfg.Name, explain(err, cfg.ListenPort))
 	}
 	if err := t.host.setMTU(cfg.Name, cfg.MTU); err != nil {
 		return fmt.Errorf("setting the MTU of %s to %d: %w", cfg.Name, cfg.MTU, err)
@@ -282,7 +284,7 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 	if c != nil {
 		if err := t.wg.ConfigureDevice(cfg.Name, *c); err != nil {
 			// A partly applied UAPI set is reverted like a failed later step.
-			return rollback(fmt.Errorf("configuring %s: %w", cfg.Name, errors.Join(err, t.revertDevice(next, old))))
+			return rollback(fmt.Errorf("configuring %s: %w", cfg.Name, errors.Join(explain(err, cfg.ListenPort), t.revertDevice(next, old))))
 		}
 		undo = append(undo, func() error { return t.revertDevice(next, old) })
 	}
@@ -474,4 +476,14 @@ func (t *Tunnel) Device() (*wgtypes.Device, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.wg.Device(t.state.cfg.Name)
+}
+
+// explain turns a busy listen port, which the UAPI reports as a bare
+// "errno=-98", into what the operator must do.
+func explain(err error, port int) error {
+	if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "errno=-98") {
+		return fmt.Errorf("UDP port %d is in use by another process (ss -ulpn 'sport = :%d' shows which); "+
+			"fix: stop that process or set interface.listen_port to a free port (%w)", port, port, err)
+	}
+	return err
 }
