@@ -119,6 +119,9 @@ func (a *App) Start(ctx context.Context, p *Plan) error {
 		return err
 	}
 	a.started = time.Now()
+	for _, w := range p.Warnings {
+		a.log.Warn(w)
+	}
 	a.parts.SetMemoryLimit(p.Config.Cluster.Runtime, a.log)
 	if err := a.start(ctx, p); err != nil {
 		err = errors.Join(err, a.unwind())

@@ -52,9 +52,14 @@ func (p *Plan) Print(w io.Writer) {
 	fmt.Fprintf(w, "\nk3s (started once %s is up; the token is read by k3s from %s)\n  %s\n",
 		cl.Interface.Name, cl.K3s.TokenFile, strings.Join(append([]string{p.K3s.Binary}, p.K3s.Args...), " "))
 
+	fmt.Fprintf(w, "\nMetrics\n  %s\n", metricsLine(cl.Metrics))
+
 	fmt.Fprintf(w, "\nThis host (kernel %s)\n", p.Facts.Kernel)
 	for _, n := range p.Notes {
 		fmt.Fprintf(w, "  %s\n", n)
+	}
+	for _, n := range p.Warnings {
+		fmt.Fprintf(w, "  WARNING: %s\n", n)
 	}
 
 	if len(p.Problems) > 0 {
@@ -77,4 +82,11 @@ func keepalive(cl *configs.Cluster) string {
 		return "off"
 	}
 	return cl.Interface.PersistentKeepalive.String()
+}
+
+func metricsLine(m configs.Metrics) string {
+	if !m.Enabled {
+		return "off (metrics.enabled: true serves Prometheus metrics on " + m.Listen + ")"
+	}
+	return "Prometheus metrics on http://" + m.Listen + "/metrics"
 }

@@ -2,6 +2,8 @@ package appliance
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -78,14 +80,28 @@ func platformArgs(cfg *configs.Config, f Facts) (args, notes []string) {
 	return args, notes
 }
 
+// warnings are allowed but risky: a k3s release known not to run on this
+// kernel, metrics served beyond the loopback.
+func warnings(cfg *configs.Config, f Facts) []string {
+	var out []string
+	if v, err := tunnel.ParseRelease(f.Kernel); err == nil && v.Less(tunnel.KernelVersion{Major: 4, Minor: 0}) {
+		if slices.Contains(brokenOnKernel310, f.K3sVersion) {
+			out = append(out, fmt.Sprintf("k3s %s does not run pods on kernel %s (k3s-io/k3s#5912); install v1.24.4 or later", f.K3sVersion, f.Kernel))
+		}
+	}
+	if m := cfg.Cluster.Metrics; m.Enabled {
+		host, _, _ := net.SplitHostPort(m.Listen)
+		if ip, err := netip.ParseAddr(host); host == "" || err != nil || !ip.IsLoopback() {
+			out = append(out, fmt.Sprintf("metrics.listen %s is reachable from other hosts (peers, pods, the provider's network): "+
+				"the metrics name every peer and its endpoint; keep 127.0.0.1 unless a scraper elsewhere needs them", m.Listen))
+		}
+	}
+	return out
+}
+
 // hostNotes are the lines `appliance check` prints about the platform.
 func hostNotes(cfg *configs.Config, f Facts) []string {
 	var notes []string
-	if v, err := tunnel.ParseRelease(f.Kernel); err == nil && v.Less(tunnel.KernelVersion{Major: 4, Minor: 0}) {
-		if slices.Contains(brokenOnKernel310, f.K3sVersion) {
-			notes = append(notes, fmt.Sprintf("WARNING: k3s %s does not run pods on kernel %s (k3s-io/k3s#5912); install v1.24.4 or later", f.K3sVersion, f.Kernel))
-		}
-	}
 	switch {
 	case f.K3sVersion != "":
 		notes = append(notes, "k3s version: "+f.K3sVersion)

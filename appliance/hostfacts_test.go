@@ -60,7 +60,6 @@ func TestHostNotes(t *testing.T) {
 		{"selinux, labelled, no flag", fakeHost{selinux: "enforcing", label: "system_u:object_r:container_runtime_exec_t:s0"}, nil, "add --selinux"},
 		{"selinux, labelled, flag", fakeHost{selinux: "enforcing", label: "system_u:object_r:container_runtime_exec_t:s0"},
 			func(s string) string { return s + "  server_args: [--selinux]\n" }, "--selinux is set"},
-		{"k3s broken on 3.10", fakeHost{k3sVersion: "v1.24.3+k3s1"}, nil, "WARNING: k3s v1.24.3+k3s1 does not run pods on kernel 3.10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,5 +95,33 @@ func TestSystemHostReadsTheK3sVersionAndCgroup(t *testing.T) {
 	}
 	if h.SELinux() != "disabled" {
 		t.Errorf("SELinux without selinuxfs = %s", h.SELinux())
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name string
+		host fakeHost
+		edit func(string) string
+		want string // "" for no warning
+	}{
+		{"k3s broken on 3.10", fakeHost{k3sVersion: "v1.24.3+k3s1"}, nil, "k3s v1.24.3+k3s1 does not run pods on kernel 3.10"},
+		{"metrics on the loopback", fakeHost{}, func(s string) string { return s + "metrics:\n  enabled: true\n" }, ""},
+		{"metrics on every address", fakeHost{}, func(s string) string { return s + "metrics:\n  enabled: true\n  listen: 0.0.0.0:9586\n" }, "0.0.0.0:9586 is reachable from other hosts"},
+		{"metrics on a public address", fakeHost{}, func(s string) string { return s + "metrics:\n  enabled: true\n  listen: 203.0.113.10:9586\n" }, "reachable from other hosts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPlan(newCluster(t, 2).config(t, 2, 0, tt.edit), tt.host)
+			got := strings.Join(p.Warnings, "\n")
+			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+				t.Errorf("warnings = %q, want %q", got, tt.want)
+			}
+			var out strings.Builder
+			p.Print(&out)
+			if tt.want != "" && !strings.Contains(out.String(), "WARNING: ") || !strings.Contains(out.String(), tt.want) {
+				t.Errorf("check does not show the warning:\n%s", out.String())
+			}
+		})
 	}
 }

@@ -35,6 +35,9 @@ type Plan struct {
 	// the appliance does about them, for `appliance check`.
 	Facts Facts
 	Notes []string
+	// Warnings are allowed but risky choices, logged at start and shown
+	// by check.
+	Warnings []string
 	// Problems are what keeps this host from running the plan; the
 	// appliance refuses to start (or reload) with any.
 	Problems []error
@@ -92,6 +95,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.K3s.Args = append(p.K3s.Args[:at:at], append(platform, p.K3s.Args[at:]...)...)
 	}
 	p.Notes = append(notes, hostNotes(cfg, p.Facts)...)
+	p.Warnings = warnings(cfg, p.Facts)
 	if cfg.Self.Role == configs.RoleAgent {
 		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
 	}

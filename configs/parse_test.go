@@ -172,6 +172,8 @@ func TestParseBad(t *testing.T) {
 		{"backend", "k3s:", "firewall:\n  backend: ipfw\nk3s:", "firewall.backend", 19, `"ipfw" is not an iptables backend`, "auto"},
 		{"interface is the egress", "k3s:", "firewall:\n  egress_interface: wg0\nk3s:", "interface.name", 0, `"wg0" is also firewall.egress_interface`, "free name"},
 		{"metrics listen", "k3s:", "metrics:\n  enabled: true\n  listen: localhost\nk3s:", "metrics.listen", 20, `"localhost" is not IP:PORT`, "127.0.0.1:9586"},
+		{"metrics on the API port", "k3s:", "metrics:\n  enabled: true\n  listen: 127.0.0.1:6443\nk3s:", "metrics.listen", 20, "port 6443 is the k3s API server's", "another port"},
+		{"metrics on the kubelet port", "k3s:", "metrics:\n  enabled: true\n  listen: 0.0.0.0:10250\nk3s:", "metrics.listen", 20, "port 10250 is the kubelet's", "another port"},
 		{"memory limit", "k3s:", "runtime:\n  memory_limit: lots\nk3s:", "runtime.memory_limit", 19, `"lots" is not a memory limit`, "256MiB"},
 		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "not a memory limit", "at least 32MiB"},
 		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},

@@ -77,8 +77,24 @@ func validateMetrics(r *rawMetrics, c *collector) Metrics {
 	_, aerr := netip.ParseAddr(host)
 	if err != nil || perr != nil || p < 1 || p > 65535 || (host != "" && aerr != nil) {
 		c.add("metrics.listen", "write IP:PORT such as "+DefaultMetricsListen+" (keep 127.0.0.1 unless a scraper elsewhere needs it)", "%q is not IP:PORT", m.Listen)
+	} else if owner, taken := clusterPorts[p]; taken {
+		c.add("metrics.listen", "pick another port, such as the default 9586", "port %d is %s's", p, owner)
 	}
 	return m
+}
+
+// clusterPorts are the TCP ports k3s and its components listen on; the
+// metrics listener must not take one.
+var clusterPorts = map[int]string{
+	2379:  "etcd",
+	2380:  "etcd",
+	6443:  "the k3s API server",
+	6444:  "the k3s API server (behind its load balancer)",
+	10249: "kube-proxy's metrics",
+	10250: "the kubelet",
+	10256: "kube-proxy's health check",
+	10257: "the controller manager",
+	10259: "the scheduler",
 }
 
 func validateNetwork(s string, c *collector) netip.Prefix {

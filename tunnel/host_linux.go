@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,11 +189,25 @@ func socketPath(name string) string { return "/var/run/wireguard/" + name + ".so
 
 // wgLogger adapts wireguard-go's printf logger to slog, prefixed like
 // wireguard-go's own "(wg0) ". Its verbose output is debug level.
+//
+// A peer without endpoint (an agent behind NAT, reached once it connects)
+// makes wireguard-go log "no known endpoint for peer" as an error at every
+// keepalive; that state is logged once per peer, at info level.
 func wgLogger(log *slog.Logger, name string) *device.Logger {
 	prefix := "(" + name + ") "
+	var once sync.Map
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) { log.Debug(prefix + fmt.Sprintf(format, args...)) },
-		Errorf:   func(format string, args ...any) { log.Error(prefix + fmt.Sprintf(format, args...)) },
+		Errorf: func(format string, args ...any) {
+			msg := fmt.Sprintf(format, args...)
+			if strings.Contains(msg, "no known endpoint for peer") {
+				if _, seen := once.LoadOrStore(msg, true); !seen {
+					log.Info(prefix + msg + "; it is reached once it connects (logged once for this peer)")
+				}
+				return
+			}
+			log.Error(prefix + msg)
+		},
 	}
 }
 
