@@ -93,6 +93,12 @@ func TestOrphanedK3sIsStopped(t *testing.T) {
 		if !testnet.Eventually(10*time.Second, func() bool { pid = k3sPID(m); return pid > 0 && running(pid) }) {
 			t.Fatalf("no k3s started:\n%s", m.Proc.Output())
 		}
+		// Once it has said all it says at start: a write into the dead
+		// appliance's pipe would kill it with SIGPIPE, which is not what
+		// this test is about.
+		if !m.Proc.WaitOutput("listening on 192.168.2.1:6443", 10*time.Second) {
+			t.Fatalf("the stand-in did not listen:\n%s", m.Proc.Output())
+		}
 		m.Proc.Signal(syscall.SIGKILL)
 		m.Proc.Wait(10 * time.Second)
 		// The reproduction holds only if the kernel cleared the signal.
