@@ -18,6 +18,19 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// started returns an App started on fakes with the first 2 nodes of a
+// 3-node cluster, and the number of events its start recorded.
+func started(t *testing.T) (*fakes, *App, *cluster, int) {
+	t.Helper()
+	f := newFakes()
+	a := newApp(t, f)
+	c := newCluster(t, 3)
+	if err := a.Start(context.Background(), c.plan(t, 2, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	return f, a, c, len(f.j.all())
+}
+
 func TestStartThenStopInOrder(t *testing.T) {
 	f := newFakes()
 	a := newApp(t, f)
@@ -163,13 +176,7 @@ func TestStartFailureUndoesTheStepsBefore(t *testing.T) {
 }
 
 func TestReloadAppliesTheDifference(t *testing.T) {
-	f := newFakes()
-	a := newApp(t, f)
-	c := newCluster(t, 3)
-	if err := a.Start(context.Background(), c.plan(t, 2, 0, nil)); err != nil {
-		t.Fatal(err)
-	}
-	n := len(f.j.all())
+	f, a, c, n := started(t)
 	// A new node: only wg0 changes; the rules are the same and k3s keeps running.
 	next := c.plan(t, 3, 0, nil)
 	if err := a.Reload(context.Background(), next); err != nil {
@@ -197,14 +204,8 @@ func TestReloadAppliesTheDifference(t *testing.T) {
 }
 
 func TestReloadFirewallFailureRevertsTunnel(t *testing.T) {
-	f := newFakes()
-	a := newApp(t, f)
-	c := newCluster(t, 3)
-	old := c.plan(t, 2, 0, nil)
-	if err := a.Start(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	n := len(f.j.all())
+	f, a, c, n := started(t)
+	old := a.Plan()
 	f.failSet[2] = errBoom // the reload's Set; the start's was the first
 	next := c.plan(t, 3, 0, func(s string) string { return s + "firewall:\n  masquerade: false\n" })
 	err := a.Reload(context.Background(), next)
@@ -235,13 +236,7 @@ func TestReloadFirewallFailureRevertsTunnel(t *testing.T) {
 }
 
 func TestReloadTunnelFailureTouchesNothingElse(t *testing.T) {
-	f := newFakes()
-	a := newApp(t, f)
-	c := newCluster(t, 3)
-	if err := a.Start(context.Background(), c.plan(t, 2, 0, nil)); err != nil {
-		t.Fatal(err)
-	}
-	n := len(f.j.all())
+	f, a, c, n := started(t)
 	f.failApply[1] = errBoom
 	err := a.Reload(context.Background(), c.plan(t, 3, 0, func(s string) string { return s + "firewall:\n  masquerade: false\n" }))
 	if err == nil || !strings.Contains(err.Error(), "applying to wg0 (rolled back): boom") {
@@ -262,14 +257,8 @@ func TestReloadThatNeedsARestartChangesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakes()
-			a := newApp(t, f)
-			c := newCluster(t, 3)
-			old := c.plan(t, 2, 0, nil)
-			if err := a.Start(context.Background(), old); err != nil {
-				t.Fatal(err)
-			}
-			n := len(f.j.all())
+			f, a, c, n := started(t)
+			old := a.Plan()
 			next := c.plan(t, 3, 0, func(s string) string {
 				if tt.after == "" {
 					return s + tt.add
@@ -293,13 +282,7 @@ func TestReloadThatNeedsARestartChangesNothing(t *testing.T) {
 }
 
 func TestReloadWithHostProblemsChangesNothing(t *testing.T) {
-	f := newFakes()
-	a := newApp(t, f)
-	c := newCluster(t, 3)
-	if err := a.Start(context.Background(), c.plan(t, 2, 0, nil)); err != nil {
-		t.Fatal(err)
-	}
-	n := len(f.j.all())
+	f, a, c, n := started(t)
 	bad := NewPlan(c.config(t, 3, 0, nil), fakeHost{preflightErr: errors.New("k3s.binary /usr/local/bin/k3s is missing")})
 	if err := a.Reload(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "is missing") {
 		t.Fatalf("Reload = %v", err)
