@@ -23,6 +23,10 @@ type Options struct {
 	StatusSocket string
 	// Parts makes the parts; the zero value means System().
 	Parts Parts
+	// ReloadRequest, if set, serves `appliance reload` on the status
+	// socket: it reloads the cluster file as SIGHUP does and returns why
+	// the reload was rejected.
+	ReloadRequest func() error
 }
 
 // ErrNotRunning is returned by Reload before Start or after a stop.
@@ -189,7 +193,7 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
 		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
 	}
-	a.run("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.Report) })
+	a.run("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.Report, a.opts.ReloadRequest) })
 	return nil
 }
 

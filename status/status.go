@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -84,14 +86,25 @@ type Reloads struct {
 }
 
 // Serve answers GET /status with source() as JSON on l (from Listen)
-// until ctx is cancelled, then removes the socket.
-func Serve(ctx context.Context, l net.Listener, source func() Report) error {
+// until ctx is cancelled, then removes the socket. POST /reload runs
+// reload (re-read the cluster file, as SIGHUP does) and answers when it is
+// done: 200, or 422 with why it was rejected. reload may be nil.
+func Serve(ctx context.Context, l net.Listener, source func() Report, reload func() error) error {
 	path := l.Addr().String()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(source())
 	})
+	if reload != nil {
+		mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+			if err := reload(); err != nil {
+				http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+				return
+			}
+			io.WriteString(w, "reloaded\n")
+		})
+	}
 	err := serveHTTP(ctx, l, mux)
 	os.Remove(path)
 	return err
@@ -137,21 +150,46 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Fetch asks the appliance serving path for its report.
-func Fetch(path string) (Report, error) {
-	client := &http.Client{
-		Timeout: 5 * time.Second,
+func client(path string, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}},
 	}
-	resp, err := client.Get("http://appliance/status")
+}
+
+// dialError explains why the appliance at path could not be asked.
+func dialError(path, command string, err error) error {
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission) {
-		return Report{}, fmt.Errorf("permission denied on %s: the status socket is root's only; fix: run it as root (sudo appliance status)", path)
+		return fmt.Errorf("permission denied on %s: the status socket is root's only; fix: run it as root (sudo appliance %s)", path, command)
 	}
+	return fmt.Errorf("no running appliance answers on %s (is the service running? systemctl status wgk3s): %w", path, err)
+}
+
+// Reload asks the appliance serving path to re-read its cluster file and
+// waits until it has: the error says why a reload was rejected. It is
+// systemd's ExecReload, which then needs nothing but the appliance itself
+// (a minimal system has no /bin/kill).
+func Reload(path string) error {
+	resp, err := client(path, 2*time.Minute).Post("http://appliance/reload", "text/plain", nil)
 	if err != nil {
-		return Report{}, fmt.Errorf("no running appliance answers on %s (is the service running? systemctl status wgk3s): %w", path, err)
+		return dialError(path, "reload", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("reload rejected, the running configuration is unchanged: %s", strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// Fetch asks the appliance serving path for its report.
+func Fetch(path string) (Report, error) {
+	resp, err := client(path, 5*time.Second).Get("http://appliance/status")
+	if err != nil {
+		return Report{}, dialError(path, "status", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -3,6 +3,7 @@ package status
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,7 +43,7 @@ func TestServeAndFetch(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- Serve(ctx, l, sample) }()
+	go func() { done <- Serve(ctx, l, sample, nil) }()
 	got, err := Fetch(path)
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +64,38 @@ func TestServeAndFetch(t *testing.T) {
 	}
 	if _, err := Fetch(path); err == nil || !strings.Contains(err.Error(), "is the service running") {
 		t.Errorf("Fetch without a server: %v", err)
+	}
+}
+
+// TestReloadWaitsForTheResult: `appliance reload` returns when the reload
+// is done, with the reason when it was rejected.
+func TestReloadWaitsForTheResult(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "status.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	results := []error{nil, errors.New("/etc/wgk3s.yaml:4: interface.mtu: 99 is out of range")}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- Serve(ctx, l, sample, func() error { calls++; return results[calls-1] })
+	}()
+	if err := Reload(path); err != nil {
+		t.Errorf("a good reload: %v", err)
+	}
+	err = Reload(path)
+	if err == nil || !strings.Contains(err.Error(), "reload rejected, the running configuration is unchanged: /etc/wgk3s.yaml:4: interface.mtu") {
+		t.Errorf("a rejected reload: %v", err)
+	}
+	cancel()
+	<-done
+	if calls != 2 {
+		t.Errorf("reload ran %d times", calls)
+	}
+	if err := Reload(path); err == nil || !strings.Contains(err.Error(), "is the service running") {
+		t.Errorf("without an appliance: %v", err)
 	}
 }
 

@@ -45,6 +45,7 @@ func init() {
 	commands = []command{
 		{"run", "--role master|agent [--config FILE] [--node NAME]", "run the appliance (the default when the first argument is a flag)", runAppliance},
 		{"status", "[--json] [--socket PATH]", "show the running appliance: WireGuard mode, peers and handshakes, k3s child, reloads", runStatus},
+		{"reload", "[--socket PATH]", "make the running appliance re-read its cluster file, and wait: prints why a file was rejected (systemd's ExecReload)", runReload},
 		{"check", "[--role master|agent] [--config FILE] [--node NAME]", "validate the cluster file and print this node's plan; changes nothing", runCheck},
 		{"init", "--name NAME --address IP [--endpoint HOST:PORT] [--role agent|master]", "create this node's key (and the master's token) and print its entry for the cluster file", runInit},
 		{"cleanup", "[--config FILE] [--interface NAME]", "remove the firewall rules, sysctl changes, wg0 and its socket left by a run (systemd's ExecStopPost)", runCleanup},

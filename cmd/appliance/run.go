@@ -33,14 +33,15 @@ func runAppliance(e *env, args []string) error {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return usagef("--log-level %q: use debug, info, warn or error", *level)
 	}
-	r := &runner{path: nf.config, opts: opts, host: appliance.SystemHost{Root: e.root}, notify: sdNotify}
+	r := &runner{path: nf.config, opts: opts, host: appliance.SystemHost{Root: e.root}, notify: sdNotify,
+		requests: make(chan chan error)}
 	// Everything is checked before anything changes on the host.
 	plan, err := r.load()
 	if err != nil {
 		return err
 	}
 	r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
-	r.app = appliance.New(appliance.Options{Logger: r.log, Version: version, StatusSocket: *sock})
+	r.app = appliance.New(appliance.Options{Logger: r.log, Version: version, StatusSocket: *sock, ReloadRequest: r.requestReload})
 	return r.run(plan)
 }
 
@@ -53,6 +54,20 @@ type runner struct {
 	notify func(state string) // sd_notify
 	log    *slog.Logger
 	app    *appliance.App
+	// requests carries `appliance reload` (systemd's ExecReload) into the
+	// signal loop, so that it is serialised with SIGHUP and SIGTERM.
+	requests chan chan error
+}
+
+// requestReload runs a reload in the signal loop and returns its result.
+func (r *runner) requestReload() error {
+	reply := make(chan error, 1)
+	select {
+	case r.requests <- reply:
+		return <-reply
+	case <-r.app.Done():
+		return appliance.ErrNotRunning
+	}
 }
 
 // load reads and validates the cluster file and plans it for this host.
@@ -90,11 +105,11 @@ func (r *runner) run(plan *appliance.Plan) error {
 	r.notify("READY=1\nSTATUS=" + r.app.StatusLine())
 	for {
 		select {
+		case reply := <-r.requests:
+			reply <- r.notifiedReload()
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				r.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading %s", monotonicUsec(), r.path))
-				r.reload()
-				r.notify("READY=1\nSTATUS=" + r.app.StatusLine())
+				r.notifiedReload()
 				continue
 			}
 			r.log.Info("stopping", "signal", sig.String())
@@ -114,9 +129,17 @@ func (r *runner) run(plan *appliance.Plan) error {
 	}
 }
 
+// notifiedReload is a reload between systemd's RELOADING=1 and READY=1.
+func (r *runner) notifiedReload() error {
+	r.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading %s", monotonicUsec(), r.path))
+	err := r.reload()
+	r.notify("READY=1\nSTATUS=" + r.app.StatusLine())
+	return err
+}
+
 // reload re-reads the cluster file. An invalid file is logged, problem by
 // problem, and changes nothing; a valid one is applied as a difference.
-func (r *runner) reload() {
+func (r *runner) reload() error {
 	r.log.Info("reloading", "config", r.path)
 	began := time.Now()
 	p, err := r.load()
@@ -127,16 +150,17 @@ func (r *runner) reload() {
 	}
 	if err == nil {
 		r.log.Info("reloaded", "node", p.Config.Self.Name, "peers", len(p.Tunnel.Peers), "took", time.Since(began))
-		return
+		return nil
 	}
 	var ce configs.Errors
 	if errors.As(err, &ce) {
 		for _, fe := range ce {
 			r.log.Error("reload rejected: the running configuration is unchanged", "problem", fe.Error())
 		}
-		return
+		return err
 	}
 	r.log.Error("reload rejected: the running configuration is unchanged", "err", oneLine(err))
+	return err
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

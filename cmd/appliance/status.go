@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/wgk3s/wgk3s/status"
@@ -24,5 +25,21 @@ func runStatus(e *env, args []string) error {
 		return enc.Encode(r)
 	}
 	status.Print(e.stdout, r, time.Now())
+	return nil
+}
+
+// runReload asks the running appliance to re-read its cluster file and
+// waits for the result: systemd's ExecReload, so that `systemctl reload`
+// says whether the file was taken, and needs no /bin/kill.
+func runReload(e *env, args []string) error {
+	fs := flagSet(e, "reload", "[--socket PATH]")
+	sock := fs.String("socket", status.DefaultSocket, "the running appliance's status socket")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := status.Reload(*sock); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "reloaded")
 	return nil
 }
