@@ -223,3 +223,26 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Errorf("metrics answered on the wg address, want loopback only:\n%s", out)
 	}
 }
+
+// TestReloadCommand: `appliance reload` (systemd's ExecReload) waits for
+// the reload and fails with the reason when the file is rejected.
+func TestReloadCommand(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	startAll(t, []*node{m, n1})
+	m.WriteConfig([]*node{m, n1}, func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 99", 1) })
+	code, out := exitCode(t, m.Srv, "reload")
+	if code != 1 || !strings.Contains(out, "reload rejected, the running configuration is unchanged") || !strings.Contains(out, "interface.mtu: 99 is out of range") {
+		t.Errorf("a broken file: exit %d:\n%s", code, out)
+	}
+	m.WriteConfig([]*node{m, n1}, func(s string) string { return strings.Replace(s, "mtu: 1420", "mtu: 1400", 1) })
+	code, out = exitCode(t, m.Srv, "reload")
+	if code != 0 || strings.TrimSpace(out) != "reloaded" {
+		t.Errorf("a good file: exit %d:\n%s", code, out)
+	}
+	if got := m.Srv.Run("ip", "link", "show", "wg0"); !strings.Contains(got, "mtu 1400") {
+		t.Errorf("the reload did not apply:\n%s", got)
+	}
+	if r := statusJSON(t, m); r.Reloads.Total != 2 || r.Reloads.Failures != 1 {
+		t.Errorf("reloads = %+v", r.Reloads)
+	}
+}
