@@ -5,7 +5,7 @@ BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: help demo build deps test unit e2e fuzz lint rpm deb packages bench bench-smoke bench-bins clean
+.PHONY: help demo build deps test unit e2e systemd-test fuzz lint rpm deb packages bench bench-smoke bench-bins clean
 
 help:
 	@echo "make demo    a simulated three-cloud cluster in network namespaces, narrated, then removed (root)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test    deps + lint + all tests (namespace tests need root) + a short fuzz run; what CI runs"
 	@echo "make unit    go test ./... only"
 	@echo "make e2e     the end-to-end tests in network namespaces only (root)"
+	@echo "make systemd-test  the .deb in Debian containers booted with systemd (systemd-nspawn, mmdebstrap; root, ~1.5 min)"
 	@echo "make bench   throughput, start time, reload cost, memory; writes BENCHMARKS.md (root, ~8 min)"
 	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME)) and the k3s extra-args check for 10s"
 	@echo "make lint    gofmt + go vet"
@@ -45,7 +46,11 @@ bench-smoke: deps bench-bins
 e2e: deps
 	$(GO) test -count=1 -timeout 30m -v ./e2e/
 
-test: deps lint packages unit fuzz bench-smoke
+# The rootfs is cached in /var/cache/wgk3s-systemd-test (built on first use).
+systemd-test: deps
+	WGK3S_SYSTEMD_TEST=1 $(GO) test -count=1 -timeout 20m -v ./e2e/systemd/
+
+test: deps lint packages unit systemd-test fuzz bench-smoke
 
 unit:
 	$(GO) test -count=1 -timeout 30m ./...

@@ -19,6 +19,9 @@ declare -A need=(
   [systemd-analyze]=systemd
   [iperf3]=iperf3
   [gpg]=gpg
+  [systemd-nspawn]=systemd-container
+  [mmdebstrap]=mmdebstrap
+  [tar]=tar
   [bridge]=iproute2
   [iptables-legacy-restore]=iptables
 )
@@ -44,5 +47,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 echo "deps: missing packages: ${missing[*]}" >&2
 echo "deps: on Debian/Ubuntu run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
-echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 gnupg2 (wireguard-go: build it from source)" >&2
+echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 gnupg2 systemd-container mmdebstrap (wireguard-go: build it from source)" >&2
 exit 1
