@@ -69,11 +69,13 @@ func Load(path string, opts Options) (*Config, error) {
 			cfg.PrivateKey = NewPrivateKey(k)
 		}
 	}
-	if !c.has("k3s.token_file") {
-		checkTokenFile(cl.K3s.TokenFile, c)
-	}
 	if !c.has("nodes") {
 		cfg.Self = identify(cl, cfg.PrivateKey, opts, c)
+	}
+	// A syncing agent fetches a missing token from the master over wg0.
+	fetchable := cl.Sync && cfg.Self.Role == RoleAgent && tokenMissing(cl.K3s.TokenFile)
+	if !c.has("k3s.token_file") && !fetchable {
+		checkTokenFile(cl.K3s.TokenFile, c)
 	}
 	if err := c.err(); err != nil {
 		return nil, err
@@ -138,6 +140,12 @@ func readPrivateKey(path string, c *collector) (wgtypes.Key, bool) {
 		return wgtypes.Key{}, false
 	}
 	return k, true
+}
+
+// tokenMissing reports whether the token file does not exist or is empty.
+func tokenMissing(path string) bool {
+	fi, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode().IsRegular() && fi.Size() == 0
 }
 
 func checkTokenFile(path string, c *collector) {

@@ -71,6 +71,7 @@ func parse(data []byte, file string) (*Cluster, *collector) {
 	}
 	cl := validate(&r, c)
 	cl.File = file
+	cl.Data = data
 	cl.lines = c.lines
 	return cl, c
 }

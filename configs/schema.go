@@ -83,6 +83,11 @@ type Cluster struct {
 	K3s       K3s
 	Metrics   Metrics
 	Runtime   Runtime
+	// Sync: the master serves this file and the token over wg0 and every
+	// other node follows it (default true; `sync: false` turns it off).
+	Sync bool
+	// Data is the file as read, what the master serves.
+	Data []byte
 
 	lines *locator
 }
@@ -216,6 +221,7 @@ type raw struct {
 	K3s       rawK3s       `yaml:"k3s"`
 	Metrics   rawMetrics   `yaml:"metrics"`
 	Runtime   rawRuntime   `yaml:"runtime"`
+	Sync      *bool        `yaml:"sync"`
 }
 
 type rawRuntime struct {

@@ -21,6 +21,7 @@ func validate(r *raw, c *collector) *Cluster {
 	cl.Network = validateNetwork(r.Network, c)
 	cl.Interface = validateInterface(&r.Interface, c)
 	cl.Nodes = validateNodes(r.Nodes, cl.Network, c)
+	cl.Sync = r.Sync == nil || *r.Sync
 	cl.Firewall = validateFirewall(&r.Firewall, c)
 	if cl.Firewall.EgressInterface == cl.Interface.Name {
 		c.add("interface.name", "set interface.name to a free name such as wg0; the egress interface is the one that reaches the internet",
