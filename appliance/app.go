@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/status"
 )
 
@@ -27,6 +30,10 @@ type Options struct {
 	// socket: it reloads the cluster file as SIGHUP does and returns why
 	// the reload was rejected.
 	ReloadRequest func() error
+	// SyncApply takes a cluster file from the master (sync on an agent):
+	// it validates it as a SIGHUP would, writes it and reloads, or says
+	// why not.
+	SyncApply func(data []byte) error
 }
 
 // ErrNotRunning is returned by Reload before Start or after a stop.
@@ -54,6 +61,10 @@ type App struct {
 	tun     Tunnel
 	fw      Firewall
 	k3s     K3s // also read under mu by tunnelRecreated
+	// The sync part: a server on the master, a client elsewhere.
+	syncServer *meshsync.Server
+	syncClient *meshsync.Client
+	relisten   chan struct{} // the sync server listens again (wg0 recreated)
 
 	mu      sync.Mutex // guards what the status socket reads during a reload
 	plan    *Plan
@@ -79,7 +90,7 @@ func New(opts Options) *App {
 	if opts.Parts.OpenTunnel == nil {
 		opts.Parts = System()
 	}
-	return &App{log: opts.Logger, opts: opts, parts: opts.Parts, done: make(chan struct{})}
+	return &App{log: opts.Logger, opts: opts, parts: opts.Parts, done: make(chan struct{}), relisten: make(chan struct{}, 1)}
 }
 
 // Done is closed when the App has stopped, by Stop or because a part failed.
@@ -142,6 +153,7 @@ func (a *App) Start(ctx context.Context, p *Plan) error {
 
 func (a *App) start(ctx context.Context, p *Plan) error {
 	cl := p.Config.Cluster
+	a.setPlan(p)
 	statusL, err := a.parts.ListenStatus(a.opts.StatusSocket)
 	if err != nil {
 		return err
@@ -188,7 +200,11 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	a.k3s = k3s
 	a.mu.Unlock()
 	a.run("k3s", k3s.Run)
-	a.setPlan(p)
+	if p.Sync.Enabled {
+		if err := a.startSync(p); err != nil {
+			return err
+		}
+	}
 	if metricsL != nil {
 		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
 		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
@@ -235,6 +251,9 @@ func (a *App) reload(ctx context.Context, p *Plan) error {
 		}
 	}
 	a.setPlan(p)
+	if a.syncServer != nil {
+		a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes)
+	}
 	a.parts.SetMemoryLimit(p.Config.Cluster.Runtime, a.log)
 	if a.k3s.Update(p.K3s.Binary, p.K3s.Args) {
 		a.log.Info("k3s command line changed; k3s restarts with it")
@@ -252,6 +271,62 @@ func (a *App) tunnelRecreated() {
 	if k3s != nil {
 		a.log.Warn("restarting k3s: flannel's device over the old wg0 went with it")
 		k3s.Restart()
+	}
+	select { // the sync server's socket was bound to the old wg0
+	case a.relisten <- struct{}{}:
+	default:
+	}
+}
+
+// startSync starts serving the cluster file (master) or following it.
+func (a *App) startSync(p *Plan) error {
+	if !p.Sync.Serve {
+		apply := a.opts.SyncApply
+		if apply == nil {
+			apply = func([]byte) error { return errors.New("this appliance takes no cluster file from the master") }
+		}
+		a.syncClient = &meshsync.Client{Master: p.Sync.Master, Log: a.log, Apply: apply,
+			Have: func() string { return meshsync.Revision(a.Plan().Config.Cluster.Data) }}
+		a.run("sync", a.syncClient.Run)
+		return nil
+	}
+	token := p.K3s.TokenFile
+	s := meshsync.NewServer(a.log, func() ([]byte, error) { return configs.ReadFile(token) })
+	s.Update(p.Config.Cluster.Data, p.Sync.Nodes)
+	l, err := a.parts.ListenSync(p.Sync.Master, p.Tunnel.Name)
+	if err != nil {
+		return err
+	}
+	a.syncServer = s
+	a.push("sync listener", closer(l))
+	a.run("sync", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Master, p.Tunnel.Name) })
+	a.log.Info("sync: serving the cluster file and the token over wg0", "listen", p.Sync.Master, "nodes", len(p.Sync.Nodes))
+	return nil
+}
+
+// serveSync serves until ctx is cancelled, listening again when wg0 was
+// recreated (a socket bound to a device keeps the old one).
+func (a *App) serveSync(ctx context.Context, s *meshsync.Server, l net.Listener, addr netip.AddrPort, device string) error {
+	for {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(sctx, l) }()
+		select {
+		case <-ctx.Done():
+			cancel()
+			return <-done
+		case err := <-done:
+			cancel()
+			return err
+		case <-a.relisten:
+			cancel()
+			<-done
+			var err error
+			if l, err = a.parts.ListenSync(addr, device); err != nil {
+				return err
+			}
+			a.log.Info("sync: listening again on the recreated " + device)
+		}
 	}
 }
 

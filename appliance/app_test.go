@@ -46,6 +46,7 @@ func TestStartThenStopInOrder(t *testing.T) {
 		"wireguard open wg0 peers=2",
 		"firewall set rules=13",
 		"k3s new " + strings.Join(p.K3s.Args, " "),
+		"sync listen 192.168.2.1:5419 on wg0", // the master serves the file over wg0
 	}
 	if diff := cmp.Diff(want, f.j.all()); diff != "" {
 		t.Errorf("start (-want +got):\n%s", diff)

@@ -91,6 +91,10 @@ func (f *fakes) parts() Parts {
 			}
 			return l, err
 		},
+		ListenSync: func(addr netip.AddrPort, device string) (net.Listener, error) {
+			f.j.add("sync listen %s on %s", addr, device)
+			return net.Listen("tcp4", "127.0.0.1:0")
+		},
 		ListenMetrics: func(addr string) (net.Listener, error) {
 			f.j.add("metrics listen")
 			return net.Listen("tcp", addr)

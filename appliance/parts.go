@@ -4,10 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/status"
 	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
@@ -72,6 +74,9 @@ type Parts struct {
 	ListenStatus func(path string) (net.Listener, error)
 	// ListenMetrics opens the metrics listener.
 	ListenMetrics func(addr string) (net.Listener, error)
+	// ListenSync opens the master's sync socket on its wg address, bound
+	// to the WireGuard interface.
+	ListenSync func(addr netip.AddrPort, device string) (net.Listener, error)
 	// StopOrphanK3s stops a k3s that a killed run left behind (the
 	// parent-death signal does not reach it under SELinux), giving it
 	// grace to stop.
@@ -90,8 +95,13 @@ func System() Parts {
 			return firewall.New(firewall.Options{Logger: log, Backend: backend})
 		},
 		NewK3s: func(cmd K3sCommand, log *slog.Logger) K3s {
-			return supervisor.New(cmd.Binary, cmd.Args, supervisor.Options{Logger: log, StopGrace: cmd.StopGrace, WaitFor: cmd.WaitFor,
-				StateFile: supervisor.DefaultStateFile})
+			opts := supervisor.Options{Logger: log, StopGrace: cmd.StopGrace, WaitFor: cmd.WaitFor, StateFile: supervisor.DefaultStateFile}
+			if cmd.TokenFrom.IsValid() {
+				opts.BeforeStart = func(ctx context.Context) error {
+					return meshsync.EnsureToken(ctx, cmd.TokenFrom, cmd.TokenFile, log)
+				}
+			}
+			return supervisor.New(cmd.Binary, cmd.Args, opts)
 		},
 		StopOrphanK3s: func(grace time.Duration, log *slog.Logger) error {
 			_, err := supervisor.StopOrphan(supervisor.DefaultStateFile, grace, log)
@@ -99,6 +109,7 @@ func System() Parts {
 		},
 		ListenStatus:   status.Listen,
 		ListenMetrics:  func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
+		ListenSync:     meshsync.Listen,
 		SetMemoryLimit: applyMemoryLimit,
 	}
 }

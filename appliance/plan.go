@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
 )
@@ -31,6 +33,7 @@ type Plan struct {
 	Tunnel   tunnel.Config
 	Firewall firewall.Desired
 	K3s      K3sCommand
+	Sync     SyncPlan
 	// Facts are the platform details found on the host, and Notes what
 	// the appliance does about them, for `appliance check`.
 	Facts Facts
@@ -43,6 +46,18 @@ type Plan struct {
 	Problems []error
 }
 
+// SyncPlan is how this node takes part in handing the cluster file and the
+// token around over wg0 (package meshsync).
+type SyncPlan struct {
+	Enabled bool
+	// Serve is true on the master.
+	Serve bool
+	// Master is where the master serves: its wg address, meshsync's port.
+	Master netip.AddrPort
+	// Nodes are the mesh addresses the master serves (every other node).
+	Nodes []netip.Addr
+}
+
 // K3sCommand is the supervised k3s child.
 type K3sCommand struct {
 	Binary string
@@ -52,6 +67,10 @@ type K3sCommand struct {
 	// tunnel before its first start ("" on the master).
 	WaitFor   string
 	StopGrace time.Duration
+	// TokenFrom, when valid, is the master to fetch a missing token from
+	// before the first start (an agent with sync on).
+	TokenFrom netip.AddrPort
+	TokenFile string
 }
 
 // Role is "server" or "agent", the k3s subcommand.
@@ -98,6 +117,17 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	p.Warnings = warnings(cfg, p.Facts)
 	if cfg.Self.Role == configs.RoleAgent {
 		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
+	}
+	p.K3s.TokenFile = cl.K3s.TokenFile
+	if cl.Sync {
+		p.Sync = SyncPlan{Enabled: true, Serve: cfg.Self.Role == configs.RoleMaster,
+			Master: netip.AddrPortFrom(cl.Master().Address, meshsync.DefaultPort)}
+		for _, n := range cfg.Peers() {
+			p.Sync.Nodes = append(p.Sync.Nodes, n.Address)
+		}
+		if !p.Sync.Serve {
+			p.K3s.TokenFrom = p.Sync.Master
+		}
 	}
 	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
 		p.Problems = append(p.Problems, err)
@@ -168,6 +198,8 @@ func RestartRequired(running, next *Plan) error {
 		{"firewall.backend", a.Firewall.Backend, b.Firewall.Backend},
 		{"metrics", fmt.Sprint(a.Metrics), fmt.Sprint(b.Metrics)},
 		{"k3s.stop_grace_period", a.K3s.StopGracePeriod.String(), b.K3s.StopGracePeriod.String()},
+		{"sync", fmt.Sprint(a.Sync), fmt.Sprint(b.Sync)},
+		{"the master's address (sync)", a.Master().Address.String(), b.Master().Address.String()},
 	} {
 		if c.from != c.to {
 			return fmt.Errorf("%s %s -> %s: %w (systemctl restart wgk3s)", c.field, c.from, c.to, ErrRestartRequired)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/status"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -25,6 +26,14 @@ func (a *App) Report() status.Report {
 		ListenPort: cl.Interface.ListenPort, PublicKey: self.PublicKey.String(),
 		Firewall: status.Firewall{Backend: a.fw.Backend(), Egress: egress},
 		Reloads:  reloads, Recreations: a.tun.Recreations(),
+	}
+	switch {
+	case a.syncServer != nil:
+		r.Sync = &status.Sync{Role: "serving", Master: p.Sync.Master.String(), Revision: meshsync.Revision(cl.Data), Nodes: len(p.Sync.Nodes)}
+	case a.syncClient != nil:
+		st := a.syncClient.Status()
+		r.Sync = &status.Sync{Role: "following", Master: st.Master, Revision: st.Revision, LastContact: st.LastContact,
+			LastApplied: st.LastApplied, Refused: st.Refused, LastError: st.LastError}
 	}
 	names := map[wgtypes.Key]string{}
 	for _, n := range cfg.Peers() {

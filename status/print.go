@@ -29,6 +29,25 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if r.Reloads.Last != "" {
 		fmt.Fprintf(w, " (last: %s)", r.Reloads.Last)
 	}
+	if s := r.Sync; s != nil {
+		if s.Role == "serving" {
+			fmt.Fprintf(w, "\nsync       serving revision %s to %d node(s) on %s", s.Revision, s.Nodes, s.Master)
+		} else {
+			fmt.Fprintf(w, "\nsync       following %s, running revision %s", s.Master, s.Revision)
+			if !s.LastContact.IsZero() {
+				fmt.Fprintf(w, ", master answered %s ago", age(now.Sub(s.LastContact)))
+			}
+			if !s.LastApplied.IsZero() {
+				fmt.Fprintf(w, ", last took a file %s ago", age(now.Sub(s.LastApplied)))
+			}
+			if s.Refused != "" {
+				fmt.Fprintf(w, "\n           refused the master's %s", s.Refused)
+			}
+			if s.LastError != "" {
+				fmt.Fprintf(w, "\n           last error: %s", s.LastError)
+			}
+		}
+	}
 	fmt.Fprintf(w, "\n\npeers\n")
 	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %s\n", "NAME", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX", "REACHABLE")
 	for _, p := range r.Peers {

@@ -44,6 +44,22 @@ type Report struct {
 	Firewall    Firewall `json:"firewall"`
 	K3s         K3s      `json:"k3s"`
 	Reloads     Reloads  `json:"reloads"`
+	Sync        *Sync    `json:"sync,omitempty"`
+}
+
+// Sync is the cluster file's hand-over over wg0: served by the master,
+// followed by the others.
+type Sync struct {
+	// Role is "serving" (the master) or "following".
+	Role   string `json:"role"`
+	Master string `json:"master"`
+	// Revision is the file this node runs (serves, on the master).
+	Revision    string    `json:"revision"`
+	Nodes       int       `json:"nodes,omitempty"`
+	LastContact time.Time `json:"last_contact,omitzero"`
+	LastApplied time.Time `json:"last_applied,omitzero"`
+	Refused     string    `json:"refused,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
 }
 
 // Peer is one WireGuard peer as the device reports it.

@@ -35,6 +35,10 @@ type Options struct {
 	// WaitTimeout bounds that wait (default 5 min); k3s then starts anyway
 	// and retries by itself.
 	WaitTimeout time.Duration
+	// BeforeStart, if set, runs once before the first start (after
+	// WaitFor), such as fetching a missing token; k3s starts when it
+	// returns nil.
+	BeforeStart func(ctx context.Context) error
 	// StateFile records the running child (pid, start time, executable) so
 	// that StopOrphan can stop it after an appliance crash ("" records
 	// nothing).
@@ -195,6 +199,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if s.opts.WaitFor != "" {
 		if err := s.waitForServer(ctx); err != nil {
 			return nil // cancelled while waiting
+		}
+	}
+	if s.opts.BeforeStart != nil {
+		if err := s.opts.BeforeStart(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 	}
 	backoff := s.opts.BackoffMin
