@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,7 +227,7 @@ func (a *App) Reload(ctx context.Context, p *Plan) error {
 	return err
 }
 
-func (a *App) reload(ctx context.Context, p *Plan) error {
+func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 	if a.phase != running {
 		return ErrNotRunning
 	}
@@ -236,6 +237,17 @@ func (a *App) reload(ctx context.Context, p *Plan) error {
 	old := a.Plan()
 	if err := RestartRequired(old, p); err != nil {
 		return err
+	}
+	// A node the new file drops loses its tunnel with this reload: it is
+	// handed the file first, so that it can say it was dropped.
+	published := a.syncServer != nil && dropsNodes(old.Sync.Nodes, p.Sync.Nodes)
+	if published {
+		waitAtMost(a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes), 2*time.Second)
+		defer func() {
+			if err != nil {
+				a.syncServer.Update(old.Config.Cluster.Data, old.Sync.Nodes)
+			}
+		}()
 	}
 	if err := a.tun.Apply(ctx, p.Tunnel); err != nil {
 		return fmt.Errorf("applying to %s (rolled back): %w", p.Tunnel.Name, err)
@@ -251,8 +263,11 @@ func (a *App) reload(ctx context.Context, p *Plan) error {
 		}
 	}
 	a.setPlan(p)
-	if a.syncServer != nil {
+	if a.syncServer != nil && !published {
 		a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes)
+	}
+	if a.syncClient != nil {
+		a.syncClient.Changed() // a local reload: follow the master again
 	}
 	a.parts.SetMemoryLimit(p.Config.Cluster.Runtime, a.log)
 	if a.k3s.Update(p.K3s.Binary, p.K3s.Args) {
@@ -444,5 +459,25 @@ func closer(l net.Listener) func() error {
 			return err
 		}
 		return nil
+	}
+}
+
+// dropsNodes reports whether some address in old is not in next.
+func dropsNodes(old, next []netip.Addr) bool {
+	for _, a := range old {
+		if !slices.Contains(next, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitAtMost waits for wg, for at most d.
+func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
 	}
 }

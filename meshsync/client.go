@@ -47,6 +47,7 @@ type Client struct {
 	// Retry is the pause after a failed poll (default 2 s).
 	Retry time.Duration
 
+	nudge   chan struct{} // the local revision changed: ask again now
 	mu      sync.Mutex
 	status  Status
 	refused string // the master revision Apply refused; not asked for again
@@ -55,6 +56,24 @@ type Client struct {
 
 func (c *Client) httpClient() *http.Client {
 	return &http.Client{Timeout: DefaultWait + 15*time.Second}
+}
+
+// Changed tells the client that this node now runs another revision (a
+// local reload): a poll waiting with the old one asks again at once.
+func (c *Client) Changed() {
+	select {
+	case c.nudges() <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) nudges() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nudge == nil {
+		c.nudge = make(chan struct{}, 1)
+	}
+	return c.nudge
 }
 
 // Status returns a snapshot.
@@ -74,8 +93,24 @@ func (c *Client) Run(ctx context.Context) error {
 		retry = 2 * time.Second
 	}
 	hc := c.httpClient()
+	nudge := c.nudges()
 	for {
-		err := c.poll(ctx, hc)
+		pctx, cancel := context.WithCancel(ctx)
+		stop := make(chan struct{})
+		go func() {
+			select {
+			case <-nudge:
+				cancel()
+			case <-stop:
+			}
+		}()
+		err := c.poll(pctx, hc)
+		close(stop)
+		nudged := pctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if nudged {
+			continue
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -199,7 +199,7 @@ func BenchmarkSync1000(b *testing.B) {
 	hc := &http.Client{Transport: tr, Timeout: time.Minute}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		_, rev, _ := s.current()
+		_, rev := s.current()
 		var wg sync.WaitGroup
 		var got atomic.Int32
 		for range agents {

@@ -53,17 +53,19 @@ type Server struct {
 	rev     string
 	allowed map[netip.Addr]bool
 	changed chan struct{} // closed and replaced by Update
+	// waiting counts the polls waiting on changed, until they answered.
+	waiting *sync.WaitGroup
 }
 
 // NewServer returns a server; token reads the join token when a node asks.
 func NewServer(log *slog.Logger, token func() ([]byte, error)) *Server {
-	return &Server{log: log, token: token, wait: DefaultWait, changed: make(chan struct{})}
+	return &Server{log: log, token: token, wait: DefaultWait, changed: make(chan struct{}), waiting: &sync.WaitGroup{}}
 }
 
 // Update publishes a validated cluster file and the addresses of the nodes
 // that may fetch it (every node but the master). Waiting polls answer at
-// once with the new file.
-func (s *Server) Update(data []byte, nodes []netip.Addr) {
+// once with the new file; the returned WaitGroup is done when they have.
+func (s *Server) Update(data []byte, nodes []netip.Addr) *sync.WaitGroup {
 	allowed := make(map[netip.Addr]bool, len(nodes))
 	for _, a := range nodes {
 		allowed[a] = true
@@ -71,14 +73,28 @@ func (s *Server) Update(data []byte, nodes []netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.data, s.rev, s.allowed = data, Revision(data), allowed
+	answered := s.waiting
 	close(s.changed)
-	s.changed = make(chan struct{})
+	s.changed, s.waiting = make(chan struct{}), &sync.WaitGroup{}
+	return answered
 }
 
-func (s *Server) current() (data []byte, rev string, changed <-chan struct{}) {
+func (s *Server) current() (data []byte, rev string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.data, s.rev, s.changed
+	return s.data, s.rev
+}
+
+// waitFor returns the current file, or, when its revision is have, the
+// channel that closes on the next Update and done to call once answered.
+func (s *Server) waitFor(have string) (data []byte, rev string, changed <-chan struct{}, done func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rev != have {
+		return s.data, s.rev, nil, func() {}
+	}
+	s.waiting.Add(1)
+	return s.data, s.rev, s.changed, s.waiting.Done
 }
 
 // admitted reports whether the request comes from a listed node's mesh
@@ -108,14 +124,14 @@ func (s *Server) Handler() http.Handler {
 			http.Error(w, "not a node of this cluster", http.StatusForbidden)
 			return
 		}
-		have := r.URL.Query().Get("have")
-		data, rev, changed := s.current()
-		if rev == have {
+		data, rev, changed, done := s.waitFor(r.URL.Query().Get("have"))
+		defer done()
+		if changed != nil {
 			timer := time.NewTimer(s.wait)
 			defer timer.Stop()
 			select {
 			case <-changed:
-				data, rev, _ = s.current()
+				data, rev = s.current()
 			case <-timer.C:
 				w.WriteHeader(http.StatusNotModified)
 				return
