@@ -140,17 +140,21 @@ func (d *demo) story(appliance, standin string) {
 	d.waitJoin(m, "k3s-node-1")
 	fmt.Println(indent(m.Srv.Run(appliance, "status")))
 
-	d.step("Adding node-2: one entry in the file, copied everywhere, `systemctl reload` on the running nodes")
-	for _, n := range nodes {
-		n.WriteConfig(nodes, nil)
-	}
+	d.step("Adding node-2: its entry goes into the master's file only; `systemctl reload` on the master; node-2 starts with a copy of it and no token")
 	flow := m.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.05", "192.168.2.2")
+	m.WriteConfig(nodes, nil)
 	m.Reload(&d.Script, "msg=reloaded")
-	n1.Reload(&d.Script, "msg=reloaded")
+	if !n1.Proc.WaitOutput("sync: took the master's cluster file", 10*time.Second) {
+		d.Fatalf("node-1 did not take the master's file:\n%s", n1.Proc.Output())
+	}
+	fmt.Println("   node-1, untouched: " + lastLine(n1.Proc.Output(), "sync: took the master's cluster file"))
+	os.Remove(n2.Srv.HostPath(testnet.TokenPath))
+	n2.WriteConfig(nodes, nil)
 	n2.Start(&d.Script)
 	d.waitJoin(m, "k3s-node-2")
+	fmt.Println("   node-2: " + lastLine(n2.Proc.Output(), "sync: token written"))
 	flow.Wait(20 * time.Second)
-	fmt.Printf("   a ping master -> node-1 running through both reloads: %s\n", lossLine(flow.Output()))
+	fmt.Printf("   a ping master -> node-1 running through it all: %s\n", lossLine(flow.Output()))
 	d.pingTable(nodes)
 
 	d.step("A broken file on reload is rejected; the running cluster is untouched")
@@ -228,4 +232,18 @@ func lossLine(ping string) string {
 		}
 	}
 	return "no summary"
+}
+
+// lastLine returns the last log line containing s, from its msg= on.
+func lastLine(out, s string) string {
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := lines[i]; strings.Contains(l, s) {
+			if j := strings.Index(l, "msg="); j >= 0 {
+				return l[j:]
+			}
+			return l
+		}
+	}
+	return "(" + s + ": not logged)"
 }
