@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,6 +218,11 @@ func BenchmarkSync1000(b *testing.B) {
 			}()
 		}
 		time.Sleep(200 * time.Millisecond) // the polls are waiting
+		if i == 0 {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapInuse)/agents, "heap-B/waiting-agent")
+		}
 		s.Update([]byte(strings.Repeat("y", 100<<10)+string(rune('a'+i%26))), []netip.Addr{loopbackAddr})
 		wg.Wait()
 		if got.Load() != agents {

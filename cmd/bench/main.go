@@ -21,6 +21,7 @@ import (
 type options struct {
 	appliance, standin, reference, out string
 	smoke                              bool
+	only                               string
 	reps, seconds, starts, reloads     int
 	bigCluster                         int
 }
@@ -32,6 +33,7 @@ func main() {
 	flag.StringVar(&o.reference, "wireguard-go", "bin/wireguard-go", "the reference wireguard-go, built from the module version in go.mod")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "where to write the report")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that checks the benchmark works (figures are not meaningful)")
+	flag.StringVar(&o.only, "only", "", "run one section: throughput, start, scale, sync or memory (the report then holds only it)")
 	flag.Parse()
 	o.reps, o.seconds, o.starts, o.reloads, o.bigCluster = 3, 10, 10, 5, 1000
 	if o.smoke {
@@ -92,12 +94,19 @@ func (b *bench) runAll() {
 	b.b = testnet.NewNode(&b.Script, b.net.AddServer("node-1", 2), bins, "k3s-node-1", "agent", "192.168.2.2")
 	b.a.Srv.Start("iperf3", "-s", "-i", "0", "--logfile", "/run/wgk3s/iperf3.log")
 
-	fmt.Println("== throughput")
-	b.throughput()
-	fmt.Println("== start to first packet")
-	b.startToFirstPacket()
-	fmt.Println("== memory and reload at scale")
-	b.scale()
-	fmt.Println("== memory limit trade-off under load")
-	b.memoryCurve()
+	for _, s := range []struct {
+		name, title string
+		run         func()
+	}{
+		{"throughput", "throughput", b.throughput},
+		{"start", "start to first packet", b.startToFirstPacket},
+		{"scale", "memory and reload at scale", b.scale},
+		{"sync", "edit once: the master's file handed round", b.syncSpread},
+		{"memory", "memory limit trade-off under load", b.memoryCurve},
+	} {
+		if b.o.only == "" || b.o.only == s.name {
+			fmt.Println("== " + s.title)
+			s.run()
+		}
+	}
 }
