@@ -35,16 +35,16 @@ func (b *bench) syncSpread() {
 		sizes = []int{2}
 	}
 	bins := b.a.Bin
-	next := 3 // cloud numbers 1 and 2 are the throughput pair
+	// Cloud numbers 1 and 2 are the throughput pair; the simulated internet
+	// has room for 25 clouds, so the clusters of each size share servers.
+	master := testnet.NewNode(&b.Script, b.net.AddServer("sync-m", 3), bins, "sync-master", "master", "192.168.3.1")
+	var agents []*testnet.Node
 	for _, n := range sizes {
-		master := testnet.NewNode(&b.Script, b.net.AddServer(fmt.Sprintf("sync-m%d", n), next), bins, "sync-master", "master", "192.168.3.1")
-		next++
-		nodes := []*testnet.Node{master}
-		for i := 0; i < n; i++ {
-			nodes = append(nodes, testnet.NewNode(&b.Script, b.net.AddServer(fmt.Sprintf("sync-%d-%d", n, i), next), bins,
+		for i := len(agents); i < n; i++ {
+			agents = append(agents, testnet.NewNode(&b.Script, b.net.AddServer(fmt.Sprintf("sync-%d", i), 4+i), bins,
 				fmt.Sprintf("sync-agent-%d", i), "agent", fmt.Sprintf("192.168.3.%d", i+2)))
-			next++
 		}
+		nodes := append([]*testnet.Node{master}, agents[:n]...)
 		onNet3 := func(s string) string {
 			return strings.Replace(s, "network: 192.168.2.0/24", "network: 192.168.3.0/24", 1)
 		}
