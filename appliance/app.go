@@ -240,9 +240,11 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 	}
 	// A node the new file drops loses its tunnel with this reload: it is
 	// handed the file first, so that it can say it was dropped.
-	published := a.syncServer != nil && dropsNodes(old.Sync.Nodes, p.Sync.Nodes)
+	dropped := droppedNodes(old.Sync.Nodes, p.Sync.Nodes)
+	published := a.syncServer != nil && len(dropped) > 0
 	if published {
-		waitAtMost(a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes), 2*time.Second)
+		a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes)
+		a.syncServer.AwaitPolls(dropped, meshsync.Revision(p.Config.Cluster.Data), 2*time.Second)
 		defer func() {
 			if err != nil {
 				a.syncServer.Update(old.Config.Cluster.Data, old.Sync.Nodes)
@@ -462,22 +464,13 @@ func closer(l net.Listener) func() error {
 	}
 }
 
-// dropsNodes reports whether some address in old is not in next.
-func dropsNodes(old, next []netip.Addr) bool {
+// droppedNodes returns the addresses in old that are not in next.
+func droppedNodes(old, next []netip.Addr) []netip.Addr {
+	var out []netip.Addr
 	for _, a := range old {
 		if !slices.Contains(next, a) {
-			return true
+			out = append(out, a)
 		}
 	}
-	return false
-}
-
-// waitAtMost waits for wg, for at most d.
-func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-	}
+	return out
 }

@@ -55,11 +55,16 @@ type Server struct {
 	changed chan struct{} // closed and replaced by Update
 	// waiting counts the polls waiting on changed, until they answered.
 	waiting *sync.WaitGroup
+	// seen is the revision each address last asked with; polled is
+	// closed and replaced on every request.
+	seen   map[netip.Addr]string
+	polled chan struct{}
 }
 
 // NewServer returns a server; token reads the join token when a node asks.
 func NewServer(log *slog.Logger, token func() ([]byte, error)) *Server {
-	return &Server{log: log, token: token, wait: DefaultWait, changed: make(chan struct{}), waiting: &sync.WaitGroup{}}
+	return &Server{log: log, token: token, wait: DefaultWait, changed: make(chan struct{}), waiting: &sync.WaitGroup{},
+		seen: map[netip.Addr]string{}, polled: make(chan struct{})}
 }
 
 // Update publishes a validated cluster file and the addresses of the nodes
@@ -110,6 +115,44 @@ func (s *Server) admitted(r *http.Request) (netip.Addr, bool) {
 	return addr, s.allowed[addr]
 }
 
+// note records the revision a request asks with.
+func (s *Server) note(r *http.Request) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen[ap.Addr().Unmap()] = r.URL.Query().Get("have")
+	close(s.polled)
+	s.polled = make(chan struct{})
+}
+
+// AwaitPolls waits, at most d, until every address in addrs has asked
+// again with revision rev: each has then received that file (a follower
+// asks with the revision it was last handed, taken or refused).
+func (s *Server) AwaitPolls(addrs []netip.Addr, rev string, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		all := true
+		for _, a := range addrs {
+			all = all && s.seen[a] == rev
+		}
+		polled := s.polled
+		s.mu.Unlock()
+		if all {
+			return true
+		}
+		select {
+		case <-polled:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
 // Handler serves the protocol:
 //
 //	GET /v1/cluster?have=REV  the file when its revision is not REV; else
@@ -120,6 +163,7 @@ func (s *Server) admitted(r *http.Request) (netip.Addr, bool) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathCluster, func(w http.ResponseWriter, r *http.Request) {
+		s.note(r)
 		if _, ok := s.admitted(r); !ok {
 			http.Error(w, "not a node of this cluster", http.StatusForbidden)
 			return
