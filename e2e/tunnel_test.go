@@ -42,8 +42,8 @@ func TestTunnelAcrossNATs(t *testing.T) {
 	if !strings.Contains(show, "endpoint: 203.0.113.20:5418") {
 		t.Errorf("master sees node-1 elsewhere than its public address:\n%s", show)
 	}
-	if fi, err := os.Stat(m.Srv.HostPath("/run/wireguard/wg0.sock")); err != nil || fi.Mode().Perm()&0o077 != 0 {
-		t.Errorf("UAPI socket: %v, mode %v; want it present and not open to group or others", err, fi.Mode())
+	for _, n := range nodes {
+		checkLinkKind(t, n)
 	}
 
 	t.Run("adding a peer leaves the session and a ping flow untouched", func(t *testing.T) {
@@ -107,7 +107,7 @@ func TestTunnelAcrossNATs(t *testing.T) {
 			if out, err := n.Srv.Try("ip", "link", "show", "wg0"); err == nil {
 				t.Errorf("%s: wg0 still exists:\n%s", n.Name, out)
 			}
-			if _, err := os.Stat(n.Srv.HostPath("/run/wireguard/wg0.sock")); !os.IsNotExist(err) {
+			if _, err := os.Stat(n.Srv.HostPath(uapiSocket)); !os.IsNotExist(err) {
 				t.Errorf("%s: socket still exists: %v", n.Name, err)
 			}
 		}
@@ -132,6 +132,34 @@ func stripCounters(dump string) string {
 	}
 	slices.Sort(out[1:])
 	return strings.Join(out, "\n")
+}
+
+// uapiSocket is where a userspace wg0 serves wg(8); a kernel wg0 has none.
+const uapiSocket = "/run/wireguard/wg0.sock"
+
+// checkLinkKind checks that n's wg0 is what its mode makes: a kernel
+// WireGuard link and no UAPI socket, or a TUN device served by the
+// appliance's wireguard-go on a socket only root can use.
+func checkLinkKind(t *testing.T, n *node) {
+	t.Helper()
+	out := n.Srv.Run("ip", "-d", "link", "show", "wg0")
+	fi, err := os.Stat(n.Srv.HostPath(uapiSocket))
+	switch n.Bin.Mode {
+	case "kernel":
+		if !strings.Contains(out, "\n    wireguard ") {
+			t.Errorf("%s: wg0 is not a kernel WireGuard link:\n%s", n.Name, out)
+		}
+		if err == nil {
+			t.Errorf("%s: a kernel wg0 with a UAPI socket %s", n.Name, uapiSocket)
+		}
+	case "userspace":
+		if !strings.Contains(out, "\n    tun ") {
+			t.Errorf("%s: wg0 is not a TUN device:\n%s", n.Name, out)
+		}
+		if err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: UAPI socket: %v; want it present and not open to group or others", n.Name, err)
+		}
+	}
 }
 
 func TestTunnelInteropWithStockWireguardGo(t *testing.T) {
@@ -176,17 +204,26 @@ func TestTunnelStartsAfterAKilledRun(t *testing.T) {
 	m.Start(t)
 	m.Proc.Signal(syscall.SIGKILL)
 	m.Proc.Wait(5 * time.Second)
-	// The killed run left its UAPI socket; add a leftover wg0 as a killed
-	// kernel-mode run would leave.
-	if _, err := os.Stat(m.Srv.HostPath("/run/wireguard/wg0.sock")); err != nil {
-		t.Fatalf("expected a stale socket after SIGKILL: %v", err)
+	if mode == "kernel" {
+		// A killed kernel-mode run leaves wg0 itself: the kernel holds it.
+		if out := m.Srv.Run("ip", "-d", "link", "show", "wg0"); !strings.Contains(out, "wireguard") {
+			t.Fatalf("expected the killed run's kernel wg0:\n%s", out)
+		}
+		m.Srv.Run("ip", "addr", "add", "10.99.0.1/24", "dev", "wg0")
+	} else {
+		// The killed run left its UAPI socket; add a leftover wg0 as a
+		// killed kernel-mode run would leave.
+		if _, err := os.Stat(m.Srv.HostPath(uapiSocket)); err != nil {
+			t.Fatalf("expected a stale socket after SIGKILL: %v", err)
+		}
+		m.Srv.Run("ip", "tuntap", "add", "dev", "wg0", "mode", "tun")
+		m.Srv.Run("ip", "addr", "add", "10.99.0.1/24", "dev", "wg0")
+		// The record a kernel-mode run makes of its link, so that the
+		// leftover is the appliance's own (a link it did not make is never
+		// removed).
+		index, _, _ := strings.Cut(m.Srv.Run("ip", "-o", "link", "show", "wg0"), ":")
+		m.Srv.WriteFile("/run/wgk3s/link-wg0", []byte(index+"\n"), 0o600)
 	}
-	m.Srv.Run("ip", "tuntap", "add", "dev", "wg0", "mode", "tun")
-	m.Srv.Run("ip", "addr", "add", "10.99.0.1/24", "dev", "wg0")
-	// The record a kernel-mode run makes of its link, so that the leftover
-	// is the appliance's own (a link it did not make is never removed).
-	index, _, _ := strings.Cut(m.Srv.Run("ip", "-o", "link", "show", "wg0"), ":")
-	m.Srv.WriteFile("/run/wgk3s/link-wg0", []byte(index+"\n"), 0o600)
 
 	m.Start(t)
 	if !strings.Contains(m.Proc.Output(), "removing a leftover interface") {
@@ -195,5 +232,97 @@ func TestTunnelStartsAfterAKilledRun(t *testing.T) {
 	pingUntil(t, m, "192.168.2.2")
 	if out := m.Srv.Run("ip", "-4", "addr", "show", "wg0"); strings.Contains(out, "10.99.0.1") {
 		t.Errorf("the leftover's address survived:\n%s", out)
+	}
+}
+
+// TestCleanupAfterAKilledRun: `appliance cleanup` removes what a SIGKILLed
+// run left: in kernel mode the wg0 link itself (the kernel keeps it after
+// the process dies), in both modes the rules and any UAPI socket.
+func TestCleanupAfterAKilledRun(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	startAll(t, []*node{m, n1})
+	pingUntil(t, m, "192.168.2.2")
+	m.Proc.Signal(syscall.SIGKILL)
+	m.Proc.Wait(5 * time.Second)
+	_, err := m.Srv.Try("ip", "link", "show", "wg0")
+	if left := err == nil; left != (mode == "kernel") {
+		t.Fatalf("after SIGKILL in %s mode, wg0 left = %v", mode, left)
+	}
+	if len(ownedRules(m.Srv.Run("iptables-save"))) == 0 {
+		t.Fatal("test bug: the killed run left no rules to clean")
+	}
+	out := m.Srv.Run(applianceBin, "cleanup", "--config", configPath)
+	if _, err := m.Srv.Try("ip", "link", "show", "wg0"); err == nil {
+		t.Errorf("wg0 left after cleanup:\n%s", out)
+	}
+	if owned := ownedRules(m.Srv.Run("iptables-save")); len(owned) != 0 {
+		t.Errorf("rules left after cleanup: %v", owned)
+	}
+	if _, err := os.Stat(m.Srv.HostPath(uapiSocket)); !os.IsNotExist(err) {
+		t.Errorf("socket left after cleanup: %v", err)
+	}
+	// And the node starts again.
+	m.Start(t)
+	pingUntil(t, m, "192.168.2.2")
+}
+
+// TestModeChoice: interface.mode auto picks kernel WireGuard where the
+// kernel can make a WireGuard link and says so, and userspace where it
+// cannot, saying why; wg0 is the kind of link the mode makes.
+func TestModeChoice(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	m.Bin.Mode, n1.Bin.Mode = "auto", "auto"
+	startAll(t, []*node{m, n1})
+	want, why := "userspace", "so the embedded wireguard-go runs on a TUN device"
+	if modeUnsupported("kernel") == "" {
+		want, why = "kernel", "or later and has the WireGuard module"
+	}
+	for _, n := range []*node{m, n1} {
+		out := n.Proc.Output()
+		if !strings.Contains(out, `msg="WireGuard mode chosen" mode=`+want) || !strings.Contains(out, why) {
+			t.Errorf("%s: want mode %s chosen because %q:\n%s", n.Name, want, why, out)
+		}
+		n.Bin.Mode = want
+		checkLinkKind(t, n)
+	}
+	pingUntil(t, m, "192.168.2.2")
+	pingUntil(t, n1, "192.168.2.1")
+	if r := statusJSON(t, m); r.Mode != want {
+		t.Errorf("status mode = %q, want %q", r.Mode, want)
+	}
+}
+
+// TestKernelAndUserspacePeers: a kernel-mode node and a userspace one form
+// a mesh (the same protocol, two implementations), and a reload that adds
+// a peer on the kernel side loses no packet of a running flow.
+func TestKernelAndUserspacePeers(t *testing.T) {
+	if why := modeUnsupported("kernel"); why != "" {
+		t.Skip(why)
+	}
+	net, m, n1 := twoClouds(t)
+	m.Bin.Mode, n1.Bin.Mode = "kernel", "userspace"
+	nodes := []*node{m, n1}
+	startAll(t, nodes)
+	checkLinkKind(t, m)
+	checkLinkKind(t, n1)
+	pingUntil(t, m, "192.168.2.2")
+	pingUntil(t, n1, "192.168.2.1")
+	if !strings.Contains(wgShow(t, m.Srv), "latest handshake") || !strings.Contains(wgShow(t, n1.Srv), "latest handshake") {
+		t.Errorf("no handshake shown:\n%s\n%s", wgShow(t, m.Srv), wgShow(t, n1.Srv))
+	}
+
+	n2 := newNode(t, net.AddServer("node-2", 3), "k3s-node-2", "agent", "192.168.2.3")
+	flow := n1.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", "192.168.2.1")
+	time.Sleep(500 * time.Millisecond) // let the flow start before the reload
+	m.WriteConfig(append(nodes, n2), nil)
+	m.Reload(t, "msg=reloaded")
+	if exited, _ := flow.Wait(30 * time.Second); !exited {
+		t.Fatal("ping flow did not finish")
+	}
+	if !strings.Contains(flow.Output(), "100 packets transmitted, 100 received") {
+		t.Errorf("the flow from the userspace node lost packets across the kernel node's reload:\n%s", flow.Output())
+	}
+	if !strings.Contains(wgShow(t, m.Srv, "peers"), n2.Key.PublicKey().String()) {
+		t.Errorf("node-2 was not added on the kernel side")
 	}
 }
