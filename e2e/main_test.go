@@ -81,8 +81,6 @@ func run(m *testing.M) int {
 }
 
 // modeUnsupported says why this host cannot run WireGuard mode md, or "".
-// Kernel mode is probed by creating a WireGuard link in a scratch
-// namespace, exactly what the appliance's auto mode does.
 func modeUnsupported(md string) string {
 	if md == "userspace" {
 		if _, err := os.Stat("/dev/net/tun"); err != nil {
@@ -90,13 +88,5 @@ func modeUnsupported(md string) string {
 		}
 		return ""
 	}
-	ns := fmt.Sprintf("%sprobe-%d", testnet.Prefix, os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		return fmt.Sprintf("ip netns add: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
-	if out, err := exec.Command("ip", "-n", ns, "link", "add", "wgprobe", "type", "wireguard").CombinedOutput(); err != nil {
-		return "this kernel cannot create a WireGuard link: " + strings.TrimSpace(string(out))
-	}
-	return ""
+	return testnet.KernelWireGuardMissing()
 }

@@ -24,6 +24,9 @@ declare -A need=(
   [tar]=tar
   [bridge]=iproute2
   [iptables-legacy-restore]=iptables
+  [qemu-system-x86_64]=qemu-system-x86
+  [depmod]=kmod
+  [ss]=iproute2
 )
 
 missing=()
@@ -47,5 +50,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 echo "deps: missing packages: ${missing[*]}" >&2
 echo "deps: on Debian/Ubuntu run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
-echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 gnupg2 systemd-container mmdebstrap (wireguard-go: build it from source)" >&2
+echo "deps: on Fedora/RHEL: dnf install iproute iptables-legacy iptables-nft wireguard-tools iputils util-linux rpm dpkg systemd iperf3 gnupg2 systemd-container mmdebstrap qemu-system-x86 kmod (wireguard-go: build it from source)" >&2
 exit 1

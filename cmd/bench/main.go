@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/testnet"
@@ -20,8 +21,8 @@ import (
 
 type options struct {
 	appliance, standin, reference, out string
-	smoke                              bool
-	only                               string
+	smoke, rows                        bool
+	only, inVM                         string
 	reps, seconds, starts, reloads     int
 	bigCluster                         int
 }
@@ -33,7 +34,9 @@ func main() {
 	flag.StringVar(&o.reference, "wireguard-go", "bin/wireguard-go", "the reference wireguard-go, built from the module version in go.mod")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "where to write the report")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that checks the benchmark works (figures are not meaningful)")
-	flag.StringVar(&o.only, "only", "", "run one section: throughput, start, scale, sync or memory (the report then holds only it)")
+	flag.StringVar(&o.only, "only", "", "run one section: throughput, start, scale, sync, memory or kernel (the report then holds only it)")
+	flag.BoolVar(&o.rows, "rows", false, "also print each result as a tab-separated line starting wgk3s-bench-row (the kernel section's VM uses it)")
+	flag.StringVar(&o.inVM, "in-vm", "", "set inside the kernel section's VM: what the VM is")
 	flag.Parse()
 	o.reps, o.seconds, o.starts, o.reloads, o.bigCluster = 3, 10, 10, 5, 1000
 	if o.smoke {
@@ -82,6 +85,9 @@ type result struct{ section, name, value, detail string }
 
 func (b *bench) add(section, name, value, detail string) {
 	fmt.Printf("  %-40s %-16s %s\n", name, value, detail)
+	if b.o.rows {
+		fmt.Print(rowPrefix + strings.Join([]string{section, name, value, detail}, "\t") + "\n")
+	}
 	b.results = append(b.results, result{section, name, value, detail})
 }
 
@@ -103,6 +109,7 @@ func (b *bench) runAll() {
 		{"scale", "memory and reload at scale", b.scale},
 		{"sync", "edit once: the master's file handed round", b.syncSpread},
 		{"memory", "memory limit trade-off under load", b.memoryCurve},
+		{"kernel", "kernel WireGuard against userspace (in a VM where this kernel has none)", b.kernelModes},
 	} {
 		if b.o.only == "" || b.o.only == s.name {
 			fmt.Println("== " + s.title)

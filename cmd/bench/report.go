@@ -54,6 +54,15 @@ func (b *bench) report() string {
 const bounds = `
 ## What bounds these figures
 
+- **Kernel against userspace** runs where a kernel has WireGuard: this
+  machine's has none, so the section boots Debian's kernel package under QEMU
+  (internal/vm, as ` + "`make kernel-test`" + ` does) and runs the same two-server
+  topology inside it. Without working KVM the VM is emulated (TCG): every
+  instruction of both implementations, the kernel's crypto and wireguard-go's,
+  is translated, so the Mbit/s are not comparable with the rows above. The
+  ratio is the figure to read: it compares the two data paths on the same
+  (emulated) CPU, with the same iperf3 load; it is not a native ratio.
+
 - **Throughput** is CPU-bound: the iperf3 client and server, both WireGuard
   ends and both NAT routers share the machine's cores, and the underlay is
   memory copies between veth pairs. (a) and (b) run the same wireguard-go code

@@ -268,6 +268,21 @@ func (s *Server) SetUplink(up bool) {
 	s.net.ip(s.Router, "link", "set", "up0", state)
 }
 
+// KernelWireGuardMissing says why this kernel cannot run kernel WireGuard,
+// or "" if it can. It creates a WireGuard link in a scratch namespace,
+// exactly what the appliance's auto mode does.
+func KernelWireGuardMissing() string {
+	ns := fmt.Sprintf("%sprobe-%d", Prefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return fmt.Sprintf("ip netns add: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", "wgprobe", "type", "wireguard").CombinedOutput(); err != nil {
+		return "this kernel cannot create a WireGuard link: " + strings.TrimSpace(string(out))
+	}
+	return ""
+}
+
 // Sweep removes namespaces left by test processes that no longer exist
 // (a run killed by a timeout cannot run its cleanups).
 func Sweep() {

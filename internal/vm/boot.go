@@ -1,18 +1,19 @@
 //go:build linux
 
-// Package kernelvm runs the end-to-end checks of kernel WireGuard for real:
-// it boots Debian's own kernel (which has wireguard.ko) under QEMU with an
-// initramfs made of this machine's Debian binaries, the kernel's networking
-// modules, the static appliance, the stand-in k3s and the e2e test binary,
-// and runs the e2e suite in kernel mode inside the VM. The VM has no network
-// device; results come back on the serial console. `make kernel-test` runs
-// it (WGK3S_KERNEL_TEST=1); elsewhere it skips.
-package kernelvm
+// Package vm boots Debian's own kernel (which has wireguard.ko, unlike the
+// build machines') under QEMU to run the appliance's checks of kernel
+// WireGuard for real. The VM's root file system is an initramfs made of
+// this machine's Debian binaries and their libraries, the kernel's
+// networking modules and the programs under test; its init
+// (internal/vminit) runs one command and powers off. The VM has no network
+// device: the serial console is its only way out, and the command's exit
+// code comes back on it. e2e/kernelvm (`make kernel-test`) and the
+// benchmark's kernel section use it.
+package vm
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -24,21 +25,17 @@ import (
 	"time"
 )
 
-// vmCommand is what the VM's init (internal/vminit) reads from
-// /vm/command.json.
-type vmCommand struct {
+// Command is what the VM's init (internal/vminit) reads from
+// /vm/command.json: the command to run, its environment, and the modules
+// to load first.
+type Command struct {
 	Args    []string `json:"args"`
 	Env     []string `json:"env"`
 	Modules []string `json:"modules"`
 }
 
-func (c vmCommand) json() []byte {
-	b, _ := json.Marshal(c)
-	return b
-}
-
-// boot is one run of the VM.
-type boot struct {
+// Boot is one run of the VM.
+type Boot struct {
 	Accel  string // kvm or tcg
 	Lines  []string
 	Exit   int           // the command's exit code; -1 if the VM never said
@@ -49,11 +46,37 @@ type boot struct {
 
 var exitRE = regexp.MustCompile(`^wgk3s-vm: exit (-?\d+)`)
 
-// run boots kernel with initrd under QEMU with accel and waits for init
+// Run boots kernel with initrd, with KVM when /dev/kvm opens and the
+// kernel comes up on it ($WGK3S_VM_ACCEL=tcg or kvm forces one), else with
+// TCG, QEMU's software emulation. It waits up to 90 s for init's first
+// line and total in all; each console line goes to logf as it arrives.
+func Run(ctx context.Context, kernel, initrd string, total time.Duration, logf func(string, ...any)) Boot {
+	accels := []string{"tcg"}
+	switch a := os.Getenv("WGK3S_VM_ACCEL"); {
+	case a != "":
+		accels = []string{a}
+	case kvmUsable():
+		accels = []string{"kvm", "tcg"}
+	}
+	var b Boot
+	for i, accel := range accels {
+		b = boot(ctx, accel, kernel, initrd, 90*time.Second, total, logf)
+		if b.UpIn > 0 || i == len(accels)-1 {
+			break
+		}
+		logf("the kernel did not come up with -accel %s (%s); trying %s", accel, b.Reason, accels[i+1])
+	}
+	return b
+}
+
+// Output is the console's text.
+func (b Boot) Output() string { return strings.Join(b.Lines, "\n") }
+
+// boot boots kernel with initrd under QEMU with accel and waits for init
 // to say the command's exit code, at most upWithin for init's first line
-// and total in all. Each console line goes to logf as it arrives.
-func run(ctx context.Context, accel, kernel, initrd string, upWithin, total time.Duration, logf func(string, ...any)) boot {
-	b := boot{Accel: accel, Exit: -1}
+// and total in all.
+func boot(ctx context.Context, accel, kernel, initrd string, upWithin, total time.Duration, logf func(string, ...any)) Boot {
+	b := Boot{Accel: accel, Exit: -1}
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
 	args := []string{

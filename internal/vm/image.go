@@ -1,6 +1,6 @@
 //go:build linux
 
-package kernelvm
+package vm
 
 import (
 	"bufio"
@@ -19,26 +19,26 @@ import (
 	"github.com/cavaliergopher/cpio"
 )
 
-// kernel is a Debian kernel package unpacked in the cache.
-type kernel struct {
+// Kernel is a Debian kernel package unpacked in the cache.
+type Kernel struct {
 	Package string // linux-image-6.1.0-56-amd64
 	Release string // 6.1.0-56-amd64
 	Root    string // where the package is unpacked
 }
 
-func (k kernel) vmlinuz() string { return filepath.Join(k.Root, "boot", "vmlinuz-"+k.Release) }
-func (k kernel) modules() string { return filepath.Join(k.Root, "lib", "modules", k.Release) }
+func (k Kernel) Vmlinuz() string { return filepath.Join(k.Root, "boot", "vmlinuz-"+k.Release) }
+func (k Kernel) modules() string { return filepath.Join(k.Root, "lib", "modules", k.Release) }
 
-// debianKernel returns the kernel package linux-image-amd64 depends on,
+// DebianKernel returns the kernel package linux-image-amd64 depends on,
 // downloaded (apt-get download: nothing is installed on this machine) and
 // unpacked into cache on first use.
-func debianKernel(cache string) (kernel, error) {
+func DebianKernel(cache string) (Kernel, error) {
 	pkg, err := kernelPackage()
 	if err != nil {
-		return kernel{}, err
+		return Kernel{}, err
 	}
-	k := kernel{Package: pkg, Release: strings.TrimPrefix(pkg, "linux-image-"), Root: filepath.Join(cache, pkg)}
-	if _, err := os.Stat(k.vmlinuz()); err == nil {
+	k := Kernel{Package: pkg, Release: strings.TrimPrefix(pkg, "linux-image-"), Root: filepath.Join(cache, pkg)}
+	if _, err := os.Stat(k.Vmlinuz()); err == nil {
 		return k, nil
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
@@ -62,7 +62,7 @@ func debianKernel(cache string) (kernel, error) {
 	if err := os.Rename(tmp, k.Root); err != nil {
 		return k, err
 	}
-	if _, err := os.Stat(k.vmlinuz()); err != nil {
+	if _, err := os.Stat(k.Vmlinuz()); err != nil {
 		return k, fmt.Errorf("%s has no kernel image: %w", pkg, err)
 	}
 	return k, nil
@@ -106,7 +106,7 @@ var moduleTrees = []string{
 
 // stageModules copies moduleTrees of k into cache/<package>-vm/lib/modules
 // and runs depmod there, once; it returns that root.
-func stageModules(cache string, k kernel) (string, error) {
+func stageModules(cache string, k Kernel) (string, error) {
 	root := filepath.Join(cache, k.Package+"-vm")
 	done := filepath.Join(root, "lib", "modules", k.Release, "modules.dep")
 	if _, err := os.Stat(done); err == nil {
@@ -132,10 +132,10 @@ func stageModules(cache string, k kernel) (string, error) {
 	return root, nil
 }
 
-// image is an initramfs being assembled: paths in the VM to what they hold.
+// Image is an initramfs being assembled: paths in the VM to what they hold.
 // Host files are mirrored at the same path, symlinks included (on a
 // merged-/usr host /lib is a link to usr/lib, and so it is in the VM).
-type image struct {
+type Image struct {
 	entries map[string]entry
 }
 
@@ -145,21 +145,21 @@ type entry struct {
 	data []byte // the contents, or the target of a symlink
 }
 
-func newImage() *image {
-	im := &image{entries: map[string]entry{}}
+func NewImage() *Image {
+	im := &Image{entries: map[string]entry{}}
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "root", "vm", "var"} {
 		im.dir(d)
 	}
 	im.symlink("var/run", "../run")
 	// ip and iptables want these to exist; nothing reads their contents.
-	im.data("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644)
-	im.data("etc/group", []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
+	im.Data("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644)
+	im.Data("etc/group", []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
 	// `ip netns exec` binds /etc/netns/NS/resolv.conf over this one.
-	im.data("etc/resolv.conf", []byte("# no DNS in the VM; each test server gets its own\n"), 0o644)
+	im.Data("etc/resolv.conf", []byte("# no DNS in the VM; each test server gets its own\n"), 0o644)
 	return im
 }
 
-func (im *image) dir(p string) {
+func (im *Image) dir(p string) {
 	p = strings.Trim(p, "/")
 	for d := p; d != "." && d != ""; d = filepath.Dir(d) {
 		if _, ok := im.entries[d]; !ok {
@@ -168,20 +168,20 @@ func (im *image) dir(p string) {
 	}
 }
 
-func (im *image) data(p string, b []byte, perm os.FileMode) {
+func (im *Image) Data(p string, b []byte, perm os.FileMode) {
 	p = strings.Trim(p, "/")
 	im.dir(filepath.Dir(p))
 	im.entries[p] = entry{mode: cpio.TypeReg | cpio.FileMode(perm), data: b}
 }
 
-func (im *image) symlink(p, target string) {
+func (im *Image) symlink(p, target string) {
 	p = strings.Trim(p, "/")
 	im.dir(filepath.Dir(p))
 	im.entries[p] = entry{mode: cpio.TypeSymlink | 0o777, data: []byte(target)}
 }
 
-// file puts the host file src at p.
-func (im *image) file(p, src string) error {
+// File puts the host file src at p.
+func (im *Image) File(p, src string) error {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -192,9 +192,9 @@ func (im *image) file(p, src string) error {
 	return nil
 }
 
-// mirror puts the host path p at the same path, following and recreating
+// Mirror puts the host path p at the same path, following and recreating
 // every symlink on the way, in the path's directories too.
-func (im *image) mirror(p string) error {
+func (im *Image) Mirror(p string) error {
 	for range 40 { // a bound on symlink hops, as the kernel has
 		p = filepath.Clean(p)
 		parts := strings.Split(strings.Trim(p, "/"), "/")
@@ -229,27 +229,27 @@ func (im *image) mirror(p string) error {
 				im.dir(p)
 				return nil
 			}
-			return im.file(p, p)
+			return im.File(p, p)
 		}
 	}
 	return fmt.Errorf("%s: too many levels of symbolic links", p)
 }
 
-// program mirrors the host's program name (looked up on PATH) and the
+// Program mirrors the host's program name (looked up on PATH) and the
 // shared libraries it links.
-func (im *image) program(name string) error {
+func (im *Image) Program(name string) error {
 	path, err := exec.LookPath(name)
 	if err != nil {
 		return err
 	}
-	if err := im.mirror(path); err != nil {
+	if err := im.Mirror(path); err != nil {
 		return err
 	}
 	return im.libraries(path)
 }
 
 // libraries mirrors what ldd lists for the host file path.
-func (im *image) libraries(path string) error {
+func (im *Image) libraries(path string) error {
 	out, err := exec.Command("ldd", path).Output()
 	if err != nil {
 		return nil // statically linked: ldd says "not a dynamic executable" and fails
@@ -266,15 +266,15 @@ func (im *image) libraries(path string) error {
 		default:
 			continue
 		}
-		if err := im.mirror(lib); err != nil {
+		if err := im.Mirror(lib); err != nil {
 			return fmt.Errorf("%s needs %s: %w", path, lib, err)
 		}
 	}
 	return nil
 }
 
-// tree mirrors every file under the host directory root at prefix.
-func (im *image) tree(prefix, root string) error {
+// Tree mirrors every file under the host directory root at prefix.
+func (im *Image) Tree(prefix, root string) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -291,15 +291,15 @@ func (im *image) tree(prefix, root string) error {
 			}
 			im.symlink(dst, target)
 		default:
-			return im.file(dst, p)
+			return im.File(dst, p)
 		}
 		return nil
 	})
 }
 
-// write writes the image as a newc cpio archive, the format the kernel
+// Write writes the image as a newc cpio archive, the format the kernel
 // unpacks into its initial root file system, directories first.
-func (im *image) write(w io.Writer) error {
+func (im *Image) Write(w io.Writer) error {
 	names := make([]string, 0, len(im.entries))
 	for n := range im.entries {
 		names = append(names, n)
