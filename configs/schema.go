@@ -98,7 +98,17 @@ type Runtime struct {
 	// It bounds wireguard-go's packet buffers, which otherwise grow with
 	// throughput.
 	MemoryLimit int64
+	// BatchSize caps how many packets wireguard-go reads or sends at once
+	// (userspace mode); 0 leaves wireguard-go's own (128 on Linux).
+	BatchSize int
 }
+
+// DefaultBatchSize is runtime.batch_size's default (see BENCHMARKS.md).
+const DefaultBatchSize = 0
+
+// MaxBatchSize is wireguard-go's own batch size on Linux, the largest cap
+// that means anything.
+const MaxBatchSize = 128
 
 // DefaultMemoryLimit is runtime.memory_limit's default: half the reference
 // wireguard-go's peak under full load on the benchmark machine, at a few
@@ -226,6 +236,7 @@ type raw struct {
 
 type rawRuntime struct {
 	MemoryLimit string `yaml:"memory_limit"`
+	BatchSize   *int   `yaml:"batch_size"`
 }
 
 type rawMetrics struct {

@@ -34,7 +34,14 @@ func validate(r *raw, c *collector) *Cluster {
 }
 
 func validateRuntime(r *rawRuntime, c *collector) Runtime {
-	rt := Runtime{MemoryLimit: DefaultMemoryLimit}
+	rt := Runtime{MemoryLimit: DefaultMemoryLimit, BatchSize: DefaultBatchSize}
+	if r.BatchSize != nil {
+		if b := *r.BatchSize; b < 0 || b > MaxBatchSize {
+			c.add("runtime.batch_size", fmt.Sprintf("write a whole number from 1 to %d, or 0 for wireguard-go's own (%d)", MaxBatchSize, MaxBatchSize), "%d is out of range", b)
+		} else {
+			rt.BatchSize = b
+		}
+	}
 	if r.MemoryLimit == "" {
 		return rt
 	}

@@ -326,3 +326,42 @@ func TestKernelAndUserspacePeers(t *testing.T) {
 		t.Errorf("node-2 was not added on the kernel side")
 	}
 }
+
+// TestBatchSizeCap: runtime.batch_size caps wireguard-go's batches (the
+// device reports the cap), lowers wg0's gso_max_segs to match, and a bulk
+// TCP transfer through the capped tunnel loses no TSO super-packet to a
+// TUN read with too few buffers.
+func TestBatchSizeCap(t *testing.T) {
+	if mode != "userspace" {
+		t.Skip("runtime.batch_size applies to userspace wg0")
+	}
+	testnet.Requirements(t, "iperf3")
+	_, m, n1 := twoClouds(t)
+	nodes := []*node{m, n1}
+	edit := func(s string) string { return s + "runtime:\n  batch_size: 8\n" }
+	for _, n := range nodes {
+		n.WriteConfig(nodes, edit)
+		n.Start(t)
+		if !strings.Contains(n.Proc.Output(), `msg="wireguard-go batch size capped" interface=wg0 batch_size=8`) {
+			t.Errorf("%s: the device does not report batch size 8:\n%s", n.Name, n.Proc.Output())
+		}
+		if out := n.Srv.Run("ip", "-d", "link", "show", "wg0"); !strings.Contains(out, " gso_max_segs 8 ") {
+			t.Errorf("%s: wg0's gso_max_segs is not 8:\n%s", n.Name, out)
+		}
+	}
+	pingUntil(t, n1, "192.168.2.1")
+	m.Srv.Start("iperf3", "-s", "-1")
+	var out string
+	if !testnet.Eventually(10*time.Second, func() bool {
+		var err error
+		out, err = n1.Srv.Try("iperf3", "-c", "192.168.2.1", "-t", "3", "-P", "2")
+		return err == nil
+	}) {
+		t.Fatalf("iperf3 through the capped tunnel:\n%s", out)
+	}
+	for _, n := range nodes {
+		if strings.Contains(n.Proc.Output(), "more segments than a batch holds") {
+			t.Errorf("%s dropped super-packets:\n%s", n.Name, n.Proc.Output())
+		}
+	}
+}

@@ -20,6 +20,8 @@ type Config struct {
 	// length; the kernel derives the on-link route to the mesh from it.
 	Address netip.Prefix
 	Peers   []Peer
+	// BatchSize caps wireguard-go's batches in userspace mode (0: its own).
+	BatchSize int
 }
 
 // Peer is one other node.
@@ -45,6 +47,7 @@ func FromCluster(cfg *configs.Config) Config {
 		ListenPort: cl.Interface.ListenPort,
 		MTU:        cl.Interface.MTU,
 		Address:    netip.PrefixFrom(cfg.Self.Address, cl.Network.Bits()),
+		BatchSize:  cl.Runtime.BatchSize,
 	}
 	for _, n := range cfg.Peers() {
 		c.Peers = append(c.Peers, Peer{

@@ -104,7 +104,7 @@ func (u fakeUser) Close() error {
 	return nil
 }
 
-func (h *fakeHost) createUserspace(name string, mtu int, _ *slog.Logger) (io.Closer, error) {
+func (h *fakeHost) createUserspace(name string, mtu, batch int, _ *slog.Logger) (io.Closer, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.check("createUserspace"); err != nil {

@@ -103,13 +103,21 @@ type userspace struct {
 	done    chan struct{}
 }
 
-func (netlinkHost) createUserspace(name string, mtu int, log *slog.Logger) (io.Closer, error) {
+func (netlinkHost) createUserspace(name string, mtu, batch int, log *slog.Logger) (io.Closer, error) {
 	tdev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w (is /dev/net/tun present and are we root?)", name, err)
 	}
+	dev, bind, err := capBatches(name, tdev, conn.NewDefaultBind(), batch)
+	if err != nil {
+		tdev.Close()
+		return nil, err
+	}
 	u := &userspace{name: name, log: log, done: make(chan struct{})}
-	u.dev = device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(log, name))
+	u.dev = device.NewDevice(dev, bind, wgLogger(log, name))
+	if batch > 0 {
+		log.Info("wireguard-go batch size capped", "interface", name, "batch_size", u.dev.BatchSize())
+	}
 	if err := u.listen(); err != nil {
 		u.dev.Close()
 		return nil, err
@@ -197,7 +205,18 @@ func wgLogger(log *slog.Logger, name string) *device.Logger {
 	prefix := "(" + name + ") "
 	var once sync.Map
 	return &device.Logger{
-		Verbosef: func(format string, args ...any) { log.Debug(prefix + fmt.Sprintf(format, args...)) },
+		Verbosef: func(format string, args ...any) {
+			msg := fmt.Sprintf(format, args...)
+			// A TUN read of a super-packet with more segments than the batch
+			// drops it; wireguard-go only says so verbosely.
+			if strings.HasPrefix(format, "Dropped some packets from multi-segment read") {
+				if _, seen := once.LoadOrStore("segments", true); !seen {
+					log.Warn(prefix + msg + "; packets from the kernel had more segments than a batch holds (logged once); fix: raise or remove runtime.batch_size")
+				}
+				return
+			}
+			log.Debug(prefix + msg)
+		},
 		Errorf: func(format string, args ...any) {
 			msg := fmt.Sprintf(format, args...)
 			if strings.Contains(msg, "no known endpoint for peer") {
@@ -275,4 +294,25 @@ func (netlinkHost) watchLinks(done <-chan struct{}) (<-chan struct{}, error) {
 		}
 	}()
 	return out, nil
+}
+
+// capBatches wraps the TUN device and the bind so that wireguard-go's batch
+// size is at most batch (0: leave its own). With TUN offloads the kernel
+// hands wg0 TSO/USO super-packets that one read splits into a buffer per
+// segment, so wg0's gso_max_segs is lowered to the cap first: the kernel
+// then segments larger ones itself before they reach the TUN device.
+func capBatches(name string, dev tun.Device, bind conn.Bind, batch int) (tun.Device, conn.Bind, error) {
+	if batch <= 0 {
+		return dev, bind, nil
+	}
+	if dev.BatchSize() > batch {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			err = netlink.LinkSetGSOMaxSegs(l, batch)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("setting gso_max_segs %d on %s for runtime.batch_size: %w (this kernel may not allow it; fix: remove runtime.batch_size)", batch, name, err)
+		}
+	}
+	return cappedTUN{dev, batch}, &cappedBind{bind, batch}, nil
 }

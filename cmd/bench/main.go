@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,7 +35,7 @@ func main() {
 	flag.StringVar(&o.reference, "wireguard-go", "bin/wireguard-go", "the reference wireguard-go, built from the module version in go.mod")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "where to write the report")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that checks the benchmark works (figures are not meaningful)")
-	flag.StringVar(&o.only, "only", "", "run one section: throughput, start, scale, sync, memory or kernel (the report then holds only it)")
+	flag.StringVar(&o.only, "only", "", "run only these sections (comma-separated): throughput, start, scale, sync, memory, kernel; memory needs throughput for its ratios")
 	flag.BoolVar(&o.rows, "rows", false, "also print each result as a tab-separated line starting wgk3s-bench-row (the kernel section's VM uses it)")
 	flag.StringVar(&o.inVM, "in-vm", "", "set inside the kernel section's VM: what the VM is")
 	flag.Parse()
@@ -111,7 +112,7 @@ func (b *bench) runAll() {
 		{"memory", "memory limit trade-off under load", b.memoryCurve},
 		{"kernel", "kernel WireGuard against userspace (in a VM where this kernel has none)", b.kernelModes},
 	} {
-		if b.o.only == "" || b.o.only == s.name {
+		if b.o.only == "" || slices.Contains(strings.Split(b.o.only, ","), s.name) {
 			fmt.Println("== " + s.title)
 			s.run()
 		}

@@ -121,8 +121,14 @@ func (b *bench) measure(label, dst string, pids []int) tput {
 }
 
 func (b *bench) startAppliances(env ...string) {
+	b.startAppliancesWith(nil, env...)
+}
+
+// startAppliancesWith starts both appliances with the cluster file edited
+// by edit (nil: as ClusterFile writes it) and env added to theirs.
+func (b *bench) startAppliancesWith(edit func(string) string, env ...string) {
 	for _, n := range []*testnet.Node{b.a, b.b} {
-		n.WriteConfig([]*testnet.Node{b.a, b.b}, nil)
+		n.WriteConfig([]*testnet.Node{b.a, b.b}, edit)
 		n.StartWith(&b.Script, append([]string{"NOTIFY_SOCKET="}, env...)...)
 	}
 	b.b.PingUntil(&b.Script, b.a.Address, 20*time.Second)
