@@ -200,6 +200,7 @@ func RestartRequired(running, next *Plan) error {
 		{"k3s.stop_grace_period", a.K3s.StopGracePeriod.String(), b.K3s.StopGracePeriod.String()},
 		{"sync", fmt.Sprint(a.Sync), fmt.Sprint(b.Sync)},
 		{"runtime.batch_size", fmt.Sprint(a.Runtime.BatchSize), fmt.Sprint(b.Runtime.BatchSize)},
+		{"runtime.inflight_packets", fmt.Sprint(a.Runtime.Inflight), fmt.Sprint(b.Runtime.Inflight)},
 		{"the master's address (sync)", a.Master().Address.String(), b.Master().Address.String()},
 	} {
 		if c.from != c.to {

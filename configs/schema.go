@@ -101,7 +101,17 @@ type Runtime struct {
 	// BatchSize caps how many packets wireguard-go reads or sends at once
 	// (userspace mode); 0 leaves wireguard-go's own (128 on Linux).
 	BatchSize int
+	// Inflight bounds how many packets wireguard-go holds per direction
+	// (userspace mode); 0: no bound.
+	Inflight int
 }
+
+// DefaultInflight is runtime.inflight_packets' default (see BENCHMARKS.md).
+const DefaultInflight = 0
+
+// MaxInflight is the largest runtime.inflight_packets: wireguard-go's own
+// queues hold at most this many batches.
+const MaxInflight = 65536
 
 // DefaultBatchSize is runtime.batch_size's default (see BENCHMARKS.md).
 const DefaultBatchSize = 0
@@ -237,6 +247,7 @@ type raw struct {
 type rawRuntime struct {
 	MemoryLimit string `yaml:"memory_limit"`
 	BatchSize   *int   `yaml:"batch_size"`
+	Inflight    *int   `yaml:"inflight_packets"`
 }
 
 type rawMetrics struct {

@@ -34,7 +34,14 @@ func validate(r *raw, c *collector) *Cluster {
 }
 
 func validateRuntime(r *rawRuntime, c *collector) Runtime {
-	rt := Runtime{MemoryLimit: DefaultMemoryLimit, BatchSize: DefaultBatchSize}
+	rt := Runtime{MemoryLimit: DefaultMemoryLimit, BatchSize: DefaultBatchSize, Inflight: DefaultInflight}
+	if r.Inflight != nil {
+		if n := *r.Inflight; n != 0 && (n < 64 || n > MaxInflight) {
+			c.add("runtime.inflight_packets", fmt.Sprintf("write a whole number from 64 to %d, or 0 for no bound", MaxInflight), "%d is out of range", n)
+		} else {
+			rt.Inflight = n
+		}
+	}
 	if r.BatchSize != nil {
 		if b := *r.BatchSize; b < 0 || b > MaxBatchSize {
 			c.add("runtime.batch_size", fmt.Sprintf("write a whole number from 1 to %d, or 0 for wireguard-go's own (%d)", MaxBatchSize, MaxBatchSize), "%d is out of range", b)

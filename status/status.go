@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,7 @@ type Reloads struct {
 // until ctx is cancelled, then removes the socket. POST /reload runs
 // reload (re-read the cluster file, as SIGHUP does) and answers when it is
 // done: 200, or 422 with why it was rejected. reload may be nil.
+// /debug/pprof/ serves Go's profiles (heap, allocs, CPU, goroutines).
 func Serve(ctx context.Context, l net.Listener, source func() Report, reload func() error) error {
 	path := l.Addr().String()
 	mux := http.NewServeMux()
@@ -112,6 +114,12 @@ func Serve(ctx context.Context, l net.Listener, source func() Report, reload fun
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(source())
 	})
+	// Go's profiles, for root on this socket only (never on the network):
+	// curl --unix-socket /run/wgk3s/status.sock http://wgk3s/debug/pprof/heap
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	if reload != nil {
 		mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 			if err := reload(); err != nil {

@@ -22,6 +22,9 @@ type Config struct {
 	Peers   []Peer
 	// BatchSize caps wireguard-go's batches in userspace mode (0: its own).
 	BatchSize int
+	// Inflight bounds the packets wireguard-go holds per direction in
+	// userspace mode (0: no bound).
+	Inflight int
 }
 
 // Peer is one other node.
@@ -48,6 +51,7 @@ func FromCluster(cfg *configs.Config) Config {
 		MTU:        cl.Interface.MTU,
 		Address:    netip.PrefixFrom(cfg.Self.Address, cl.Network.Bits()),
 		BatchSize:  cl.Runtime.BatchSize,
+		Inflight:   cl.Runtime.Inflight,
 	}
 	for _, n := range cfg.Peers() {
 		c.Peers = append(c.Peers, Peer{

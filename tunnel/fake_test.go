@@ -104,7 +104,8 @@ func (u fakeUser) Close() error {
 	return nil
 }
 
-func (h *fakeHost) createUserspace(name string, mtu, batch int, _ *slog.Logger) (io.Closer, error) {
+func (h *fakeHost) createUserspace(cfg Config, _ *slog.Logger) (io.Closer, error) {
+	name, mtu := cfg.Name, cfg.MTU
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.check("createUserspace"); err != nil {

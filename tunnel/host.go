@@ -21,7 +21,7 @@ type host interface {
 	createKernelLink(name string, mtu int) error
 	// createUserspace creates a TUN device running wireguard-go and serves
 	// its UAPI socket. Closing the result removes both.
-	createUserspace(name string, mtu, batch int, log *slog.Logger) (io.Closer, error)
+	createUserspace(cfg Config, log *slog.Logger) (io.Closer, error)
 	setMTU(name string, mtu int) error
 	setUp(name string) error
 	replaceAddress(name string, p netip.Prefix) error

@@ -103,7 +103,8 @@ type userspace struct {
 	done    chan struct{}
 }
 
-func (netlinkHost) createUserspace(name string, mtu, batch int, log *slog.Logger) (io.Closer, error) {
+func (netlinkHost) createUserspace(cfg Config, log *slog.Logger) (io.Closer, error) {
+	name, mtu, batch := cfg.Name, cfg.MTU, cfg.BatchSize
 	tdev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w (is /dev/net/tun present and are we root?)", name, err)
@@ -113,11 +114,13 @@ func (netlinkHost) createUserspace(name string, mtu, batch int, log *slog.Logger
 		tdev.Close()
 		return nil, err
 	}
+	if cfg.Inflight > 0 {
+		out, in := newInflight(cfg.Inflight), newInflight(cfg.Inflight)
+		dev, bind = limitedTUN{dev, out, in}, &limitedBind{bind, out, in}
+	}
 	u := &userspace{name: name, log: log, done: make(chan struct{})}
 	u.dev = device.NewDevice(dev, bind, wgLogger(log, name))
-	if batch > 0 {
-		log.Info("wireguard-go batch size capped", "interface", name, "batch_size", u.dev.BatchSize())
-	}
+	log.Info("wireguard-go memory bounds", "interface", name, "batch_size", u.dev.BatchSize(), "inflight_packets", cfg.Inflight)
 	if err := u.listen(); err != nil {
 		u.dev.Close()
 		return nil, err

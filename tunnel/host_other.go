@@ -29,7 +29,7 @@ func (netlinkHost) deleteBlackhole(netip.Prefix) error         { return errNotLi
 func (netlinkHost) watchLinks(<-chan struct{}) (<-chan struct{}, error) {
 	return nil, errNotLinux
 }
-func (netlinkHost) createUserspace(string, int, int, *slog.Logger) (io.Closer, error) {
+func (netlinkHost) createUserspace(Config, *slog.Logger) (io.Closer, error) {
 	return nil, errNotLinux
 }
 

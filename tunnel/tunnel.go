@@ -171,7 +171,7 @@ func (t *Tunnel) create(cfg Config) error {
 	t.choice = choice
 	t.log.Info("WireGuard mode chosen", "mode", choice.Mode, "why", choice.Reason)
 	if choice.Mode == configs.ModeUserspace {
-		u, err := t.host.createUserspace(cfg.Name, cfg.MTU, cfg.BatchSize, t.log)
+		u, err := t.host.createUserspace(cfg, t.log)
 		if err != nil {
 			return err
 		}
@@ -416,7 +416,7 @@ func (t *Tunnel) recreate() error {
 		t.user = nil
 	}
 	if t.choice.Mode == configs.ModeUserspace {
-		u, err := t.host.createUserspace(cfg.Name, cfg.MTU, cfg.BatchSize, t.log)
+		u, err := t.host.createUserspace(cfg, t.log)
 		if err != nil {
 			return err
 		}

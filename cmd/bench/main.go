@@ -26,6 +26,7 @@ type options struct {
 	only, inVM                         string
 	reps, seconds, starts, reloads     int
 	bigCluster                         int
+	points                             []point
 }
 
 func main() {
@@ -38,10 +39,20 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only these sections (comma-separated): throughput, start, scale, sync, memory, kernel; memory needs throughput for its ratios")
 	flag.BoolVar(&o.rows, "rows", false, "also print each result as a tab-separated line starting wgk3s-bench-row (the kernel section's VM uses it)")
 	flag.StringVar(&o.inVM, "in-vm", "", "set inside the kernel section's VM: what the VM is")
+	pointsFlag := flag.String("points", "", "the memory curve's points, batch:inflight:limit,... (default: the full curve)")
 	flag.Parse()
 	o.reps, o.seconds, o.starts, o.reloads, o.bigCluster = 3, 10, 10, 5, 1000
 	if o.smoke {
 		o.reps, o.seconds, o.starts, o.reloads, o.bigCluster = 1, 2, 2, 1, 100
+	}
+	o.points = defaultPoints(o.smoke)
+	if *pointsFlag != "" {
+		ps, err := parsePoints(*pointsFlag)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		o.points = ps
 	}
 	if os.Getuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root to create network namespaces")
@@ -110,6 +121,7 @@ func (b *bench) runAll() {
 		{"scale", "memory and reload at scale", b.scale},
 		{"sync", "edit once: the master's file handed round", b.syncSpread},
 		{"memory", "memory limit trade-off under load", b.memoryCurve},
+		{"profile", "Go profiles under load", b.profileDefault},
 		{"kernel", "kernel WireGuard against userspace (in a VM where this kernel has none)", b.kernelModes},
 	} {
 		if b.o.only == "" || slices.Contains(strings.Split(b.o.only, ","), s.name) {

@@ -5,36 +5,83 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
-// memoryCurve runs the 4-stream throughput for each wireguard-go batch cap
-// (runtime.batch_size) under each Go memory limit (GOMEMLIMIT in the
-// environment, which takes precedence over runtime.memory_limit), and
-// reports the appliance's peak RSS and throughput against the reference
-// measured in the same run.
-func (b *bench) memoryCurve() {
-	batches := []int{0, 64, 32, 16, 8}
-	limits := []string{"GOMEMLIMIT=off", "GOMEMLIMIT=256MiB", "GOMEMLIMIT=128MiB", "GOMEMLIMIT=96MiB"}
-	if b.o.smoke {
-		batches, limits = []int{0, 16}, []string{"GOMEMLIMIT=off", "GOMEMLIMIT=96MiB"}
+// point is one setting of the memory curve: runtime.batch_size,
+// runtime.inflight_packets (0: the appliance's default for either) and
+// the Go memory limit (GOMEMLIMIT in the environment, which takes
+// precedence over runtime.memory_limit).
+type point struct {
+	batch, inflight int
+	limit           string
+}
+
+// defaultPoints is the curve `make bench` draws: wireguard-go's own batch
+// and smaller caps, without and with the inflight bound, under no memory
+// limit and under tighter ones.
+func defaultPoints(smoke bool) []point {
+	if smoke {
+		return []point{{0, 0, "off"}, {16, 0, "96MiB"}, {0, 512, "96MiB"}}
 	}
-	for _, batch := range batches {
-		for _, limit := range limits {
-			b.memoryPoint(batch, limit)
+	var ps []point
+	for _, batch := range []int{128, 64, 32, 16, 8} {
+		for _, limit := range []string{"off", "256MiB", "128MiB", "96MiB"} {
+			ps = append(ps, point{batch, 0, limit})
 		}
+	}
+	for _, inflight := range []int{256, 512, 1024} {
+		for _, limit := range []string{"off", "128MiB", "96MiB", "64MiB"} {
+			ps = append(ps, point{128, inflight, limit})
+		}
+	}
+	return ps
+}
+
+// parsePoints reads --points: "batch:inflight:limit,..."
+func parsePoints(s string) ([]point, error) {
+	var ps []point
+	for _, f := range strings.Split(s, ",") {
+		p := strings.Split(f, ":")
+		if len(p) != 3 {
+			return nil, fmt.Errorf("--points: %q is not batch:inflight:limit", f)
+		}
+		b, err1 := strconv.Atoi(p[0])
+		i, err2 := strconv.Atoi(p[1])
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("--points: %q is not batch:inflight:limit", f)
+		}
+		ps = append(ps, point{b, i, p[2]})
+	}
+	return ps, nil
+}
+
+// memoryCurve runs the 4-stream throughput at each point and reports the
+// appliance's peak RSS and throughput against the reference measured in
+// the same run.
+func (b *bench) memoryCurve() {
+	for _, p := range b.o.points {
+		b.memoryPoint(p)
 	}
 }
 
-func (b *bench) memoryPoint(batch int, env ...string) {
-	var edit func(string) string
-	name := "batch 128 (wireguard-go's own)"
-	if batch > 0 {
-		name = fmt.Sprintf("batch %d", batch)
-		edit = func(s string) string { return s + fmt.Sprintf("runtime:\n  batch_size: %d\n", batch) }
+func (p point) String() string {
+	return fmt.Sprintf("batch %d, inflight %s, GOMEMLIMIT=%s", p.batch, orNone(p.inflight), p.limit)
+}
+
+func orNone(n int) string {
+	if n == 0 {
+		return "unbounded"
 	}
-	name += ", " + strings.Join(env, " ")
-	b.startAppliancesWith(edit, env...)
+	return strconv.Itoa(n)
+}
+
+func (b *bench) memoryPoint(p point) {
+	edit := func(s string) string {
+		return s + fmt.Sprintf("runtime:\n  batch_size: %d\n  inflight_packets: %d\n", p.batch, p.inflight)
+	}
+	b.startAppliancesWith(edit, "GOMEMLIMIT="+p.limit)
 	var samples []float64
 	for r := 0; r < b.o.reps; r++ {
 		bps, _ := b.iperf(b.a.Address, 4)
@@ -45,7 +92,7 @@ func (b *bench) memoryPoint(batch int, env ...string) {
 	_, hwmB := rssKiB(b.b.Proc.Pid())
 	b.stopAppliances()
 	peak := max(hwmA, hwmB)
-	b.add("Memory curve", name, fmt.Sprintf("%s peak", mib(peak)),
+	b.add("Memory curve", p.String(), fmt.Sprintf("%s peak", mib(peak)),
 		fmt.Sprintf("%s median, 4 streams (runs %.0f to %.0f); vs reference: throughput %s, RSS %s",
 			mbit(bps), slices.Min(samples)/1e6, slices.Max(samples)/1e6, ratio(bps, b.refBps[1]), ratio(peak, b.refPeakKB)))
 }

@@ -1,0 +1,156 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wgk3s/wgk3s/internal/testnet"
+	"github.com/wgk3s/wgk3s/status"
+)
+
+// profiles takes Go profiles of both running appliances from their status
+// sockets (/debug/pprof) while a 4-stream iperf3 load runs: CPU for
+// seconds, then the heap (in use and allocated). They are written to dir
+// and the top entries of each are returned, for the report.
+func (b *bench) profiles(dir string, seconds int) map[string][]string {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	load := b.b.Srv.Start("iperf3", "-c", b.a.Address, "-t", fmt.Sprint(seconds+4), "-P", "4")
+	time.Sleep(2 * time.Second) // let the load reach its steady state
+	tops := map[string][]string{}
+	type fetch struct {
+		node       *testnet.Node
+		name, path string
+	}
+	var files []fetch
+	done := make(chan error, 2)
+	for _, n := range []*testnet.Node{b.a, b.b} {
+		f := filepath.Join(dir, n.Name+"-cpu.pprof")
+		files = append(files, fetch{n, "cpu", f})
+		go func() { done <- getProfile(n, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), f) }()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, n := range []*testnet.Node{b.a, b.b} {
+		f := filepath.Join(dir, n.Name+"-heap.pprof")
+		if err := getProfile(n, "/debug/pprof/heap", f); err != nil {
+			b.Fatal(err)
+		}
+		files = append(files, fetch{n, "inuse_space", f}, fetch{n, "alloc_space", f})
+	}
+	load.Wait(time.Duration(seconds+20) * time.Second)
+	for _, f := range files {
+		args := []string{"tool", "pprof", "-top", "-nodecount=8"}
+		if f.name != "cpu" {
+			args = append(args, "-sample_index="+f.name)
+		}
+		out, err := exec.Command("go", append(args, f.path)...).CombinedOutput()
+		if err != nil {
+			b.Fatalf("go tool pprof %s: %v\n%s", f.path, err, out)
+		}
+		tops[f.node.Name+" "+f.name] = topLines(string(out))
+	}
+	return tops
+}
+
+// topLines keeps pprof -top's summary line and its table.
+func topLines(out string) []string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "total") || strings.Contains(l, "flat%") || (len(keep) > 0 && strings.TrimSpace(l) != "") {
+			keep = append(keep, l)
+		}
+	}
+	return keep
+}
+
+// getProfile fetches path from n's status socket into file.
+func getProfile(n *testnet.Node, path, file string) error {
+	sock := n.Srv.HostPath(status.DefaultSocket)
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}, Timeout: 2 * time.Minute}
+	resp, err := c.Get("http://wgk3s" + path)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", n.Name, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %s: %s: %s", n.Name, path, resp.Status, body)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// profileDefault profiles the appliances with their defaults under load.
+func (b *bench) profileDefault() {
+	b.startAppliances(strings.Fields(os.Getenv("WGK3S_BENCH_PROFILE_ENV"))...)
+	tops := b.profiles(filepath.Join(os.TempDir(), "wgk3s-profiles"), 10)
+	b.stopAppliances()
+	for k, v := range tops {
+		fmt.Printf("--- %s\n%s\n", k, strings.Join(v, "\n"))
+	}
+}
+
+var totalAllocRE = regexp.MustCompile(`(?m)^# TotalAlloc = (\d+)$`)
+
+// totalAlloc is the bytes n's appliance has allocated since it started
+// (runtime.MemStats.TotalAlloc, from its heap profile's text form).
+func (b *bench) totalAlloc(n *testnet.Node) float64 {
+	f := filepath.Join(os.TempDir(), fmt.Sprintf("wgk3s-heap-%d.txt", os.Getpid()))
+	defer os.Remove(f)
+	if err := getProfile(n, "/debug/pprof/heap?debug=1", f); err != nil {
+		b.Fatal(err)
+	}
+	data, _ := os.ReadFile(f)
+	m := totalAllocRE.FindSubmatch(data)
+	if m == nil {
+		b.Fatalf("%s: no TotalAlloc in the heap profile", n.Name)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// idleAllocation measures how fast an idle appliance (one peer, keepalives
+// every 25 s) allocates: the heap grows by that between collections. With
+// GOGC=off the runtime collects only at the memory limit (no periodic
+// collection), so that rate is how fast idle RSS climbs to the limit.
+func (b *bench) idleAllocation(window time.Duration) {
+	b.startAppliances()
+	time.Sleep(5 * time.Second) // past the start's own allocations
+	before := b.totalAlloc(b.a)
+	time.Sleep(window)
+	rate := (b.totalAlloc(b.a) - before) / window.Minutes() // bytes per minute
+	b.stopAppliances()
+	hours := "never"
+	if rate > 0 {
+		hours = fmt.Sprintf("%.0f h", float64(256<<20)/rate/60)
+	}
+	b.add("Memory curve", "idle allocation, master with 1 peer", fmt.Sprintf("%.1f KiB/min", rate/1024),
+		fmt.Sprintf("over %v; with GOGC=off the heap would climb from idle to a 256MiB limit in about %s (no periodic GC when GOGC=off)", window, hours))
+}
