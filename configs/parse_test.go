@@ -80,7 +80,7 @@ nodes:
 	if cl.Firewall != (Firewall{EgressInterface: EgressAuto, Masquerade: true, Backend: "auto"}) {
 		t.Errorf("firewall defaults = %+v", cl.Firewall)
 	}
-	if cl.Runtime.MemoryLimit != 256<<20 || cl.Runtime.BatchSize != DefaultBatchSize {
+	if cl.Runtime != (Runtime{MemoryLimit: 96 << 20, BatchSize: 0, Inflight: 256}) {
 		t.Errorf("runtime defaults = %+v", cl.Runtime)
 	}
 	if cl.K3s.Binary != DefaultK3sBinary || cl.K3s.TokenFile != DefaultTokenFile ||
@@ -174,9 +174,10 @@ func TestParseBad(t *testing.T) {
 		{"metrics listen", "k3s:", "metrics:\n  enabled: true\n  listen: localhost\nk3s:", "metrics.listen", 20, `"localhost" is not IP:PORT`, "127.0.0.1:9586"},
 		{"metrics on the API port", "k3s:", "metrics:\n  enabled: true\n  listen: 127.0.0.1:6443\nk3s:", "metrics.listen", 20, "port 6443 is the k3s API server's", "another port"},
 		{"metrics on the kubelet port", "k3s:", "metrics:\n  enabled: true\n  listen: 0.0.0.0:10250\nk3s:", "metrics.listen", 20, "port 10250 is the kubelet's", "another port"},
-		{"memory limit", "k3s:", "runtime:\n  memory_limit: lots\nk3s:", "runtime.memory_limit", 19, `"lots" is not a memory limit`, "256MiB"},
+		{"memory limit", "k3s:", "runtime:\n  memory_limit: lots\nk3s:", "runtime.memory_limit", 19, `"lots" is not a memory limit`, "96MiB"},
 		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "not a memory limit", "at least 32MiB"},
 		{"batch size too large", "k3s:", "runtime:\n  batch_size: 129\nk3s:", "runtime.batch_size", 19, "129 is out of range", "from 1 to 128"},
+		{"inflight too small", "k3s:", "runtime:\n  inflight_packets: 10\nk3s:", "runtime.inflight_packets", 19, "10 is out of range", "from 64 to 65536, or 0 for no bound"},
 		{"batch size negative", "k3s:", "runtime:\n  batch_size: -1\nk3s:", "runtime.batch_size", 19, "-1 is out of range", "0 for wireguard-go's own"},
 		{"advertise", "k3s:\n", "k3s:\n  advertise: public\n", "k3s.advertise", 19, `"public" is not a choice`, "wireguard"},
 		{"owned flag", `["--disable=traefik"]`, `["--disable=traefik", "--node-ip=1.2.3.4"]`, "k3s.server_args[1]", 19, "--node-ip is a flag the appliance owns", "remove it"},

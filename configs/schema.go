@@ -106,8 +106,11 @@ type Runtime struct {
 	Inflight int
 }
 
-// DefaultInflight is runtime.inflight_packets' default (see BENCHMARKS.md).
-const DefaultInflight = 0
+// DefaultInflight is runtime.inflight_packets' default: with it and the
+// default memory limit the appliance peaked at about 80 MiB under the
+// benchmark's full load, at the reference wireguard-go's throughput (which
+// peaked at 400 to 500 MiB); see BENCHMARKS.md.
+const DefaultInflight = 256
 
 // MaxInflight is the largest runtime.inflight_packets: wireguard-go's own
 // queues hold at most this many batches.
@@ -120,11 +123,11 @@ const DefaultBatchSize = 0
 // that means anything.
 const MaxBatchSize = 128
 
-// DefaultMemoryLimit is runtime.memory_limit's default: half the reference
-// wireguard-go's peak under full load on the benchmark machine, at a few
-// percent of throughput at gigabit rates and none at cloud bandwidths (see
+// DefaultMemoryLimit is runtime.memory_limit's default. With the inflight
+// bound the live heap under load is a few dozen MiB; the limit keeps the
+// garbage collector from letting the heap double over it (see
 // BENCHMARKS.md).
-const DefaultMemoryLimit = 256 << 20
+const DefaultMemoryLimit = 96 << 20
 
 // Metrics is the metrics section: Prometheus metrics, off unless enabled.
 type Metrics struct {

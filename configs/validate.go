@@ -54,7 +54,7 @@ func validateRuntime(r *rawRuntime, c *collector) Runtime {
 	}
 	n, ok := parseSize(r.MemoryLimit)
 	if !ok || (n != 0 && n < 32<<20) {
-		c.add("runtime.memory_limit", "write a size of at least 32MiB such as 256MiB or 1GiB, or off", "%q is not a memory limit", r.MemoryLimit)
+		c.add("runtime.memory_limit", "write a size of at least 32MiB such as 96MiB or 1GiB, or off", "%q is not a memory limit", r.MemoryLimit)
 		return rt
 	}
 	rt.MemoryLimit = n
