@@ -87,9 +87,10 @@ type bench struct {
 	net     *testnet.Net
 	a, b    *testnet.Node // a: master (iperf3 server), b: agent (client)
 
-	results   []result
-	refPeakKB float64    // the reference's peak RSS under load
-	refBps    [2]float64 // the reference's throughput, 1 and 4 streams
+	results     []result
+	refPeakKB   float64    // the reference's peak RSS under load
+	profileText string     // pprof -top of the appliances under load, for the report
+	refBps      [2]float64 // the reference's throughput, 1 and 4 streams
 }
 
 // result is one row of the report.
@@ -121,7 +122,6 @@ func (b *bench) runAll() {
 		{"scale", "memory and reload at scale", b.scale},
 		{"sync", "edit once: the master's file handed round", b.syncSpread},
 		{"memory", "memory limit trade-off under load", b.memoryCurve},
-		{"profile", "Go profiles under load", b.profileDefault},
 		{"kernel", "kernel WireGuard against userspace (in a VM where this kernel has none)", b.kernelModes},
 	} {
 		if b.o.only == "" || slices.Contains(strings.Split(b.o.only, ","), s.name) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // point is one setting of the memory curve: runtime.batch_size,
@@ -23,16 +24,17 @@ type point struct {
 // limit and under tighter ones.
 func defaultPoints(smoke bool) []point {
 	if smoke {
-		return []point{{0, 0, "off"}, {16, 0, "96MiB"}, {0, 512, "96MiB"}}
+		return []point{{0, 0, "off"}, {16, 0, "96MiB"}, {0, 256, "96MiB"}}
 	}
+	// inflight 0 is no bound here (the curve shows what the bound does).
 	var ps []point
-	for _, batch := range []int{128, 64, 32, 16, 8} {
-		for _, limit := range []string{"off", "256MiB", "128MiB", "96MiB"} {
+	for _, batch := range []int{128, 32, 8} {
+		for _, limit := range []string{"off", "256MiB", "96MiB"} {
 			ps = append(ps, point{batch, 0, limit})
 		}
 	}
-	for _, inflight := range []int{256, 512, 1024} {
-		for _, limit := range []string{"off", "128MiB", "96MiB", "64MiB"} {
+	for _, inflight := range []int{128, 256, 1024} {
+		for _, limit := range []string{"off", "96MiB", "64MiB"} {
 			ps = append(ps, point{128, inflight, limit})
 		}
 	}
@@ -64,6 +66,12 @@ func (b *bench) memoryCurve() {
 	for _, p := range b.o.points {
 		b.memoryPoint(p)
 	}
+	window := time.Minute
+	if b.o.smoke {
+		window = 5 * time.Second
+	}
+	b.idleAllocation(window)
+	b.profileDefault()
 }
 
 func (p point) String() string {

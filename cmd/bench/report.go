@@ -32,7 +32,7 @@ func (b *bench) report() string {
 	fmt.Fprintf(&w, "Topology: two servers, each behind its own 1:1 NAT router, joined by a bridge \"internet\" (`internal/testnet`); "+
 		"everything is veth pairs on one machine, so the \"network\" is memory copies and the figures are CPU-bound: "+
 		"the iperf3 client and server, both WireGuard ends and the NAT routers share the %d cores.\n\n", runtime.NumCPU())
-	fmt.Fprintf(&w, "- (a) the appliance: `appliance --role ...` on both servers, wg0 in userspace mode, with its defaults (runtime.memory_limit 256MiB).\n"+
+	fmt.Fprintf(&w, "- (a) the appliance: `appliance --role ...` on both servers, wg0 in userspace mode, with its defaults (runtime.memory_limit 96MiB, runtime.inflight_packets 256, runtime.batch_size 0 = wireguard-go's 128).\n"+
 		"- (b) the reference: the `wireguard-go` binary built from the exact golang.zx2c4.com/wireguard version in go.mod, configured with `wg setconf` and `ip`, same MTU (1420).\n"+
 		"- (c) the underlay: iperf3 straight to the master's public address, through both NAT routers, no WireGuard.\n\n"+
 		"iperf3 TCP, %d s per run, median of %d runs; CPU seconds are the WireGuard processes' user+system time at both ends (/proc/PID/stat) per GB received; RSS from /proc/PID/status (VmRSS, VmHWM).\n",
@@ -44,6 +44,9 @@ func (b *bench) report() string {
 			fmt.Fprintf(&w, "\n## %s\n\n| measure | value | notes |\n| --- | --- | --- |\n", section)
 		}
 		fmt.Fprintf(&w, "| %s | %s | %s |\n", r.name, r.value, r.detail)
+	}
+	if b.profileText != "" {
+		fmt.Fprintf(&w, "\n## Profiles under load, defaults\n\n`go tool pprof -top` of profiles taken from the status socket's /debug/pprof while iperf3 runs 4 streams (node-1 sends, the master receives):\n\n```\n%s```\n", b.profileText)
 	}
 	w.WriteString(bounds)
 	return w.String()
@@ -80,10 +83,29 @@ const bounds = `
 - **Bytes per peer** is wireguard-go's per-peer state: its inbound and outbound
   queues are channels of 1024 entries (8 KiB each), plus handshake, keypair
   and timer state, plus the appliance's own copy of the peer.
-- **Memory under load** is wireguard-go's sync.Pool of 64 KiB packet buffers,
-  which grows with the packets in flight. A soft memory limit makes the
-  garbage collector return them sooner at the cost of GC CPU, which on 2 cores
-  competes with the tunnel: the curve above is that trade-off. The appliance
-  ships with runtime.memory_limit 256MiB; GOMEMLIMIT in the environment (the
-  rows above) overrides it.
+- **Memory under load** is wireguard-go's 64 KiB packet buffers (the
+  profiles above: PopulatePools.func3, the message buffer pool, is almost all
+  of the heap in use). Every packet in flight holds one, whatever its size,
+  and wireguard-go's queues hold up to 1024 batches each, so a TCP flow that
+  meets no loss inside the process keeps thousands queued: without a bound
+  the heap holds 200 to 250 MiB of them, and the reference peaks at 400 to
+  500 MiB. A memory limit alone only makes the garbage collector work harder
+  (the GOMEMLIMIT rows without an inflight bound: 96MiB costs a third or more
+  of the throughput, spent in GC, in zeroing new 64 KiB buffers and in
+  madvise); it does not make fewer packets live. Capping the batch size
+  (runtime.batch_size) does not either: the queues count batches, but TCP's
+  window, not the queue, decides how many packets wait, so small caps save
+  little and cost throughput (fewer packets per system call, TSO super-packets
+  split by the kernel at wg0's gso_max_segs). What bounds it is
+  runtime.inflight_packets: at the bound the appliance stops reading (from wg0
+  going out, from the UDP socket coming in), the kernel queue in front fills
+  and drops as a router's would, and TCP slows down. That also ends the
+  bufferbloat inside the process, which is why throughput does not suffer. The
+  defaults (inflight 256, memory limit 96MiB) are the point with the lowest
+  peak that keeps the reference's throughput in the curve above.
+- **GOGC=off** with a memory limit collects only at the limit: under load
+  fewer collections (a few percent more throughput where the limit is high),
+  but the runtime then never collects on its own schedule, so an idle
+  appliance's heap climbs to the limit at the idle allocation rate in the
+  curve's table. The appliance keeps GOGC at its default (100).
 `
