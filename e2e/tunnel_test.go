@@ -49,19 +49,7 @@ func TestTunnelAcrossNATs(t *testing.T) {
 	t.Run("adding a peer leaves the session and a ping flow untouched", func(t *testing.T) {
 		hs := handshake(t, m.Srv, n1.Key.PublicKey())
 		n2 := newNode(t, net.AddServer("node-2", 3), "k3s-node-2", "agent", "192.168.2.3")
-		flow := m.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", "192.168.2.2")
-		time.Sleep(500 * time.Millisecond) // let the flow start before the reload
-		m.WriteConfig([]*node{m, n1, n2}, nil)
-		m.Reload(t, "msg=reloaded")
-		if exited, _ := flow.Wait(20 * time.Second); !exited {
-			t.Fatal("ping flow did not finish")
-		}
-		if !strings.Contains(flow.Output(), "100 packets transmitted, 100 received") {
-			t.Errorf("ping flow lost packets across the reload:\n%s", flow.Output())
-		}
-		if !strings.Contains(wgShow(t, m.Srv, "peers"), n2.Key.PublicKey().String()) {
-			t.Errorf("node-2 was not added")
-		}
+		addPeerUnderFlow(t, m, []*node{m, n1, n2}, m, "192.168.2.2")
 		if got := handshake(t, m.Srv, n1.Key.PublicKey()); got != hs {
 			t.Errorf("node-1's latest handshake changed from %s to %s: its session was touched", hs, got)
 		}
@@ -312,18 +300,26 @@ func TestKernelAndUserspacePeers(t *testing.T) {
 	}
 
 	n2 := newNode(t, net.AddServer("node-2", 3), "k3s-node-2", "agent", "192.168.2.3")
-	flow := n1.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", "192.168.2.1")
+	addPeerUnderFlow(t, m, append(nodes, n2), n1, "192.168.2.1")
+}
+
+// addPeerUnderFlow reloads m with nodes, whose last is new, while a
+// 100-packet ping flow runs from src to dst, and requires that the flow
+// loses nothing and that m has the new peer.
+func addPeerUnderFlow(t *testing.T, m *node, nodes []*node, src *node, dst string) {
+	t.Helper()
+	flow := src.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.03", "-W", "1", dst)
 	time.Sleep(500 * time.Millisecond) // let the flow start before the reload
-	m.WriteConfig(append(nodes, n2), nil)
+	m.WriteConfig(nodes, nil)
 	m.Reload(t, "msg=reloaded")
 	if exited, _ := flow.Wait(30 * time.Second); !exited {
 		t.Fatal("ping flow did not finish")
 	}
 	if !strings.Contains(flow.Output(), "100 packets transmitted, 100 received") {
-		t.Errorf("the flow from the userspace node lost packets across the kernel node's reload:\n%s", flow.Output())
+		t.Errorf("the ping flow from %s to %s lost packets across %s's reload:\n%s", src.Name, dst, m.Name, flow.Output())
 	}
-	if !strings.Contains(wgShow(t, m.Srv, "peers"), n2.Key.PublicKey().String()) {
-		t.Errorf("node-2 was not added on the kernel side")
+	if added := nodes[len(nodes)-1]; !strings.Contains(wgShow(t, m.Srv, "peers"), added.Key.PublicKey().String()) {
+		t.Errorf("%s was not added on %s", added.Name, m.Name)
 	}
 }
 

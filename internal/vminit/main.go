@@ -15,15 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgk3s/wgk3s/internal/vm"
 	"golang.org/x/sys/unix"
 )
 
-// Command is what /vm/command.json holds.
-type Command struct {
-	Args    []string `json:"args"`
-	Env     []string `json:"env"`
-	Modules []string `json:"modules"` // loaded with modprobe before Args run
-}
 
 func main() {
 	code := run()
@@ -56,7 +51,7 @@ func run() int {
 		fmt.Println("wgk3s-vm:", err)
 		return 101
 	}
-	var c Command
+	var c vm.Command
 	if err := json.Unmarshal(raw, &c); err != nil || len(c.Args) == 0 {
 		fmt.Printf("wgk3s-vm: /vm/command.json: %v (args %q)\n", err, c.Args)
 		return 101
@@ -73,7 +68,7 @@ func run() int {
 
 // runReaping starts the command and reaps every process that ends until
 // the command itself does: as pid 1, this process inherits every orphan.
-func runReaping(c Command) int {
+func runReaping(c vm.Command) int {
 	cmd := exec.Command(c.Args[0], c.Args[1:]...)
 	cmd.Env = c.Env
 	cmd.Dir = "/"
