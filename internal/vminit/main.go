@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 func main() {
 	code := run()
 	fmt.Printf("wgk3s-vm: exit %d\n", code)
