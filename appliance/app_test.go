@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/status"
 	"go.uber.org/goleak"
 )
@@ -39,7 +41,7 @@ func TestStartThenStopInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"memory limit 100663296",
+		memoryLimit(3),
 		"status listen",
 		"orphan k3s stopped (grace 30s)", // a killed run's k3s goes first
 		"firewall cleanup",               // and its rules
@@ -104,7 +106,7 @@ func TestStartFailureUndoesTheStepsBefore(t *testing.T) {
 				}()
 			},
 			want:  "another running appliance",
-			after: []string{"memory limit 100663296"},
+			after: []string{memoryLimit(2)},
 		},
 		{
 			name: "metrics port in use",
@@ -117,31 +119,31 @@ func TestStartFailureUndoesTheStepsBefore(t *testing.T) {
 				c.extra = "metrics:\n  enabled: true\n  listen: " + l.Addr().String() + "\n"
 			},
 			want:  "metrics.listen",
-			after: []string{"memory limit 100663296", "status listen", "orphan k3s stopped (grace 30s)", "metrics listen"},
+			after: []string{memoryLimit(2), "status listen", "orphan k3s stopped (grace 30s)", "metrics listen"},
 		},
 		{
 			name:  "no iptables",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failFirewallNew = errBoom },
 			want:  "firewall: boom",
-			after: []string{"memory limit 100663296", "status listen", "orphan k3s stopped (grace 30s)"},
+			after: []string{memoryLimit(2), "status listen", "orphan k3s stopped (grace 30s)"},
 		},
 		{
 			name:  "leftover rules cannot be removed",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failCleanUp = errBoom },
 			want:  "removing a previous run's firewall rules: boom",
-			after: []string{"memory limit 100663296", "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup failed"},
+			after: []string{memoryLimit(2), "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup failed"},
 		},
 		{
 			name:  "wg0 cannot be created",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failOpen = errBoom },
 			want:  "bringing up wg0: boom",
-			after: []string{"memory limit 100663296", "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup", "wireguard open failed"},
+			after: []string{memoryLimit(2), "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup", "wireguard open failed"},
 		},
 		{
 			name:  "firewall rules cannot be applied",
 			setup: func(t *testing.T, f *fakes, a *App, c *cluster) { f.failSet[1] = errBoom },
 			want:  "applying firewall rules: boom",
-			after: []string{"memory limit 100663296", "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup", "wireguard open wg0 peers=1",
+			after: []string{memoryLimit(2), "status listen", "orphan k3s stopped (grace 30s)", "firewall cleanup", "wireguard open wg0 peers=1",
 				"firewall set failed", "firewall cleanup", "wireguard stop"},
 		},
 	}
@@ -183,7 +185,7 @@ func TestReloadAppliesTheDifference(t *testing.T) {
 	if err := a.Reload(context.Background(), next); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"wireguard apply peers=2 mtu=1420", "memory limit 100663296"}, f.j.since(n)); diff != "" {
+	if diff := cmp.Diff([]string{"wireguard apply peers=2 mtu=1420", memoryLimit(3)}, f.j.since(n)); diff != "" {
 		t.Errorf("adding a node (-want +got):\n%s", diff)
 	}
 	if a.Plan() != next {
@@ -345,4 +347,10 @@ func TestRecreatedTunnelRestartsK3s(t *testing.T) {
 	if diff := cmp.Diff([]string{"k3s restart"}, f.j.since(n)); diff != "" {
 		t.Errorf("after wg0 was recreated (-want +got):\n%s", diff)
 	}
+}
+
+// memoryLimit is the journal entry of the default memory limit applied for
+// a cluster of nodes.
+func memoryLimit(nodes int) string {
+	return fmt.Sprintf("memory limit %d", configs.DefaultMemoryLimit+nodes*configs.DefaultMemoryLimitPerNode)
 }

@@ -80,7 +80,7 @@ nodes:
 	if cl.Firewall != (Firewall{EgressInterface: EgressAuto, Masquerade: true, Backend: "auto"}) {
 		t.Errorf("firewall defaults = %+v", cl.Firewall)
 	}
-	if cl.Runtime != (Runtime{MemoryLimit: 96 << 20, BatchSize: 0, Inflight: 256}) {
+	if cl.Runtime != (Runtime{MemoryLimit: 96<<20 + int64(len(cl.Nodes))*128<<10, BatchSize: 0, Inflight: 128}) {
 		t.Errorf("runtime defaults = %+v", cl.Runtime)
 	}
 	if cl.K3s.Binary != DefaultK3sBinary || cl.K3s.TokenFile != DefaultTokenFile ||

@@ -106,11 +106,11 @@ type Runtime struct {
 	Inflight int
 }
 
-// DefaultInflight is runtime.inflight_packets' default: with it and the
-// default memory limit the appliance peaked at about 80 MiB under the
-// benchmark's full load, at the reference wireguard-go's throughput (which
-// peaked at 400 to 500 MiB); see BENCHMARKS.md.
-const DefaultInflight = 256
+// DefaultInflight is runtime.inflight_packets' default: with it the
+// appliance peaked at 80 to 86 MiB under the benchmark's full load, at the
+// reference wireguard-go's throughput (which peaked at 400 to 500 MiB),
+// whatever the memory limit above 96MiB; see BENCHMARKS.md.
+const DefaultInflight = 128
 
 // MaxInflight is the largest runtime.inflight_packets: wireguard-go's own
 // queues hold at most this many batches.
@@ -123,11 +123,16 @@ const DefaultBatchSize = 0
 // that means anything.
 const MaxBatchSize = 128
 
-// DefaultMemoryLimit is runtime.memory_limit's default. With the inflight
-// bound the live heap under load is a few dozen MiB; the limit keeps the
-// garbage collector from letting the heap double over it (see
-// BENCHMARKS.md).
-const DefaultMemoryLimit = 96 << 20
+// DefaultMemoryLimit is runtime.memory_limit's default for a small
+// cluster; each node adds DefaultMemoryLimitPerNode. Under full load the
+// inflight bound keeps the live heap to a few dozen MiB; the limit keeps
+// the garbage collector from letting the heap double over it. A reload of a
+// big cluster file needs room of its own: a 1000-node reload took 44 ms
+// under a 256MiB limit and 135 ms under 96MiB (see BENCHMARKS.md).
+const (
+	DefaultMemoryLimit        = 96 << 20
+	DefaultMemoryLimitPerNode = 128 << 10
+)
 
 // Metrics is the metrics section: Prometheus metrics, off unless enabled.
 type Metrics struct {

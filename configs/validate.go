@@ -29,12 +29,13 @@ func validate(r *raw, c *collector) *Cluster {
 	}
 	cl.K3s = validateK3s(&r.K3s, cl, c)
 	cl.Metrics = validateMetrics(&r.Metrics, c)
-	cl.Runtime = validateRuntime(&r.Runtime, c)
+	cl.Runtime = validateRuntime(&r.Runtime, len(cl.Nodes), c)
 	return cl
 }
 
-func validateRuntime(r *rawRuntime, c *collector) Runtime {
-	rt := Runtime{MemoryLimit: DefaultMemoryLimit, BatchSize: DefaultBatchSize, Inflight: DefaultInflight}
+func validateRuntime(r *rawRuntime, nodes int, c *collector) Runtime {
+	rt := Runtime{MemoryLimit: DefaultMemoryLimit + int64(nodes)*DefaultMemoryLimitPerNode,
+		BatchSize: DefaultBatchSize, Inflight: DefaultInflight}
 	if r.Inflight != nil {
 		if n := *r.Inflight; n != 0 && (n < 64 || n > MaxInflight) {
 			c.add("runtime.inflight_packets", fmt.Sprintf("write a whole number from 64 to %d, or 0 for no bound", MaxInflight), "%d is out of range", n)
