@@ -27,6 +27,8 @@ declare -A need=(
   [qemu-system-x86_64]=qemu-system-x86
   [depmod]=kmod
   [ss]=iproute2
+  [sysctl]=procps
+  [lsmod]=kmod
 )
 
 missing=()
