@@ -258,6 +258,7 @@ func TestReloadThatNeedsARestartChangesNothing(t *testing.T) {
 		{"metrics", "", "metrics:\n  enabled: true\n", "metrics"},
 		{"grace", "  binary: /usr/local/bin/k3s\n", "  stop_grace_period: 5s\n", "k3s.stop_grace_period"},
 		{"batch size", "", "runtime:\n  batch_size: 16\n", "runtime.batch_size"},
+		{"inflight", "", "runtime:\n  inflight_packets: 512\n", "runtime.inflight_packets"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -95,8 +95,7 @@ type Cluster struct {
 // Runtime is the runtime section: limits of the appliance process itself.
 type Runtime struct {
 	// MemoryLimit is the Go runtime's soft memory limit in bytes (0: none).
-	// It bounds wireguard-go's packet buffers, which otherwise grow with
-	// throughput.
+	// It keeps the heap near what is live; Inflight bounds what is live.
 	MemoryLimit int64
 	// BatchSize caps how many packets wireguard-go reads or sends at once
 	// (userspace mode); 0 leaves wireguard-go's own (128 on Linux).
@@ -112,8 +111,8 @@ type Runtime struct {
 // whatever the memory limit above 96MiB; see BENCHMARKS.md.
 const DefaultInflight = 128
 
-// MaxInflight is the largest runtime.inflight_packets: wireguard-go's own
-// queues hold at most this many batches.
+// MaxInflight is the largest runtime.inflight_packets (4 GiB of packet
+// buffers: a bound that no longer bounds anything a server has).
 const MaxInflight = 65536
 
 // DefaultBatchSize is runtime.batch_size's default (see BENCHMARKS.md).

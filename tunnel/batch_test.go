@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"unsafe"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -26,6 +27,7 @@ type fakeBind struct {
 	conn.Bind
 	batch  int
 	script [][]string // each call's packets
+	seen   [][]byte   // the buffers of the last call
 }
 
 func (b *fakeBind) BatchSize() int { return b.batch }
@@ -35,6 +37,7 @@ func (b *fakeBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		if len(bufs) != b.batch {
 			return 0, fmt.Errorf("the wrapped bind got %d buffers, wants its batch of %d", len(bufs), b.batch)
 		}
+		b.seen = bufs
 		if len(b.script) == 0 {
 			return 0, fmt.Errorf("script done")
 		}
@@ -133,6 +136,11 @@ func TestCappedReceiveFitsWithoutCopying(t *testing.T) {
 	n, err := fns[0](bufs, sizes, eps)
 	if err != nil || n != 2 {
 		t.Fatalf("n %d, err %v", n, err)
+	}
+	for i := range bufs {
+		if unsafe.SliceData(inner.seen[i]) != unsafe.SliceData(bufs[i]) {
+			t.Fatalf("the wrapped bind's slot %d is not the caller's buffer %d: the packets are copied", i, i)
+		}
 	}
 	if !bytes.Equal(backing[:1], []byte("a")) || !bytes.Equal(backing[8:9], []byte("b")) {
 		t.Errorf("the packets were not read into the caller's buffers")

@@ -115,7 +115,14 @@ func (netlinkHost) createUserspace(cfg Config, log *slog.Logger) (io.Closer, err
 		return nil, err
 	}
 	if cfg.Inflight > 0 {
-		out, in := newInflight(cfg.Inflight), newInflight(cfg.Inflight)
+		var once sync.Once
+		stalled := func() {
+			once.Do(func() {
+				log.Warn("wireguard-go held runtime.inflight_packets packets for a second and sent or wrote none of them; "+
+					"reads went on without the bound (logged once)", "interface", name, "inflight_packets", cfg.Inflight)
+			})
+		}
+		out, in := newInflight(cfg.Inflight, stalled), newInflight(cfg.Inflight, stalled)
 		dev, bind = limitedTUN{dev, out, in}, &limitedBind{bind, out, in}
 	}
 	u := &userspace{name: name, log: log, done: make(chan struct{})}
@@ -214,7 +221,7 @@ func wgLogger(log *slog.Logger, name string) *device.Logger {
 			// drops it; wireguard-go only says so verbosely.
 			if strings.HasPrefix(format, "Dropped some packets from multi-segment read") {
 				if _, seen := once.LoadOrStore("segments", true); !seen {
-					log.Warn(prefix + msg + "; packets from the kernel had more segments than a batch holds (logged once); fix: raise or remove runtime.batch_size")
+					log.Warn(prefix + msg + "; packets from the kernel had more segments than a batch holds (logged once); fix: if runtime.batch_size is set, raise or remove it")
 				}
 				return
 			}

@@ -31,23 +31,30 @@ const maxAdmissionWait = inflightExpiry
 // inflight counts the packets read and not yet written in one direction.
 type inflight struct {
 	max  int
+	wait time.Duration // maxAdmissionWait
 	now  func() time.Time
 	mu   sync.Mutex
 	pkts map[uintptr]time.Time // by the address of the packet's buffer
 	room chan struct{}         // signalled when a packet leaves
 	done chan struct{}         // closed by close: waits end
 	once sync.Once
+	// stalled is called when a read waited maxAdmissionWait and no packet
+	// left meanwhile: the data path is stuck, or packets are no longer
+	// recognised when they leave (a wireguard-go that sends from other
+	// buffers than it read into), which would cap the tunnel at max
+	// packets a second. It must not block.
+	stalled func()
 }
 
-func newInflight(max int) *inflight {
-	return &inflight{max: max, now: time.Now, pkts: make(map[uintptr]time.Time, max),
-		room: make(chan struct{}, 1), done: make(chan struct{})}
+func newInflight(max int, stalled func()) *inflight {
+	return &inflight{max: max, wait: maxAdmissionWait, now: time.Now, pkts: make(map[uintptr]time.Time, max),
+		room: make(chan struct{}, 1), done: make(chan struct{}), stalled: stalled}
 }
 
 func bufferKey(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 // admit waits until fewer than max packets are in flight, at most
-// maxAdmissionWait, or until close.
+// f.wait (then it calls stalled), or until close.
 func (f *inflight) admit() {
 	var timeout <-chan time.Time
 	for {
@@ -58,13 +65,16 @@ func (f *inflight) admit() {
 			return
 		}
 		if timeout == nil {
-			t := time.NewTimer(maxAdmissionWait)
+			t := time.NewTimer(f.wait)
 			defer t.Stop()
 			timeout = t.C
 		}
 		select {
 		case <-f.room:
 		case <-timeout:
+			if f.stalled != nil {
+				f.stalled()
+			}
 			return
 		case <-f.done:
 			return

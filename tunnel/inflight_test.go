@@ -29,7 +29,7 @@ func admitted(f *inflight, d time.Duration) bool {
 // TestInflightBlocksAtMaxUntilAPacketLeaves: a read waits while max packets
 // are in flight and goes on as soon as one is sent or written.
 func TestInflightBlocksAtMaxUntilAPacketLeaves(t *testing.T) {
-	f := newInflight(4)
+	f := newInflight(4, nil)
 	defer f.close()
 	bufs := buffers(4)
 	f.enter(bufs[:3])
@@ -66,7 +66,7 @@ func TestInflightBlocksAtMaxUntilAPacketLeaves(t *testing.T) {
 // tunnel.
 func TestInflightForgetsDroppedPackets(t *testing.T) {
 	now := time.Unix(1000, 0)
-	f := newInflight(4)
+	f := newInflight(4, nil)
 	f.now = func() time.Time { return now }
 	defer f.close()
 	f.enter(buffers(4))
@@ -79,9 +79,36 @@ func TestInflightForgetsDroppedPackets(t *testing.T) {
 	}
 }
 
+// TestInflightSaysWhenStalled: a read that waited the whole admission wait
+// with no packet leaving goes on, and says so; one that got room does not.
+func TestInflightSaysWhenStalled(t *testing.T) {
+	stalls := make(chan struct{}, 4)
+	f := newInflight(1, func() { stalls <- struct{}{} })
+	f.wait = 20 * time.Millisecond
+	defer f.close()
+	bufs := buffers(1)
+	f.enter(bufs)
+	if !admitted(f, time.Second) {
+		t.Fatal("the read did not go on after the admission wait")
+	}
+	select {
+	case <-stalls:
+	default:
+		t.Fatal("a read that waited the whole admission wait was not reported")
+	}
+	f.wait = time.Second
+	go func() { time.Sleep(10 * time.Millisecond); f.leave(bufs) }()
+	if !admitted(f, time.Second) {
+		t.Fatal("room was made, but the read did not go on")
+	}
+	if len(stalls) != 0 {
+		t.Error("a read that got room was reported as stalled")
+	}
+}
+
 // TestInflightWaitsEndOnClose: closing wg0 ends a waiting read.
 func TestInflightWaitsEndOnClose(t *testing.T) {
-	f := newInflight(1)
+	f := newInflight(1, nil)
 	f.enter(buffers(1))
 	done := make(chan struct{})
 	go func() { f.admit(); close(done) }()

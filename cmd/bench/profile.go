@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -40,7 +41,7 @@ func (b *bench) profiles(dir string, seconds int) map[string][]string {
 	for _, n := range []*testnet.Node{b.a, b.b} {
 		f := filepath.Join(dir, n.Name+"-cpu.pprof")
 		files = append(files, fetch{n, "cpu", f})
-		go func() { done <- getProfile(n, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), f) }()
+		go func() { done <- getProfileFile(n, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), f) }()
 	}
 	for range 2 {
 		if err := <-done; err != nil {
@@ -49,7 +50,7 @@ func (b *bench) profiles(dir string, seconds int) map[string][]string {
 	}
 	for _, n := range []*testnet.Node{b.a, b.b} {
 		f := filepath.Join(dir, n.Name+"-heap.pprof")
-		if err := getProfile(n, "/debug/pprof/heap", f); err != nil {
+		if err := getProfileFile(n, "/debug/pprof/heap", f); err != nil {
 			b.Fatal(err)
 		}
 		files = append(files, fetch{n, "inuse_space", f}, fetch{n, "alloc_space", f})
@@ -80,8 +81,21 @@ func topLines(out string) []string {
 	return keep
 }
 
-// getProfile fetches path from n's status socket into file.
-func getProfile(n *testnet.Node, path, file string) error {
+// getProfileFile fetches path from n's status socket into file.
+func getProfileFile(n *testnet.Node, path, file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := getProfile(n, path, f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// getProfile fetches path from n's status socket into w.
+func getProfile(n *testnet.Node, path string, w io.Writer) error {
 	sock := n.Srv.HostPath(status.DefaultSocket)
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -96,15 +110,8 @@ func getProfile(n *testnet.Node, path, file string) error {
 		body, _ := io.ReadAll(resp.Body)
 		return fmt.Errorf("%s: %s: %s: %s", n.Name, path, resp.Status, body)
 	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
 }
 
 // profileDefault profiles the appliances with their defaults under load,
@@ -118,8 +125,16 @@ func (b *bench) profileDefault() {
 	tops := b.profiles(filepath.Join(os.TempDir(), "wgk3s-profiles"), seconds)
 	b.stopAppliances()
 	var w strings.Builder
-	for _, k := range []string{b.b.Name + " inuse_space", b.a.Name + " inuse_space", b.b.Name + " alloc_space", b.b.Name + " cpu", b.a.Name + " cpu"} {
-		fmt.Fprintf(&w, "%s (%s):\n%s\n\n", k, map[bool]string{true: "sender", false: "receiver"}[strings.HasPrefix(k, b.b.Name)], strings.Join(tops[k], "\n"))
+	for _, p := range []struct {
+		node *testnet.Node
+		role string
+		kind string
+	}{
+		{b.b, "sender", "inuse_space"}, {b.a, "receiver", "inuse_space"}, {b.b, "sender", "alloc_space"},
+		{b.b, "sender", "cpu"}, {b.a, "receiver", "cpu"},
+	} {
+		k := p.node.Name + " " + p.kind
+		fmt.Fprintf(&w, "%s (%s):\n%s\n\n", k, p.role, strings.Join(tops[k], "\n"))
 	}
 	b.profileText = w.String()
 	fmt.Print(b.profileText)
@@ -130,13 +145,11 @@ var totalAllocRE = regexp.MustCompile(`(?m)^# TotalAlloc = (\d+)$`)
 // totalAlloc is the bytes n's appliance has allocated since it started
 // (runtime.MemStats.TotalAlloc, from its heap profile's text form).
 func (b *bench) totalAlloc(n *testnet.Node) float64 {
-	f := filepath.Join(os.TempDir(), fmt.Sprintf("wgk3s-heap-%d.txt", os.Getpid()))
-	defer os.Remove(f)
-	if err := getProfile(n, "/debug/pprof/heap?debug=1", f); err != nil {
+	var buf bytes.Buffer
+	if err := getProfile(n, "/debug/pprof/heap?debug=1", &buf); err != nil {
 		b.Fatal(err)
 	}
-	data, _ := os.ReadFile(f)
-	m := totalAllocRE.FindSubmatch(data)
+	m := totalAllocRE.FindSubmatch(buf.Bytes())
 	if m == nil {
 		b.Fatalf("%s: no TotalAlloc in the heap profile", n.Name)
 	}
