@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/status"
 )
@@ -32,9 +29,9 @@ type Options struct {
 	// the reload was rejected.
 	ReloadRequest func() error
 	// SyncApply takes a cluster file from the master (sync on an agent):
-	// it validates it as a SIGHUP would, writes it and reloads, or says
-	// why not.
-	SyncApply func(data []byte) error
+	// it validates it as a SIGHUP would, calls confirm, writes it and
+	// reloads, or says why not (see meshsync.Client.Apply).
+	SyncApply func(data []byte, confirm func(staging bool) error) error
 }
 
 // ErrNotRunning is returned by Reload before Start or after a stop.
@@ -66,6 +63,8 @@ type App struct {
 	syncServer *meshsync.Server
 	syncClient *meshsync.Client
 	relisten   chan struct{} // the sync server listens again (wg0 recreated)
+	// keyHandOverWait is keyHandOverWait; tests shorten it.
+	keyHandOverWait time.Duration
 
 	mu      sync.Mutex // guards what the status socket reads during a reload
 	plan    *Plan
@@ -91,7 +90,8 @@ func New(opts Options) *App {
 	if opts.Parts.OpenTunnel == nil {
 		opts.Parts = System()
 	}
-	return &App{log: opts.Logger, opts: opts, parts: opts.Parts, done: make(chan struct{}), relisten: make(chan struct{}, 1)}
+	return &App{log: opts.Logger, opts: opts, parts: opts.Parts, done: make(chan struct{}), relisten: make(chan struct{}, 1),
+		keyHandOverWait: keyHandOverWait}
 }
 
 // Done is closed when the App has stopped, by Stop or because a part failed.
@@ -196,15 +196,31 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	if note := fw.CatchAllNote(); note != "" {
 		a.log.Info(note)
 	}
-	k3s := a.parts.NewK3s(p.K3s, a.log)
+	if p.K3s.AgentTokenFile != "" {
+		created, err := a.parts.CreateToken(p.K3s.AgentTokenFile)
+		if err != nil {
+			return fmt.Errorf("creating the agent token (k3s.agent_token_file): %w", err)
+		}
+		if created {
+			a.log.Info("created the k3s agent token; agents fetch it over wg0", "agent_token_file", p.K3s.AgentTokenFile)
+		}
+	}
+	var beforeStart func(context.Context) error
+	if p.Sync.Enabled && !p.Sync.Serve {
+		a.syncClient = a.newSyncClient(p)
+		if p.K3s.FetchToken {
+			beforeStart = func(ctx context.Context) error {
+				return meshsync.EnsureToken(ctx, a.syncClient, p.K3s.TokenFile, a.log)
+			}
+		}
+	}
+	k3s := a.parts.NewK3s(p.K3s, beforeStart, a.log)
 	a.mu.Lock()
 	a.k3s = k3s
 	a.mu.Unlock()
 	a.run("k3s", k3s.Run)
-	if p.Sync.Enabled {
-		if err := a.startSync(p); err != nil {
-			return err
-		}
+	if err := a.startSync(p); err != nil {
+		return err
 	}
 	if metricsL != nil {
 		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
@@ -238,19 +254,12 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 	if err := RestartRequired(old, p); err != nil {
 		return err
 	}
-	// A node the new file drops loses its tunnel with this reload: it is
-	// handed the file first, so that it can say it was dropped.
-	dropped := droppedNodes(old.Sync.Nodes, p.Sync.Nodes)
-	published := a.syncServer != nil && len(dropped) > 0
-	if published {
-		a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes)
-		a.syncServer.AwaitPolls(dropped, meshsync.Revision(p.Config.Cluster.Data), 2*time.Second)
-		defer func() {
-			if err != nil {
-				a.syncServer.Update(old.Config.Cluster.Data, old.Sync.Nodes)
-			}
-		}()
-	}
+	handedOver := a.handOver(old, p)
+	defer func() {
+		if handedOver && err != nil {
+			a.publish(old)
+		}
+	}()
 	if err := a.tun.Apply(ctx, p.Tunnel); err != nil {
 		return fmt.Errorf("applying to %s (rolled back): %w", p.Tunnel.Name, err)
 	}
@@ -265,9 +274,7 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 		}
 	}
 	a.setPlan(p)
-	if a.syncServer != nil && !published {
-		a.syncServer.Update(p.Config.Cluster.Data, p.Sync.Nodes)
-	}
+	a.publish(p)
 	if a.syncClient != nil {
 		a.syncClient.Changed() // a local reload: follow the master again
 	}
@@ -292,58 +299,6 @@ func (a *App) tunnelRecreated() {
 	select { // the sync server's socket was bound to the old wg0
 	case a.relisten <- struct{}{}:
 	default:
-	}
-}
-
-// startSync starts serving the cluster file (master) or following it.
-func (a *App) startSync(p *Plan) error {
-	if !p.Sync.Serve {
-		apply := a.opts.SyncApply
-		if apply == nil {
-			apply = func([]byte) error { return errors.New("this appliance takes no cluster file from the master") }
-		}
-		a.syncClient = &meshsync.Client{Master: p.Sync.Master, Log: a.log, Apply: apply,
-			Have: func() string { return meshsync.Revision(a.Plan().Config.Cluster.Data) }}
-		a.run("sync", a.syncClient.Run)
-		return nil
-	}
-	token := p.K3s.TokenFile
-	s := meshsync.NewServer(a.log, func() ([]byte, error) { return configs.ReadFile(token) })
-	s.Update(p.Config.Cluster.Data, p.Sync.Nodes)
-	l, err := a.parts.ListenSync(p.Sync.Master, p.Tunnel.Name)
-	if err != nil {
-		return err
-	}
-	a.syncServer = s
-	a.push("sync listener", closer(l))
-	a.run("sync", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Master, p.Tunnel.Name) })
-	a.log.Info("sync: serving the cluster file and the token over wg0", "listen", p.Sync.Master, "nodes", len(p.Sync.Nodes))
-	return nil
-}
-
-// serveSync serves until ctx is cancelled, listening again when wg0 was
-// recreated (a socket bound to a device keeps the old one).
-func (a *App) serveSync(ctx context.Context, s *meshsync.Server, l net.Listener, addr netip.AddrPort, device string) error {
-	for {
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(sctx, l) }()
-		select {
-		case <-ctx.Done():
-			cancel()
-			return <-done
-		case err := <-done:
-			cancel()
-			return err
-		case <-a.relisten:
-			cancel()
-			<-done
-			var err error
-			if l, err = a.parts.ListenSync(addr, device); err != nil {
-				return err
-			}
-			a.log.Info("sync: listening again on the recreated " + device)
-		}
 	}
 }
 
@@ -462,15 +417,4 @@ func closer(l net.Listener) func() error {
 		}
 		return nil
 	}
-}
-
-// droppedNodes returns the addresses in old that are not in next.
-func droppedNodes(old, next []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range old {
-		if !slices.Contains(next, a) {
-			out = append(out, a)
-		}
-	}
-	return out
 }

@@ -47,6 +47,7 @@ func TestStartThenStopInOrder(t *testing.T) {
 		"firewall cleanup",               // and its rules
 		"wireguard open wg0 peers=2",
 		"firewall set rules=13",
+		"token created agent-token", // the master makes the agent token before k3s reads it
 		"k3s new " + strings.Join(p.K3s.Args, " "),
 		"sync listen 192.168.2.1:5419 on wg0", // the master serves the file over wg0
 	}

@@ -79,7 +79,7 @@ func (f *fakes) parts() Parts {
 			f.fw = &fakeFirewall{f: f}
 			return f.fw, nil
 		},
-		NewK3s: func(cmd K3sCommand, _ *slog.Logger) K3s {
+		NewK3s: func(cmd K3sCommand, _ func(context.Context) error, _ *slog.Logger) K3s {
 			f.j.add("k3s new %s", strings.Join(cmd.Args, " "))
 			f.k3s = &fakeK3s{f: f, args: cmd.Args, fail: make(chan error, 1)}
 			return f.k3s
@@ -100,6 +100,10 @@ func (f *fakes) parts() Parts {
 			return net.Listen("tcp", addr)
 		},
 		SetMemoryLimit: func(rt configs.Runtime, _ *slog.Logger) { f.j.add("memory limit %d", rt.MemoryLimit) },
+		CreateToken: func(path string) (bool, error) {
+			f.j.add("token created %s", filepath.Base(path))
+			return true, nil
+		},
 		StopOrphanK3s: func(grace time.Duration, _ *slog.Logger) error {
 			f.j.add("orphan k3s stopped (grace %s)", grace)
 			return nil
@@ -324,6 +328,8 @@ type cluster struct {
 	keys  []wgtypes.Key
 	names []string
 	extra string // appended to the file (firewall, metrics, ... sections)
+	// extraInterface is added to the interface section.
+	extraInterface string
 }
 
 func newCluster(t testing.TB, n int) *cluster {
@@ -340,11 +346,10 @@ func newCluster(t testing.TB, n int) *cluster {
 	return c
 }
 
-// config renders the file with the first n nodes and loads it as node self.
-func (c *cluster) config(t testing.TB, n, self int, edit func(string) string) *configs.Config {
-	t.Helper()
+// text renders the file with the first n nodes.
+func (c *cluster) text(n int, edit func(string) string) string {
 	var b strings.Builder
-	b.WriteString("network: 192.168.2.0/24\ninterface:\n  listen_port: 5418\nnodes:\n")
+	b.WriteString("network: 192.168.2.0/24\ninterface:\n  listen_port: 5418\n" + c.extraInterface + "nodes:\n")
 	for i := range n {
 		role := "agent"
 		if i == 0 {
@@ -355,10 +360,16 @@ func (c *cluster) config(t testing.TB, n, self int, edit func(string) string) *c
 	}
 	b.WriteString("k3s:\n  binary: /usr/local/bin/k3s\n")
 	b.WriteString(c.extra)
-	s := b.String()
 	if edit != nil {
-		s = edit(s)
+		return edit(b.String())
 	}
+	return b.String()
+}
+
+// config renders the file with the first n nodes and loads it as node self.
+func (c *cluster) config(t testing.TB, n, self int, edit func(string) string) *configs.Config {
+	t.Helper()
+	s := c.text(n, edit)
 	cl, err := configs.Parse([]byte(s), "test.yaml")
 	if err != nil {
 		t.Fatalf("test cluster file: %v\n%s", err, s)

@@ -68,7 +68,12 @@ type Parts struct {
 	// link was deleted by someone else and recreated.
 	OpenTunnel  func(ctx context.Context, cfg tunnel.Config, log *slog.Logger, onRecreate func()) (Tunnel, error)
 	NewFirewall func(backend string, log *slog.Logger) (Firewall, error)
-	NewK3s      func(cmd K3sCommand, log *slog.Logger) K3s
+	// NewK3s makes the k3s supervisor; beforeStart, if not nil, runs
+	// before k3s first starts (an agent fetching its token).
+	NewK3s func(cmd K3sCommand, beforeStart func(context.Context) error, log *slog.Logger) K3s
+	// CreateToken writes a new random token to path, 0600, unless a file
+	// is there; it says whether it made one.
+	CreateToken func(path string) (bool, error)
 	// ListenStatus opens the status socket; it fails when another
 	// appliance serves it, which makes it the single-instance guard.
 	ListenStatus func(path string) (net.Listener, error)
@@ -94,15 +99,11 @@ func System() Parts {
 		NewFirewall: func(backend string, log *slog.Logger) (Firewall, error) {
 			return firewall.New(firewall.Options{Logger: log, Backend: backend})
 		},
-		NewK3s: func(cmd K3sCommand, log *slog.Logger) K3s {
-			opts := supervisor.Options{Logger: log, StopGrace: cmd.StopGrace, WaitFor: cmd.WaitFor, StateFile: supervisor.DefaultStateFile}
-			if cmd.TokenFrom.IsValid() {
-				opts.BeforeStart = func(ctx context.Context) error {
-					return meshsync.EnsureToken(ctx, cmd.TokenFrom, cmd.TokenFile, log)
-				}
-			}
-			return supervisor.New(cmd.Binary, cmd.Args, opts)
+		NewK3s: func(cmd K3sCommand, beforeStart func(context.Context) error, log *slog.Logger) K3s {
+			return supervisor.New(cmd.Binary, cmd.Args, supervisor.Options{Logger: log, StopGrace: cmd.StopGrace,
+				WaitFor: cmd.WaitFor, StateFile: supervisor.DefaultStateFile, BeforeStart: beforeStart})
 		},
+		CreateToken: configs.CreateToken,
 		StopOrphanK3s: func(grace time.Duration, log *slog.Logger) error {
 			_, err := supervisor.StopOrphan(supervisor.DefaultStateFile, grace, log)
 			return err

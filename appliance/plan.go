@@ -47,15 +47,16 @@ type Plan struct {
 }
 
 // SyncPlan is how this node takes part in handing the cluster file and the
-// token around over wg0 (package meshsync).
+// tokens around over wg0 (package meshsync).
 type SyncPlan struct {
 	Enabled bool
 	// Serve is true on the master.
 	Serve bool
 	// Master is where the master serves: its wg address, meshsync's port.
 	Master netip.AddrPort
-	// Nodes are the mesh addresses the master serves (every other node).
-	Nodes []netip.Addr
+	// Followers are the nodes the master serves (every other node), known
+	// by their keys; each is handed the token of its role.
+	Followers []meshsync.Node
 }
 
 // K3sCommand is the supervised k3s child.
@@ -67,10 +68,16 @@ type K3sCommand struct {
 	// tunnel before its first start ("" on the master).
 	WaitFor   string
 	StopGrace time.Duration
-	// TokenFrom, when valid, is the master to fetch a missing token from
-	// before the first start (an agent with sync on).
-	TokenFrom netip.AddrPort
+	// TokenFile is the token k3s reads (--token-file): the server token on
+	// the master, the agent token on an agent.
 	TokenFile string
+	// FetchToken: an agent with sync on fetches a missing TokenFile from
+	// the master before k3s first starts.
+	FetchToken bool
+	// AgentTokenFile is the agent token the master gives k3s
+	// (--agent-token-file); the master creates it when missing ("" on an
+	// agent).
+	AgentTokenFile string
 }
 
 // Role is "server" or "agent", the k3s subcommand.
@@ -115,18 +122,18 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	}
 	p.Notes = append(notes, hostNotes(cfg, p.Facts)...)
 	p.Warnings = warnings(cfg, p.Facts)
-	if cfg.Self.Role == configs.RoleAgent {
+	if cfg.Self.Role == configs.RoleMaster {
+		p.K3s.TokenFile, p.K3s.AgentTokenFile = cl.K3s.TokenFile, cl.K3s.AgentTokenFile
+	} else {
 		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
+		p.K3s.TokenFile = cl.K3s.AgentTokenFile
+		p.K3s.FetchToken = cl.Sync
 	}
-	p.K3s.TokenFile = cl.K3s.TokenFile
 	if cl.Sync {
 		p.Sync = SyncPlan{Enabled: true, Serve: cfg.Self.Role == configs.RoleMaster,
 			Master: netip.AddrPortFrom(cl.Master().Address, meshsync.DefaultPort)}
 		for _, n := range cfg.Peers() {
-			p.Sync.Nodes = append(p.Sync.Nodes, n.Address)
-		}
-		if !p.Sync.Serve {
-			p.K3s.TokenFrom = p.Sync.Master
+			p.Sync.Followers = append(p.Sync.Followers, meshsync.Node{Name: n.Name, Key: n.PublicKey, Addr: n.Address, Role: string(n.Role)})
 		}
 	}
 	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {

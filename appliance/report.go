@@ -29,11 +29,13 @@ func (a *App) Report() status.Report {
 	}
 	switch {
 	case a.syncServer != nil:
-		r.Sync = &status.Sync{Role: "serving", Master: p.Sync.Master.String(), Revision: meshsync.Revision(cl.Data), Nodes: len(p.Sync.Nodes)}
+		st := a.syncServer.Stats()
+		r.Sync = &status.Sync{Role: "serving", Master: p.Sync.Master.String(), Revision: meshsync.Revision(cl.Data), Nodes: st.Nodes,
+			Served: st.Served, Denied: st.Denied}
 	case a.syncClient != nil:
 		st := a.syncClient.Status()
 		r.Sync = &status.Sync{Role: "following", Master: st.Master, Revision: st.Revision, LastContact: st.LastContact,
-			LastApplied: st.LastApplied, Refused: st.Refused, LastError: st.LastError}
+			LastApplied: st.LastApplied, Refused: st.Refused, Staged: st.Staged, LastError: st.LastError, Polls: st.Polls}
 	}
 	names := map[wgtypes.Key]string{}
 	for _, n := range cfg.Peers() {

@@ -23,11 +23,8 @@ var OwnedFlags = map[string]string{
 	"token":             "k3s.token_file (a token in argv is visible to every user in ps)",
 	"t":                 "k3s.token_file (a token in argv is visible to every user in ps)",
 	"token-file":        "k3s.token_file",
-}
-
-// secretFlags pass a secret inline; each has a file form to use instead.
-var secretFlags = map[string]string{
-	"agent-token": "--agent-token-file with a 0600 file",
+	"agent-token-file":  "k3s.agent_token_file",
+	"agent-token":       "k3s.agent_token_file (a token in argv is visible to every user in ps)",
 }
 
 // Default k3s networks (k3s server --help).
@@ -79,8 +76,6 @@ func validateExtraArgs(field string, args []string, c *collector) {
 		}
 		if owner, owned := OwnedFlags[name]; owned {
 			c.add(fmt.Sprintf("%s[%d]", field, i), "remove it; the appliance sets it from "+owner, "%s is a flag the appliance owns", dashed(name))
-		} else if instead, secret := secretFlags[name]; secret {
-			c.add(fmt.Sprintf("%s[%d]", field, i), "pass "+instead, "%s would put a secret in k3s's command line, visible to every user in ps", dashed(name))
 		}
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
+	"unicode"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -57,9 +59,30 @@ func (p PrivateKey) GoString() string { return p.String() }
 func Load(path string, opts Options) (*Config, error) {
 	data, err := ReadFile(path)
 	if err != nil {
-		return nil, Errors{fileError(path, "", err, "pass --config with the path of the cluster file (default "+DefaultPath+")")}
+		return nil, Errors{fileError(path, "", err, readFix(err))}
 	}
-	cl, c := parse(data, path)
+	return LoadData(data, path, opts)
+}
+
+// readFix is the fix for a cluster file that cannot be read: a wrong path
+// is fixed with --config, a wrong kind of file by replacing it.
+func readFix(err error) string {
+	var kind *notRegularError
+	switch {
+	case errors.As(err, &kind):
+		return "the cluster file must be a regular file of at most 16 MiB; point --config at one (default " + DefaultPath + ")"
+	case errors.Is(err, fs.ErrNotExist):
+		return "pass --config with the path of the cluster file (default " + DefaultPath + ")"
+	case errors.Is(err, fs.ErrPermission):
+		return "run as root, or make the file readable by this user"
+	}
+	return "check the path given to --config (default " + DefaultPath + ")"
+}
+
+// LoadData is Load for a cluster file's bytes; name is what messages call
+// the file (its path, or where it came from).
+func LoadData(data []byte, name string, opts Options) (*Config, error) {
+	cl, c := parse(data, name)
 	if cl == nil {
 		return nil, c.err()
 	}
@@ -72,15 +95,36 @@ func Load(path string, opts Options) (*Config, error) {
 	if !c.has("nodes") {
 		cfg.Self = identify(cl, cfg.PrivateKey, opts, c)
 	}
-	// A syncing agent fetches a missing token from the master over wg0.
-	fetchable := cl.Sync && cfg.Self.Role == RoleAgent && tokenMissing(cl.K3s.TokenFile)
-	if !c.has("k3s.token_file") && !fetchable {
-		checkTokenFile(cl.K3s.TokenFile, c)
+	if cfg.Self.Name != "" {
+		checkTokens(cfg, c)
 	}
 	if err := c.err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// checkTokens checks the token files this node's k3s reads. The master
+// reads the server token (k3s.token_file) and the agent token, which it
+// creates when missing; an agent reads the agent token only, which a
+// syncing agent fetches from the master when missing.
+func checkTokens(cfg *Config, c *collector) {
+	k := cfg.Cluster.K3s
+	if cfg.Self.Role == RoleMaster {
+		if !c.has("k3s.token_file") {
+			checkTokenFile("k3s.token_file", k.TokenFile,
+				"run `appliance init --role master` on this node to create it, or write the cluster's server token into it (chmod 600 "+k.TokenFile+")", c)
+		}
+		if !c.has("k3s.agent_token_file") && !TokenMissing(k.AgentTokenFile) {
+			checkTokenFile("k3s.agent_token_file", k.AgentTokenFile, "remove it: the master creates a new one when it starts", c)
+		}
+		return
+	}
+	if c.has("k3s.agent_token_file") || cfg.Cluster.Sync && TokenMissing(k.AgentTokenFile) {
+		return
+	}
+	checkTokenFile("k3s.agent_token_file", k.AgentTokenFile,
+		"copy the master's "+k.AgentTokenFile+" here (the master creates it when it starts) and chmod 600 it, or turn sync on so that it is fetched over wg0", c)
 }
 
 // has reports whether a problem was already found at path or below it.
@@ -142,27 +186,86 @@ func readPrivateKey(path string, c *collector) (wgtypes.Key, bool) {
 	return k, true
 }
 
-// tokenMissing reports whether the token file does not exist or is empty.
-func tokenMissing(path string) bool {
+// TokenMissing reports whether the token file does not exist or is empty.
+func TokenMissing(path string) bool {
 	fi, err := os.Stat(path)
 	return errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode().IsRegular() && fi.Size() == 0
 }
 
-func checkTokenFile(path string, c *collector) {
-	const field = "k3s.token_file"
-	fix := "on the master run `appliance init` to create it; on an agent copy it from the master (scp, then chmod 600 " + path + ")"
+// MaxTokenSize bounds a token file: k3s's tokens are one short line.
+const MaxTokenSize = 4096
+
+func checkTokenFile(field, path, fix string, c *collector) {
 	if !checkSecretFile(field, path, fix, c) {
 		return
 	}
-	data, err := os.ReadFile(path)
+	tok, err := ReadToken(path)
 	if err != nil {
-		c.add(field, "check the file's permissions", "cannot read %s: %v", path, errors.Unwrap(err))
+		c.add(field, fix, "%v", err)
 		return
 	}
-	if strings.TrimSpace(string(data)) == "" {
-		c.add(field, fix, "%s is empty", path)
+	if problem := TokenProblem(tok); problem != "" {
+		// The token itself is never quoted: a near-miss is still a secret.
+		c.add(field, "write a bare password (`appliance init` writes one) or the full token k3s prints (K10<64 hex digits>::server:<password>)",
+			"%s: k3s would refuse the token in it: %v", path, errors.New(problem))
 	}
 }
+
+// ReadToken reads a token file: one line of at most MaxTokenSize bytes,
+// without the surrounding white space.
+func ReadToken(path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s: %v", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxTokenSize+1))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("cannot read %s: %v", path, err)
+	case len(data) > MaxTokenSize:
+		return "", fmt.Errorf("%s is longer than a k3s token (at most %d bytes)", path, MaxTokenSize)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return tok, nil
+}
+
+// TokenProblem says why k3s would refuse tok, or returns "". k3s reads a
+// token that starts with K10 as K10<CA hash>::<user>:<password> (the CA
+// hash is 64 hex digits, the SHA-256 of the cluster CA, or empty) or as
+// K10<CA hash>::<bootstrap token>; any other token is a bare password
+// (pkg/clientaccess/token.go, parseToken).
+func TokenProblem(tok string) string {
+	if tok == "" {
+		return "it is empty"
+	}
+	if strings.IndexFunc(tok, unicode.IsSpace) >= 0 {
+		return "it contains white space"
+	}
+	rest, ok := strings.CutPrefix(tok, "K10")
+	if !ok {
+		return ""
+	}
+	hash, creds, ok := strings.Cut(rest, "::")
+	switch {
+	case !ok:
+		return "it starts with K10 but has no \"::\" after the CA hash (a token that starts with K10 is read as K10<CA hash>::<user>:<password>)"
+	case hash != "" && (len(hash) != 64 || strings.Trim(strings.ToLower(hash), "0123456789abcdef") != ""):
+		return fmt.Sprintf("its CA hash (between K10 and \"::\") is %d characters; it must be 64 hex digits", len(hash))
+	case bootstrapToken.MatchString(creds):
+		return ""
+	}
+	if user, pass, ok := strings.Cut(creds, ":"); !ok || pass == "" || user == "" {
+		return "after \"::\" it needs <user>:<password>, such as server:<password>"
+	}
+	return ""
+}
+
+// bootstrapToken is a kubeadm bootstrap token, which k3s also takes.
+var bootstrapToken = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
 
 // identify finds this node's entry and checks it against the private key
 // and the --role flag.
@@ -241,10 +344,10 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+		return nil, &notRegularError{fmt.Sprintf("%s is %s, not a regular file", path, fileKind(fi.Mode()))}
 	}
 	if fi.Size() > MaxFileSize {
-		return nil, fmt.Errorf("%s is %d bytes; a cluster file is at most %d MiB", path, fi.Size(), MaxFileSize>>20)
+		return nil, &notRegularError{fmt.Sprintf("%s is %d bytes; a cluster file is at most %d MiB", path, fi.Size(), MaxFileSize>>20)}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err == nil && len(data) > MaxFileSize {
@@ -252,6 +355,12 @@ func ReadFile(path string) ([]byte, error) {
 	}
 	return data, err
 }
+
+// notRegularError is a path that is not a cluster file at all: not a
+// regular file, or too big.
+type notRegularError struct{ msg string }
+
+func (e *notRegularError) Error() string { return e.msg }
 
 func fileKind(m fs.FileMode) string {
 	switch {

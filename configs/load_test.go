@@ -17,8 +17,8 @@ import (
 // whose secret files live in a temp dir. It returns the file path and the
 // private keys by node name.
 type fixture struct {
-	dir, path, keyFile, tokenFile string
-	keys                          map[string]wgtypes.Key
+	dir, path, keyFile, tokenFile, agentTokenFile string
+	keys                                          map[string]wgtypes.Key
 }
 
 func newFixture(t *testing.T, self string) *fixture {
@@ -26,6 +26,7 @@ func newFixture(t *testing.T, self string) *fixture {
 	f := &fixture{dir: t.TempDir(), keys: map[string]wgtypes.Key{}}
 	f.keyFile = filepath.Join(f.dir, "private.key")
 	f.tokenFile = filepath.Join(f.dir, "token")
+	f.agentTokenFile = filepath.Join(f.dir, "agent-token")
 	for _, n := range []string{"k3s-master", "k3s-node-1"} {
 		k, err := wgtypes.GeneratePrivateKey()
 		if err != nil {
@@ -37,14 +38,15 @@ func newFixture(t *testing.T, self string) *fixture {
 		keyA, f.keys["k3s-master"].PublicKey().String(),
 		keyB, f.keys["k3s-node-1"].PublicKey().String(),
 		"interface:\n", "interface:\n  private_key_file: "+f.keyFile+"\n",
-		"k3s:\n", "k3s:\n  token_file: "+f.tokenFile+"\n",
+		"k3s:\n", "k3s:\n  token_file: "+f.tokenFile+"\n  agent_token_file: "+f.agentTokenFile+"\n",
 	).Replace(base)
 	f.path = filepath.Join(f.dir, "wgk3s.yaml")
 	mustWrite(t, f.path, body, 0o644)
 	if self != "" {
 		mustWrite(t, f.keyFile, f.keys[self].String()+"\n", 0o600)
 	}
-	mustWrite(t, f.tokenFile, "K10secret-token\n", 0o600)
+	mustWrite(t, f.tokenFile, "secret-token\n", 0o600)
+	mustWrite(t, f.agentTokenFile, "agent-secret\n", 0o600)
 	return f
 }
 
@@ -114,9 +116,16 @@ func TestLoadSecretFiles(t *testing.T) {
 		{"key world readable", func(f *fixture) { os.Chmod(f.keyFile, 0o644) }, "interface.private_key_file", "readable by group or others", "chmod 600 "},
 		{"key garbage", func(f *fixture) { os.WriteFile(f.keyFile, []byte("hunter2"), 0o600) }, "interface.private_key_file", "does not hold a WireGuard private key", "appliance genkey"},
 		{"key is a dir", func(f *fixture) { os.Remove(f.keyFile); os.Mkdir(f.keyFile, 0o700) }, "interface.private_key_file", "not a regular file", "regular file"},
-		{"token missing", func(f *fixture) { os.Remove(f.tokenFile) }, "k3s.token_file", "does not exist", "copy it from the master"},
+		{"token missing", func(f *fixture) { os.Remove(f.tokenFile) }, "k3s.token_file", "does not exist", "appliance init --role master"},
 		{"token group readable", func(f *fixture) { os.Chmod(f.tokenFile, 0o640) }, "k3s.token_file", "readable by group or others", "chmod 600 "},
 		{"token empty", func(f *fixture) { os.WriteFile(f.tokenFile, nil, 0o600) }, "k3s.token_file", "is empty", "appliance init"},
+		{"token K10 without hash", func(f *fixture) { os.WriteFile(f.tokenFile, []byte("K10e2e-cluster-secret\n"), 0o600) }, "k3s.token_file", `has no "::"`, "K10<64 hex digits>::server:<password>"},
+		{"token K10 short hash", func(f *fixture) { os.WriteFile(f.tokenFile, []byte("K10abc::server:pw\n"), 0o600) }, "k3s.token_file", "must be 64 hex digits", "bare password"},
+		{"token K10 no password", func(f *fixture) { os.WriteFile(f.tokenFile, []byte("K10::server:\n"), 0o600) }, "k3s.token_file", "<user>:<password>", "bare password"},
+		{"token inner space", func(f *fixture) { os.WriteFile(f.tokenFile, []byte("abc def\n"), 0o600) }, "k3s.token_file", "white space", "bare password"},
+		{"token huge", func(f *fixture) { os.WriteFile(f.tokenFile, make([]byte, 20<<20), 0o600) }, "k3s.token_file", "longer than a k3s token", "appliance init"},
+		{"agent token bad", func(f *fixture) { os.WriteFile(f.agentTokenFile, []byte("K10zz\n"), 0o600) }, "k3s.agent_token_file", "k3s would refuse", "bare password"},
+		{"agent token group readable", func(f *fixture) { os.Chmod(f.agentTokenFile, 0o640) }, "k3s.agent_token_file", "readable by group", "chmod 600"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,7 +143,7 @@ func TestLoadSecretFiles(t *testing.T) {
 			if !strings.Contains(fe.Fix, tt.fix) {
 				t.Errorf("fix %q does not mention %q", fe.Fix, tt.fix)
 			}
-			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "K10secret") {
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "secret-token") {
 				t.Errorf("error leaks a secret: %v", err)
 			}
 		})
@@ -195,11 +204,61 @@ func TestLoadRefusesWhatIsNotARegularFile(t *testing.T) {
 		go func() { _, err := Load(path, Options{}); done <- err }()
 		select {
 		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "fix: pass --config") {
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "must be a regular file of at most 16 MiB") {
 				t.Errorf("Load(%s) = %v, want %q", path, err, want)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("Load(%s) hangs", path)
 		}
+	}
+}
+
+// TestTokenProblem reads tokens the way k3s's parseToken does.
+func TestTokenProblem(t *testing.T) {
+	hash := strings.Repeat("ab12", 16)
+	for tok, ok := range map[string]bool{
+		"0123456789abcdef0123456789abcdef":          true, // appliance init
+		"K10" + hash + "::server:pw":                true,
+		"K10" + strings.ToUpper(hash) + "::node:pw": true,
+		"K10::server:pw":                            true,
+		"K10" + hash + "::abcdef.0123456789abcdef":  true,
+		"K10e2e-cluster-secret":                     false,
+		"K10" + hash[:10] + "::server:pw":           false,
+		"K10" + hash + "::server:":                  false,
+		"K10" + hash + "::pw":                       false,
+		"K10" + strings.Repeat("zz", 32) + "::s:pw": false,
+		"a b": false,
+		"":    false,
+	} {
+		if got := TokenProblem(tok) == ""; got != ok {
+			t.Errorf("TokenProblem(%q) = %q; want accepted=%v", tok, TokenProblem(tok), ok)
+		}
+	}
+}
+
+// TestAgentTokens: an agent needs the agent token only; a syncing agent
+// may start without it (it fetches it); the master may start without it
+// (it creates it).
+func TestAgentTokens(t *testing.T) {
+	f := newFixture(t, "k3s-node-1")
+	os.Remove(f.tokenFile)
+	if _, err := Load(f.path, Options{}); err != nil {
+		t.Fatalf("an agent without the server token: %v", err)
+	}
+	os.Remove(f.agentTokenFile)
+	if _, err := Load(f.path, Options{}); err != nil {
+		t.Fatalf("a syncing agent without the agent token: %v", err)
+	}
+	body, _ := os.ReadFile(f.path)
+	mustWrite(t, f.path, string(body)+"sync: false\n", 0o644)
+	_, err := Load(f.path, Options{})
+	var es Errors
+	if !errors.As(err, &es) || find(es, "k3s.agent_token_file", "does not exist") == nil || !strings.Contains(err.Error(), "copy the master's") {
+		t.Fatalf("an agent without sync and without the agent token: %v", err)
+	}
+	m := newFixture(t, "k3s-master")
+	os.Remove(m.agentTokenFile)
+	if _, err := Load(m.path, Options{}); err != nil {
+		t.Fatalf("a master without the agent token (it creates it): %v", err)
 	}
 }

@@ -22,6 +22,7 @@ const (
 	DefaultKeepalive      = 25 * time.Second
 	DefaultK3sBinary      = "/usr/local/bin/k3s"
 	DefaultTokenFile      = "/etc/wgk3s/token"
+	DefaultAgentTokenFile = "/etc/wgk3s/agent-token"
 	DefaultStopGrace      = 30 * time.Second
 	DefaultPath           = "/etc/wgk3s.yaml"
 )
@@ -194,11 +195,17 @@ type Firewall struct {
 
 // K3s is the k3s section.
 type K3s struct {
-	Binary     string
-	TokenFile  string
-	Advertise  Advertise
-	ServerArgs []string
-	AgentArgs  []string
+	Binary string
+	// TokenFile holds the k3s server token: it joins servers and gives
+	// full admin access, so it lives on the master (and servers) only.
+	TokenFile string
+	// AgentTokenFile holds the k3s agent token (--agent-token-file on the
+	// master): it joins agents and nothing else. The master creates it;
+	// agents hold only this one.
+	AgentTokenFile string
+	Advertise      Advertise
+	ServerArgs     []string
+	AgentArgs      []string
 	// StopGracePeriod is how long k3s gets between SIGTERM and SIGKILL.
 	StopGracePeriod time.Duration
 	// ClusterCIDRs are the IPv4 pod and service networks of the cluster:
@@ -289,6 +296,7 @@ type rawFirewall struct {
 type rawK3s struct {
 	Binary          string   `yaml:"binary"`
 	TokenFile       string   `yaml:"token_file"`
+	AgentTokenFile  string   `yaml:"agent_token_file"`
 	Advertise       string   `yaml:"advertise"`
 	ServerArgs      []string `yaml:"server_args"`
 	AgentArgs       []string `yaml:"agent_args"`

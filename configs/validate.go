@@ -388,6 +388,7 @@ func validateK3s(r *rawK3s, cl *Cluster, c *collector) K3s {
 	k := K3s{
 		Binary:          r.Binary,
 		TokenFile:       r.TokenFile,
+		AgentTokenFile:  r.AgentTokenFile,
 		Advertise:       Advertise(r.Advertise),
 		ServerArgs:      r.ServerArgs,
 		AgentArgs:       r.AgentArgs,
@@ -402,6 +403,14 @@ func validateK3s(r *rawK3s, cl *Cluster, c *collector) K3s {
 		k.TokenFile = DefaultTokenFile
 	} else if !filepath.IsAbs(k.TokenFile) {
 		c.add("k3s.token_file", "write an absolute path such as "+DefaultTokenFile, "%q is not an absolute path", k.TokenFile)
+	}
+	if k.AgentTokenFile == "" {
+		k.AgentTokenFile = DefaultAgentTokenFile
+	} else if !filepath.IsAbs(k.AgentTokenFile) {
+		c.add("k3s.agent_token_file", "write an absolute path such as "+DefaultAgentTokenFile, "%q is not an absolute path", k.AgentTokenFile)
+	}
+	if k.AgentTokenFile == k.TokenFile {
+		c.add("k3s.agent_token_file", "give the agent token its own file, such as "+DefaultAgentTokenFile, "it is the same file as k3s.token_file; agents must not hold the server token")
 	}
 	switch k.Advertise {
 	case "":

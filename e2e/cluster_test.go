@@ -12,10 +12,12 @@ import (
 
 // Short names for the harness's paths.
 const (
-	configPath = testnet.ConfigPath
-	tokenPath  = testnet.TokenPath
-	token      = testnet.Token
-	standinDir = testnet.StandinDir
+	configPath     = testnet.ConfigPath
+	tokenPath      = testnet.TokenPath
+	token          = testnet.Token
+	agentTokenPath = testnet.AgentTokenPath
+	agentToken     = testnet.AgentToken
+	standinDir     = testnet.StandinDir
 )
 
 type node = testnet.Node

@@ -94,8 +94,8 @@ func TestK3sSupervision(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: %v", n.Name, err)
 				}
-				if strings.Contains(string(b), token) {
-					t.Errorf("%s: the token is in /proc/%d/%s", n.Name, pid, f)
+				if strings.Contains(string(b), token) || strings.Contains(string(b), agentToken) {
+					t.Errorf("%s: a token is in /proc/%d/%s", n.Name, pid, f)
 				}
 				if f == "environ" && strings.Contains(string(b), "NOTIFY_SOCKET") {
 					t.Errorf("%s: k3s inherited NOTIFY_SOCKET", n.Name)
@@ -109,8 +109,15 @@ func TestK3sSupervision(t *testing.T) {
 			if r.TokenInArgv || r.TokenInEnv || r.NotifySocket {
 				t.Errorf("%s: the stand-in saw %+v", n.Name, r)
 			}
-			if !strings.Contains(strings.Join(r.Argv, " "), "--token-file "+tokenPath) {
-				t.Errorf("%s: argv %v lacks --token-file", n.Name, r.Argv)
+			// The master's k3s reads both tokens; an agent's only the agent token.
+			want := []string{"--token-file " + agentTokenPath}
+			if n.Role == "master" {
+				want = []string{"--token-file " + tokenPath, "--agent-token-file " + agentTokenPath}
+			}
+			for _, w := range want {
+				if !strings.Contains(strings.Join(r.Argv, " "), w) {
+					t.Errorf("%s: argv %v lacks %s", n.Name, r.Argv, w)
+				}
 			}
 		}
 	})

@@ -1,17 +1,22 @@
 package meshsync
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // DefaultPort is the TCP port the master serves on its wg address.
@@ -19,6 +24,20 @@ const DefaultPort = 5419
 
 // maxFile bounds what a client accepts, like configs.MaxFileSize.
 const maxFile = 16 << 20
+
+// Errors Apply returns to say what became of a file (see Client.Apply).
+var (
+	// ErrNotCurrent: the master no longer serves the revision (confirm
+	// said so); nothing was changed and the client asks again at once.
+	ErrNotCurrent = errors.New("the master no longer serves this revision")
+	// ErrStaged: the file is valid but needs a restart; it was written
+	// to the cluster file and takes effect at the next start.
+	ErrStaged = errors.New("written; takes effect at the next start")
+)
+
+// errNotListed is a 403: the master's file does not list this node with
+// this node's key.
+var errNotListed = errors.New("the master refuses this node: its file does not list this node with this node's key (was this node removed from the master's file?)")
 
 // Status is what a client knows of its sync with the master.
 type Status struct {
@@ -30,37 +49,91 @@ type Status struct {
 	// LastApplied is the last time a master's file was taken.
 	LastApplied time.Time `json:"last_applied,omitzero"`
 	// Refused says why the master's latest file was not taken.
-	Refused   string `json:"refused,omitempty"`
+	Refused string `json:"refused,omitempty"`
+	// Staged says which of the master's files waits for a restart.
+	Staged    string `json:"staged,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// Polls counts the requests for the master's file.
+	Polls uint64 `json:"polls"`
 }
 
 // Client follows the master's cluster file: it long-polls the master and
-// hands every new revision to Apply, which validates it as a SIGHUP
-// would, writes it and reloads, or refuses it.
+// hands every new revision to Apply.
+//
+// The revision it asks with is the one it runs, or the one it last
+// refused or staged: the master answers at once only when it serves
+// another one, so a follower that refused a file waits for the next
+// instead of asking for it again. A refusal ends when the master serves
+// what this node runs again, when this node's file changes (Changed), or
+// after RetryRefused (the host may have been fixed).
 type Client struct {
 	Master netip.AddrPort
 	Log    *slog.Logger
+	// Keys returns this node's WireGuard private key and the master's
+	// public key, from the file this node runs.
+	Keys func() (private, master wgtypes.Key)
 	// Have returns the revision of the file this node runs.
 	Have func() string
-	// Apply takes the master's file or says why not.
-	Apply func(data []byte) error
-	// Retry is the pause after a failed poll (default 2 s).
+	// Apply takes the master's file: it validates it as a reload would,
+	// calls confirm (which fails with ErrNotCurrent when the master no
+	// longer serves it; staging says the file will only be written for
+	// the next start) just before it changes anything, then writes it
+	// and reloads. It returns ErrNotCurrent, an error wrapping ErrStaged,
+	// or why it refused the file.
+	Apply func(data []byte, confirm func(staging bool) error) error
+	// Retry is the pause after a failed or fruitless poll (default 2 s).
 	Retry time.Duration
+	// RetryRefused is how long a refused revision is not asked for again
+	// (default 5 min).
+	RetryRefused time.Duration
+	// Transport carries the requests (default: TCP to Master).
+	Transport http.RoundTripper
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 
 	nudge   chan struct{} // the local revision changed: ask again now
 	mu      sync.Mutex
 	status  Status
-	refused string // the master revision Apply refused; not asked for again
+	pending *pending
+	offset  time.Duration // the master's clock minus ours
 	lastErr string
 }
 
-func (c *Client) httpClient() *http.Client {
-	return &http.Client{Timeout: DefaultWait + 15*time.Second}
+// pending is a master's revision this node did not take.
+type pending struct {
+	rev, reason string
+	staged      bool
+	at          time.Time
 }
 
-// Changed tells the client that this node now runs another revision (a
-// local reload): a poll waiting with the old one asks again at once.
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Client) retry() time.Duration {
+	if c.Retry > 0 {
+		return c.Retry
+	}
+	return 2 * time.Second
+}
+
+func (c *Client) retryRefused() time.Duration {
+	if c.RetryRefused > 0 {
+		return c.RetryRefused
+	}
+	return 5 * time.Minute
+}
+
+// Changed tells the client that this node now runs another file (a local
+// reload): a refusal is forgotten and a waiting poll asks again at once.
 func (c *Client) Changed() {
+	c.mu.Lock()
+	c.pending = nil
+	c.status.Refused, c.status.Staged = "", ""
+	c.mu.Unlock()
 	select {
 	case c.nudges() <- struct{}{}:
 	default:
@@ -86,15 +159,26 @@ func (c *Client) Status() Status {
 	return st
 }
 
-// Run polls until ctx is cancelled.
+// outcome is what one poll came to.
+type outcome int
+
+const (
+	waited   outcome = iota // 304 after the long wait: nothing new
+	inSync                  // the master serves what this node runs
+	applied                 // a new file was taken
+	stale                   // the answer was no longer current
+	declined                // refused or staged
+)
+
+// Run polls until ctx is cancelled. A poll that fails, or comes back at
+// once with nothing taken, is followed by a pause of Retry: whatever the
+// master answers, the client never spins.
 func (c *Client) Run(ctx context.Context) error {
-	retry := c.Retry
-	if retry == 0 {
-		retry = 2 * time.Second
-	}
-	hc := c.httpClient()
+	hc := &http.Client{Timeout: DefaultWait + 15*time.Second, Transport: c.Transport}
+	defer hc.CloseIdleConnections()
 	nudge := c.nudges()
 	for {
+		began := c.now()
 		pctx, cancel := context.WithCancel(ctx)
 		stop := make(chan struct{})
 		go func() {
@@ -104,100 +188,245 @@ func (c *Client) Run(ctx context.Context) error {
 			case <-stop:
 			}
 		}()
-		err := c.poll(pctx, hc)
+		out, err := c.poll(pctx, hc)
 		close(stop)
 		nudged := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		if nudged {
-			continue
-		}
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return nil
-		}
-		if err == nil {
+		case nudged:
 			continue
-		}
-		c.mu.Lock()
-		first := err.Error() != c.lastErr
-		c.lastErr, c.status.LastError = err.Error(), err.Error()
-		c.mu.Unlock()
-		if first { // a master that stays unreachable is logged once
-			c.Log.Warn("sync: cannot reach the master; retrying", "master", c.Master, "err", err)
+		case err != nil:
+			c.failed(err)
+		case out == waited || out == applied || out == stale:
+			continue
+		case c.now().Sub(began) >= c.retry():
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(retry):
+		case <-nudge:
+		case <-time.After(c.retry()):
 		}
 	}
 }
 
-func (c *Client) poll(ctx context.Context, hc *http.Client) error {
-	have := c.Have()
+// failed records a failed poll; the same error again is not logged again.
+func (c *Client) failed(err error) {
 	c.mu.Lock()
-	if c.refused != "" {
-		have = c.refused
-	}
+	first := err.Error() != c.lastErr
+	c.lastErr, c.status.LastError = err.Error(), err.Error()
 	c.mu.Unlock()
-	url := fmt.Sprintf("http://%s%s?have=%s", c.Master, PathCluster, have)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
+	if !first {
+		return
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
+	if errors.Is(err, errNotListed) {
+		c.Log.Error("sync: "+err.Error(), "master", c.Master)
+		return
 	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
+	c.Log.Warn("sync: cannot reach the master; retrying", "master", c.Master, "err", err)
+}
+
+// asking returns the revision to ask with.
+func (c *Client) asking() string {
+	c.mu.Lock()
+	p := c.pending
+	c.mu.Unlock()
+	if p != nil && (p.staged || c.now().Sub(p.at) < c.retryRefused()) {
+		return p.rev
+	}
+	return c.Have()
+}
+
+func (c *Client) poll(ctx context.Context, hc *http.Client) (outcome, error) {
+	c.mu.Lock()
+	c.status.Polls++
+	c.mu.Unlock()
+	status, rev, data, err := c.do(ctx, hc, http.MethodGet, PathCluster+"?have="+c.asking())
+	if err != nil {
+		return 0, err
+	}
+	switch status {
 	case http.StatusNotModified:
-		c.contact("")
-		return nil
+		return waited, nil
 	case http.StatusOK:
 	default:
-		return fmt.Errorf("the master answered %s", resp.Status)
+		return 0, fmt.Errorf("the master answered %d %s", status, http.StatusText(status))
 	}
-	data, err := readAllLimited(resp.Body, maxFile)
-	if err != nil {
-		return fmt.Errorf("reading the master's file: %w", err)
-	}
-	rev := Revision(data)
-	c.contact("")
-	if rev == c.Have() {
-		return nil
+	if Revision(data) != rev {
+		return 0, fmt.Errorf("the master's file does not match its revision %s", rev)
 	}
 	running := c.Have()
-	if err := c.Apply(data); err != nil {
-		c.mu.Lock()
-		c.refused, c.status.Refused = rev, fmt.Sprintf("revision %s: %v", rev, err)
-		c.mu.Unlock()
-		c.Log.Error("sync: refused the master's cluster file; this node keeps running its own", "revision", rev, "reason", err)
-		return nil
+	if rev == running {
+		c.settle(rev)
+		return inSync, nil
 	}
+	err = c.Apply(data, func(staging bool) error { return c.confirm(ctx, hc, rev, staging) })
+	var transient *confirmError
+	switch {
+	case err == nil:
+		c.mu.Lock()
+		c.pending, c.status.Refused, c.status.Staged, c.status.LastApplied = nil, "", "", c.now()
+		c.mu.Unlock()
+		c.Log.Info("sync: took the master's cluster file", "revision", rev, "was", running)
+		return applied, nil
+	case errors.Is(err, ErrNotCurrent):
+		c.Log.Info("sync: the master's file changed while this node checked it; asking again", "revision", rev)
+		return stale, nil
+	case errors.As(err, &transient):
+		return 0, transient.err
+	}
+	c.decline(rev, err)
+	return declined, nil
+}
+
+// settle: the master serves what this node runs; whatever was pending is
+// over.
+func (c *Client) settle(rev string) {
 	c.mu.Lock()
-	c.refused, c.status.Refused, c.status.LastApplied = "", "", time.Now()
+	was := c.pending
+	c.pending, c.status.Refused, c.status.Staged = nil, "", ""
 	c.mu.Unlock()
-	c.Log.Info("sync: took the master's cluster file", "revision", rev, "was", running)
+	if was != nil {
+		c.Log.Info("sync: the master serves the file this node runs again", "revision", rev, "was_pending", was.rev)
+	}
+}
+
+// decline records a revision this node did not take; a reason is logged
+// once, not at every retry.
+func (c *Client) decline(rev string, err error) {
+	p := &pending{rev: rev, reason: err.Error(), staged: errors.Is(err, ErrStaged), at: c.now()}
+	c.mu.Lock()
+	same := c.pending != nil && c.pending.rev == rev && c.pending.reason == p.reason
+	c.pending = p
+	text := fmt.Sprintf("revision %s: %s", rev, p.reason)
+	if p.staged {
+		c.status.Staged, c.status.Refused = text, ""
+	} else {
+		c.status.Refused, c.status.Staged = text, ""
+	}
+	c.mu.Unlock()
+	switch {
+	case same:
+	case p.staged:
+		c.Log.Warn("sync: the master's cluster file needs a restart of this node", "revision", rev, "detail", p.reason)
+	default:
+		c.Log.Error("sync: refused the master's cluster file; this node keeps running its own", "revision", rev, "reason", p.reason)
+	}
+}
+
+// confirmError is a confirmation that could not be asked: nothing was
+// decided, the poll is tried again.
+type confirmError struct{ err error }
+
+func (e *confirmError) Error() string { return e.err.Error() }
+
+// confirm asks the master whether it still serves rev, and tells it
+// whether this node takes it now or stages it for its next start.
+func (c *Client) confirm(ctx context.Context, hc *http.Client, rev string, staging bool) error {
+	uri := PathConfirm + "?rev=" + rev
+	if staging {
+		uri += "&staging=1"
+	}
+	status, _, _, err := c.do(ctx, hc, http.MethodPost, uri)
+	switch {
+	case err != nil:
+		return &confirmError{fmt.Errorf("confirming revision %s: %w", rev, err)}
+	case status == http.StatusConflict:
+		return ErrNotCurrent
+	case status != http.StatusNoContent:
+		return &confirmError{fmt.Errorf("confirming revision %s: the master answered %d", rev, status)}
+	}
 	return nil
 }
 
-func (c *Client) contact(errText string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.status.LastContact, c.status.LastError, c.lastErr = time.Now(), errText, errText
+// do sends one authenticated request and checks the answer's
+// authentication. It learns the master's clock from every answer, and
+// asks once more when the master refused the request's time.
+func (c *Client) do(ctx context.Context, hc *http.Client, method, uri string) (status int, rev string, body []byte, err error) {
+	for attempt := 0; ; attempt++ {
+		private, master := c.Keys()
+		self := private.PublicKey()
+		k, err := derive(private, master, self, master)
+		if err != nil {
+			return 0, "", nil, fmt.Errorf("this node's key and the master's: %w", err)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Master.String()+uri, nil)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		c.mu.Lock()
+		offset := c.offset
+		c.mu.Unlock()
+		nonce := sign(req, k, self, c.now().Add(offset))
+		resp, err := hc.Do(req)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+				return 0, "", nil, errors.New("the master does not answer")
+			}
+			return 0, "", nil, err
+		}
+		body, err = readAllLimited(resp.Body, maxFile)
+		resp.Body.Close()
+		if err != nil {
+			return 0, "", nil, fmt.Errorf("reading the master's answer: %w", err)
+		}
+		if resp.StatusCode == http.StatusForbidden {
+			return 0, "", nil, errNotListed
+		}
+		mtime, err := verifyAnswer(resp.Header, k, nonce, resp.StatusCode, body)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		c.mu.Lock()
+		c.offset = mtime.Sub(c.now())
+		c.status.LastContact = c.now()
+		c.status.LastError, c.lastErr = "", ""
+		c.mu.Unlock()
+		if resp.StatusCode != http.StatusUnauthorized {
+			return resp.StatusCode, resp.Header.Get(HeaderRevision), body, nil
+		}
+		why := strings.TrimSpace(string(body))
+		if attempt == 0 && strings.HasPrefix(why, "clock") {
+			c.Log.Warn("sync: this node's clock is off the master's; using the master's time (fix: run chronyd or ntpd on both)", "detail", why)
+			continue
+		}
+		return 0, "", nil, fmt.Errorf("the master refused this node's authentication: %s", why)
+	}
 }
 
-// EnsureToken fetches the join token from the master when path is missing
-// or empty, and writes it 0600. It retries until ctx is done: an agent
-// cannot start k3s without it. The token is never logged.
-func EnsureToken(ctx context.Context, master netip.AddrPort, path string, log *slog.Logger) error {
+// FetchToken fetches this node's k3s token from the master.
+func (c *Client) FetchToken(ctx context.Context) ([]byte, error) {
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.Transport}
+	defer hc.CloseIdleConnections()
+	status, _, body, err := c.do(ctx, hc, http.MethodGet, PathToken)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("the master answered %d: %s", status, strings.TrimSpace(string(body)))
+	}
+	token := bytes.TrimSpace(body)
+	if len(token) == 0 {
+		return nil, errors.New("the master's token is empty")
+	}
+	return token, nil
+}
+
+// EnsureToken fetches this node's k3s token from the master when path is
+// missing or empty, and writes it 0600. It retries until ctx is done, with
+// a growing pause: k3s cannot start without it. The token is never logged.
+func EnsureToken(ctx context.Context, c *Client, path string, log *slog.Logger) error {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
 		return nil
 	}
-	log.Info("sync: no token here; fetching it from the master over wg0", "master", master, "token_file", path)
-	hc := &http.Client{Timeout: 10 * time.Second}
+	log.Info("sync: no token here; fetching it from the master over wg0", "master", c.Master, "token_file", path)
+	pause := 2 * time.Second
 	for attempt := 1; ; attempt++ {
-		token, err := fetchToken(ctx, hc, master)
+		token, err := c.FetchToken(ctx)
 		if err == nil {
 			if err := writeSecret(path, append(token, '\n')); err != nil {
 				return err
@@ -205,43 +434,25 @@ func EnsureToken(ctx context.Context, master netip.AddrPort, path string, log *s
 			log.Info("sync: token written", "token_file", path)
 			return nil
 		}
-		if attempt == 1 || attempt%30 == 0 {
-			log.Warn("sync: cannot fetch the token yet; retrying", "master", master, "err", err)
+		if attempt == 1 || attempt%10 == 0 {
+			log.Warn("sync: cannot fetch the token yet; retrying", "master", c.Master, "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(pause):
 		}
+		pause = min(2*pause, 30*time.Second)
 	}
 }
 
-func fetchToken(ctx context.Context, hc *http.Client, master netip.AddrPort) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+master.String()+PathToken, nil)
-	if err != nil {
-		return nil, err
+// readAllLimited reads at most n bytes of r.
+func readAllLimited(r io.Reader, n int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, n+1))
+	if err == nil && int64(len(data)) > n {
+		err = fmt.Errorf("more than %d bytes", n)
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, errors.New("the master does not answer")
-		}
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("the master answered %s", resp.Status)
-	}
-	data, err := readAllLimited(resp.Body, 4096)
-	if err != nil {
-		return nil, err
-	}
-	token := trimToken(data)
-	if len(token) == 0 {
-		return nil, errors.New("the master's token is empty")
-	}
-	return token, nil
+	return data, err
 }
 
 // writeSecret writes data to path atomically, 0600 from the start.

@@ -1,38 +1,55 @@
-// Package meshsync hands the master's cluster file and join token to the
-// other nodes over wg0. WireGuard authenticates every peer by its key and
-// admits only its listed address, so a connection that arrives on wg0 from
-// a node's mesh address comes from that node, and an answer from the
-// master's mesh address comes from the master. The server listens on the
-// master's wg address only, bound to wg0 (SO_BINDTODEVICE), and answers
-// the nodes listed in its current file; agents long-poll it, so a reload
-// on the master reaches them within a second, with one idle connection per
-// agent in between.
+// Package meshsync hands the master's cluster file and k3s tokens to the
+// other nodes over wg0, authenticated by the nodes' WireGuard keys.
+//
+// An address proves nothing: every process, user and pod on a node can
+// send from its mesh address. So every request carries an HMAC keyed by
+// the X25519 secret of the follower's WireGuard private key and the
+// master's public key (auth.go), which only root on that node can compute,
+// and every answer carries one the follower checks, bound to its request,
+// so that it also knows the answer comes from the master's appliance. The
+// server listens on the master's wg address only, bound to wg0
+// (SO_BINDTODEVICE), with a cap on connections per address and in all;
+// followers long-poll it, so a reload on the master reaches them within a
+// second, with one idle connection per follower in between.
 package meshsync
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Paths and headers of the protocol.
 const (
 	PathCluster    = "/v1/cluster"
+	PathConfirm    = "/v1/cluster/confirm"
 	PathToken      = "/v1/token"
-	HeaderRevision = "X-Wgk3s-Revision"
+	HeaderRevision = "Wgk3s-Revision"
 	// DefaultWait is how long a poll waits for a new revision.
 	DefaultWait = 25 * time.Second
+)
+
+// Connection caps: a follower needs one connection for its poll and one
+// for a token or a confirmation; more from one address is a misbehaving
+// process, and is closed at accept.
+const (
+	MaxConnsPerAddr = 8
+	minConnsTotal   = 64
+	connsPerNode    = 2
 )
 
 // Revision names a cluster file's content: the first 12 hex digits of its
@@ -42,46 +59,267 @@ func Revision(data []byte) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// Server serves the master's current cluster file and token.
+// Node is a follower the master serves.
+type Node struct {
+	Name string
+	Key  wgtypes.Key // its WireGuard public key: its identity
+	Addr netip.Addr  // its mesh address: its requests come from there only
+	// Role says which token it is handed (see Server's token function).
+	Role string
+}
+
+// Published is what the master serves.
+type Published struct {
+	Data []byte
+	// Key is the master's WireGuard private key: the one its wg0 runs
+	// with while this is served.
+	Key   wgtypes.Key
+	Nodes []Node
+}
+
+// Server serves the master's current cluster file and tokens.
 type Server struct {
 	log   *slog.Logger
-	token func() ([]byte, error)
+	token func(Node) ([]byte, error)
 	wait  time.Duration
+	now   func() time.Time
 
-	mu      sync.Mutex
-	data    []byte
-	rev     string
-	allowed map[netip.Addr]bool
-	changed chan struct{} // closed and replaced by Update
+	mu        sync.Mutex
+	data      []byte
+	rev       string
+	master    wgtypes.Key // public
+	followers map[wgtypes.Key]*follower
+	changed   chan struct{} // closed and replaced by Update
 	// waiting counts the polls waiting on changed, until they answered.
 	waiting *sync.WaitGroup
-	// seen is the revision each address last asked with; polled is
-	// closed and replaced on every request.
-	seen   map[netip.Addr]string
-	polled chan struct{}
+	// heard is closed and replaced whenever a follower asks or confirms.
+	heard  chan struct{}
+	served uint64 // authenticated requests answered
+	denied uint64 // requests refused before authentication
 }
 
-// NewServer returns a server; token reads the join token when a node asks.
-func NewServer(log *slog.Logger, token func() ([]byte, error)) *Server {
-	return &Server{log: log, token: token, wait: DefaultWait, changed: make(chan struct{}), waiting: &sync.WaitGroup{},
-		seen: map[netip.Addr]string{}, polled: make(chan struct{})}
+// follower is a Node and what the server knows of it.
+type follower struct {
+	Node
+	keys   pairKeys
+	nonces map[string]time.Time // seen nonces and when they expire
+	// seen is the revision it last asked with; confirmed the one it last
+	// confirmed before taking it, staged the one it last confirmed
+	// before writing it for its next start.
+	seen, confirmed, staged string
 }
 
-// Update publishes a validated cluster file and the addresses of the nodes
-// that may fetch it (every node but the master). Waiting polls answer at
-// once with the new file; the returned WaitGroup is done when they have.
-func (s *Server) Update(data []byte, nodes []netip.Addr) *sync.WaitGroup {
-	allowed := make(map[netip.Addr]bool, len(nodes))
-	for _, a := range nodes {
-		allowed[a] = true
+// NewServer returns a server; token reads the token a node is handed.
+func NewServer(log *slog.Logger, token func(Node) ([]byte, error)) *Server {
+	return &Server{log: log, token: token, wait: DefaultWait, now: time.Now, changed: make(chan struct{}),
+		waiting: &sync.WaitGroup{}, heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{}}
+}
+
+// Update publishes p. Waiting polls answer at once with the new file; the
+// returned WaitGroup is done when they have. A follower keeps its replay
+// state across updates. A node whose public key gives no shared secret
+// (a low-order point) cannot be served and is logged.
+func (s *Server) Update(p Published) *sync.WaitGroup {
+	master := p.Key.PublicKey()
+	next := make(map[wgtypes.Key]*follower, len(p.Nodes))
+	s.mu.Lock()
+	old, oldMaster := s.followers, s.master
+	s.mu.Unlock()
+	for _, n := range p.Nodes {
+		f := &follower{Node: n, nonces: map[string]time.Time{}}
+		if o := old[n.Key]; o != nil {
+			f.nonces, f.seen, f.confirmed, f.staged = o.nonces, o.seen, o.confirmed, o.staged
+			if master == oldMaster {
+				f.keys = o.keys
+			}
+		}
+		if f.keys.request == nil {
+			k, err := derive(p.Key, n.Key, n.Key, master)
+			if err != nil {
+				s.log.Error("sync: this node cannot be served", "node", n.Name, "err", err)
+				continue
+			}
+			f.keys = k
+		}
+		next[n.Key] = f
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.data, s.rev, s.allowed = data, Revision(data), allowed
+	s.data, s.rev, s.master, s.followers = p.Data, Revision(p.Data), master, next
 	answered := s.waiting
 	close(s.changed)
 	s.changed, s.waiting = make(chan struct{}), &sync.WaitGroup{}
 	return answered
+}
+
+// Stats are the server's counters, for the status report.
+type Stats struct {
+	Nodes  int
+	Served uint64
+	Denied uint64
+}
+
+// Stats returns a snapshot.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Nodes: len(s.followers), Served: s.served, Denied: s.denied}
+}
+
+// AwaitReceived waits, at most d, until every node in keys has received
+// revision rev: it confirmed it (before taking it) or asked again with it
+// (taken or refused). It returns the names of those that did not.
+func (s *Server) AwaitReceived(keys []wgtypes.Key, rev string, d time.Duration) (missing []string) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		missing = missing[:0]
+		for _, k := range keys {
+			if f := s.followers[k]; f != nil && f.seen != rev && f.confirmed != rev {
+				missing = append(missing, f.Name)
+			}
+		}
+		heard := s.heard
+		s.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-heard:
+		case <-deadline.C:
+			return missing
+		}
+	}
+}
+
+// Staged returns the names of the nodes in keys that confirmed rev only to
+// write it for their next start: they run an older file until restarted.
+func (s *Server) Staged(keys []wgtypes.Key, rev string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for _, k := range keys {
+		if f := s.followers[k]; f != nil && f.staged == rev {
+			names = append(names, f.Name)
+		}
+	}
+	return names
+}
+
+// answer is what a handler returns; the server signs it.
+type answer struct {
+	status int
+	rev    string
+	body   []byte
+	// delivered, if set, runs once the follower's kernel acknowledged the
+	// answer (at most deliveryWait after it was written), and not if it
+	// did not.
+	delivered func()
+}
+
+// deliveryWait bounds how long a confirmation waits for its answer to be
+// acknowledged before it counts.
+const deliveryWait = 2 * time.Second
+
+// connKey carries a request's connection in its context.
+type connKey struct{}
+
+// waitDelivered waits until everything written to the request's
+// connection was acknowledged by the follower's kernel, at most d. A
+// request without a TCP connection (a test's) counts as delivered.
+func waitDelivered(r *http.Request, d time.Duration) bool {
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	if c == nil {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		n, ok := unacked(c)
+		if !ok || n == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+	}
+}
+
+func textAnswer(status int, text string) answer {
+	return answer{status: status, body: []byte(text + "\n")}
+}
+
+// Handler serves the protocol, to authenticated followers only:
+//
+//	GET  /v1/cluster?have=REV          the file when its revision is not REV;
+//	                                   else waits up to 25 s for one, then 304
+//	POST /v1/cluster/confirm?rev=REV   204 if REV is still what the master
+//	                                   serves, 409 if not; asked just before
+//	                                   a follower takes REV (&staging=1: only
+//	                                   writes it for its next start)
+//	GET  /v1/token                     the k3s token for the node's role
+//
+// A request that does not prove a listed node's key is answered 403 (not
+// a node) or 401 (bad or replayed authentication, or a clock too far off)
+// after reading its headers only.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathCluster, s.authed(s.serveCluster))
+	mux.HandleFunc("POST "+PathConfirm, s.authed(s.serveConfirm))
+	mux.HandleFunc("GET "+PathToken, s.authed(s.serveToken))
+	return mux
+}
+
+func (s *Server) serveCluster(r *http.Request, f *follower) answer {
+	have := r.URL.Query().Get("have")
+	s.noteHeard(f.Key, func(f *follower) { f.seen = have })
+	data, rev, changed, done := s.waitFor(have)
+	defer done()
+	if changed != nil {
+		timer := time.NewTimer(s.wait)
+		defer timer.Stop()
+		select {
+		case <-changed:
+			data, rev = s.current()
+		case <-timer.C:
+			return answer{status: http.StatusNotModified, rev: rev}
+		case <-r.Context().Done():
+			return answer{status: http.StatusServiceUnavailable}
+		}
+	}
+	return answer{status: http.StatusOK, rev: rev, body: data}
+}
+
+func (s *Server) serveConfirm(r *http.Request, f *follower) answer {
+	rev := r.URL.Query().Get("rev")
+	s.mu.Lock()
+	current := s.rev
+	s.mu.Unlock()
+	if rev != current {
+		return answer{status: http.StatusConflict, rev: current}
+	}
+	staging := r.URL.Query().Get("staging") == "1"
+	// It counts once the follower has the answer: a master that changes
+	// its key as soon as every follower confirmed must not cut off an
+	// answer still on its way.
+	return answer{status: http.StatusNoContent, rev: current, delivered: func() {
+		s.noteHeard(f.Key, func(f *follower) {
+			if f.confirmed = rev; staging {
+				f.staged = rev
+			}
+		})
+	}}
+}
+
+func (s *Server) serveToken(_ *http.Request, f *follower) answer {
+	token, err := s.token(f.Node)
+	if err != nil {
+		s.log.Error("sync: cannot read the token for a node", "node", f.Name, "err", err)
+		return textAnswer(http.StatusInternalServerError, "the master cannot read the token")
+	}
+	s.log.Info("sync: handed its token to a node", "node", f.Name, "role", f.Role)
+	return answer{status: http.StatusOK, body: token}
 }
 
 func (s *Server) current() (data []byte, rev string) {
@@ -102,120 +340,145 @@ func (s *Server) waitFor(have string) (data []byte, rev string, changed <-chan s
 	return s.data, s.rev, s.changed, s.waiting.Done
 }
 
-// admitted reports whether the request comes from a listed node's mesh
-// address.
-func (s *Server) admitted(r *http.Request) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	addr := ap.Addr().Unmap()
+// noteHeard records what a follower told and wakes AwaitReceived.
+func (s *Server) noteHeard(key wgtypes.Key, note func(*follower)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return addr, s.allowed[addr]
-}
-
-// note records the revision a request asks with.
-func (s *Server) note(r *http.Request) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return
+	if f := s.followers[key]; f != nil {
+		note(f)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.seen[ap.Addr().Unmap()] = r.URL.Query().Get("have")
-	close(s.polled)
-	s.polled = make(chan struct{})
+	close(s.heard)
+	s.heard = make(chan struct{})
 }
 
-// AwaitPolls waits, at most d, until every address in addrs has asked
-// again with revision rev: each has then received that file (a follower
-// asks with the revision it was last handed, taken or refused).
-func (s *Server) AwaitPolls(addrs []netip.Addr, rev string, d time.Duration) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	for {
-		s.mu.Lock()
-		all := true
-		for _, a := range addrs {
-			all = all && s.seen[a] == rev
-		}
-		polled := s.polled
-		s.mu.Unlock()
-		if all {
-			return true
-		}
-		select {
-		case <-polled:
-		case <-deadline.C:
-			return false
-		}
-	}
-}
-
-// Handler serves the protocol:
-//
-//	GET /v1/cluster?have=REV  the file when its revision is not REV; else
-//	                          waits up to 25 s for one, then 304
-//	GET /v1/token             the join token
-//
-// Both answer 403 to anyone but the nodes in the current file.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathCluster, func(w http.ResponseWriter, r *http.Request) {
-		s.note(r)
-		if _, ok := s.admitted(r); !ok {
-			http.Error(w, "not a node of this cluster", http.StatusForbidden)
+// authed authenticates a request (see authenticate), runs h and signs its
+// answer for the follower, bound to the request's nonce.
+func (s *Server) authed(h func(*http.Request, *follower) answer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		f, nonce, refusal := s.authenticate(r)
+		if f == nil {
+			s.count(&s.denied)
+			http.Error(w, refusal, http.StatusForbidden)
 			return
 		}
-		data, rev, changed, done := s.waitFor(r.URL.Query().Get("have"))
-		defer done()
-		if changed != nil {
-			timer := time.NewTimer(s.wait)
-			defer timer.Stop()
-			select {
-			case <-changed:
-				data, rev = s.current()
-			case <-timer.C:
-				w.WriteHeader(http.StatusNotModified)
-				return
-			case <-r.Context().Done():
-				return
+		a := textAnswer(http.StatusUnauthorized, refusal)
+		if refusal == "" {
+			s.count(&s.served)
+			a = h(r, f)
+		}
+		ts := strconv.FormatInt(s.now().Unix(), 10)
+		w.Header().Set(HeaderTime, ts)
+		w.Header().Set(HeaderRevision, a.rev)
+		w.Header().Set(HeaderAuth, base64.StdEncoding.EncodeToString(answerMAC(f.keys, nonce, a.status, ts, a.rev, a.body)))
+		if a.status == http.StatusOK {
+			w.Header().Set("Content-Type", "application/octet-stream")
+		}
+		w.WriteHeader(a.status)
+		w.Write(a.body)
+		if a.delivered == nil {
+			return
+		}
+		http.NewResponseController(w).Flush()
+		if waitDelivered(r, deliveryWait) {
+			a.delivered()
+		}
+	}
+}
+
+func (s *Server) count(c *uint64) {
+	s.mu.Lock()
+	*c++
+	s.mu.Unlock()
+}
+
+// maxNonces bounds the replay state kept per follower; a follower asks
+// about once per poll, so this is far more than one sends in 2*MaxSkew.
+const maxNonces = 4096
+
+// authenticate returns the follower a request proves to come from, a copy
+// taken under the lock, and the request's nonce. f is nil when the
+// request does not name a listed node or does not come from its address
+// (the answer is then a plain 403); refusal is non-empty when it names one
+// but its authentication fails (the answer is then a signed 401, so that a
+// follower with a wrong clock learns the master's time).
+func (s *Server) authenticate(r *http.Request) (f *follower, nonce, refusal string) {
+	key, err := wgtypes.ParseKey(r.Header.Get(HeaderNode))
+	if err != nil {
+		return nil, "", "not a node of this cluster"
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return nil, "", "not a node of this cluster"
+	}
+	nonce = r.Header.Get(HeaderNonce)
+	ts := r.Header.Get(HeaderTime)
+	got, _ := base64.StdEncoding.DecodeString(r.Header.Get(HeaderAuth))
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := s.followers[key]
+	if live == nil || live.Addr != ap.Addr().Unmap() {
+		return nil, "", "not a node of this cluster"
+	}
+	cp := *live
+	f = &cp
+	if len(nonce) != 32 || !hmac.Equal(got, requestMAC(f.keys, r.Method, r.URL.RequestURI(), r.Header.Get(HeaderNode), ts, nonce)) {
+		return f, nonce, "bad authentication"
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return f, nonce, "bad authentication"
+	}
+	if skew := now.Sub(time.Unix(sec, 0)); skew > MaxSkew || skew < -MaxSkew {
+		return f, nonce, "clock: the request's time is " + skew.Round(time.Second).String() + " off the master's"
+	}
+	if len(live.nonces) >= 256 {
+		for n, exp := range live.nonces {
+			if now.After(exp) {
+				delete(live.nonces, n)
 			}
 		}
-		w.Header().Set(HeaderRevision, rev)
-		w.Header().Set("Content-Type", "application/yaml")
-		w.Write(data)
-	})
-	mux.HandleFunc("GET "+PathToken, func(w http.ResponseWriter, r *http.Request) {
-		addr, ok := s.admitted(r)
-		if !ok {
-			http.Error(w, "not a node of this cluster", http.StatusForbidden)
-			return
-		}
-		token, err := s.token()
-		if err != nil {
-			s.log.Error("sync: cannot read the token for a node", "node", addr, "err", err)
-			http.Error(w, "the master cannot read its token", http.StatusInternalServerError)
-			return
-		}
-		s.log.Info("sync: handed the token to a node", "node", addr)
-		w.Write(token)
-	})
-	return mux
+	}
+	if _, replayed := live.nonces[nonce]; replayed {
+		return f, nonce, "replayed request"
+	}
+	if len(live.nonces) >= maxNonces {
+		return f, nonce, "too many requests"
+	}
+	live.nonces[nonce] = now.Add(2 * MaxSkew)
+	return f, nonce, ""
 }
 
-// Serve answers on l until ctx is cancelled.
+// Serve answers on l until ctx is cancelled. Connections beyond
+// MaxConnsPerAddr from one address, or beyond the total cap, are closed at
+// accept; a client has 5 s to send its headers (at most 8 KiB), an answer
+// (a long poll included) must be written within DefaultWait + 10 s, and an
+// idle keep-alive connection is closed after 60 s.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      s.wait + 10*time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
+	}
 	go func() {
 		<-ctx.Done()
-		srv.Close() // polls in flight end; agents ask again
+		srv.Close() // polls in flight end; followers ask again
 	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(limitListener(l, MaxConnsPerAddr, s.maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+func (s *Server) maxConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(minConnsTotal, connsPerNode*len(s.followers)+minConnsTotal)
 }
 
 // Listen opens the server's socket on the master's mesh address, bound to
@@ -233,14 +496,3 @@ func Listen(addr netip.AddrPort, device string) (net.Listener, error) {
 	}
 	return l, nil
 }
-
-// readAllLimited reads at most n bytes of r.
-func readAllLimited(r io.Reader, n int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, n+1))
-	if err == nil && int64(len(data)) > n {
-		err = fmt.Errorf("more than %d bytes", n)
-	}
-	return data, err
-}
-
-func trimToken(b []byte) []byte { return []byte(strings.TrimSpace(string(b))) }

@@ -31,7 +31,8 @@ func Print(w io.Writer, r Report, now time.Time) {
 	}
 	if s := r.Sync; s != nil {
 		if s.Role == "serving" {
-			fmt.Fprintf(w, "\nsync       serving revision %s to %d node(s) on %s", s.Revision, s.Nodes, s.Master)
+			fmt.Fprintf(w, "\nsync       serving revision %s to %d node(s) on %s; %d request(s) answered, %d refused (not a node's appliance)",
+				s.Revision, s.Nodes, s.Master, s.Served, s.Denied)
 		} else {
 			fmt.Fprintf(w, "\nsync       following %s, running revision %s", s.Master, s.Revision)
 			if !s.LastContact.IsZero() {
@@ -42,6 +43,9 @@ func Print(w io.Writer, r Report, now time.Time) {
 			}
 			if s.Refused != "" {
 				fmt.Fprintf(w, "\n           refused the master's %s", s.Refused)
+			}
+			if s.Staged != "" {
+				fmt.Fprintf(w, "\n           waiting for a restart: the master's %s", s.Staged)
 			}
 			if s.LastError != "" {
 				fmt.Fprintf(w, "\n           last error: %s", s.LastError)

@@ -60,7 +60,16 @@ type Sync struct {
 	LastContact time.Time `json:"last_contact,omitzero"`
 	LastApplied time.Time `json:"last_applied,omitzero"`
 	Refused     string    `json:"refused,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
+	// Staged is a master's file written for the next start (it needs a
+	// restart).
+	Staged    string `json:"staged,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// Polls counts a follower's requests for the master's file.
+	Polls uint64 `json:"polls,omitempty"`
+	// Served and Denied count the master's authenticated answers and the
+	// requests it refused before authentication.
+	Served uint64 `json:"served,omitempty"`
+	Denied uint64 `json:"denied,omitempty"`
 }
 
 // Peer is one WireGuard peer as the device reports it.

@@ -14,8 +14,9 @@ const APIPort = "6443"
 
 // Args returns the k3s argv (without the binary) for this node: `server` on
 // the master, `agent` elsewhere, pinned to the wg0 address with flannel on
-// wg0, then the file's server_args or agent_args. The token is passed as a
-// file path only, never as a value.
+// wg0, then the file's server_args or agent_args. The tokens are passed as
+// file paths only, never as values: the master's k3s reads the server token
+// and the agent token, an agent's the agent token.
 func Args(cfg *configs.Config) []string {
 	cl, self := cfg.Cluster, cfg.Self
 	if self.Role == configs.RoleMaster {
@@ -43,13 +44,15 @@ func serverArgs(cl *configs.Cluster, self configs.Node) []string {
 	case self.Endpoint.Host != "":
 		args = append(args, "--tls-san", self.Endpoint.Host)
 	}
-	args = append(args, "--flannel-iface", cl.Interface.Name, "--node-name", self.Name, "--token-file", cl.K3s.TokenFile)
+	args = append(args, "--flannel-iface", cl.Interface.Name, "--node-name", self.Name,
+		"--token-file", cl.K3s.TokenFile, "--agent-token-file", cl.K3s.AgentTokenFile)
 	return append(args, cl.K3s.ServerArgs...)
 }
 
 func agentArgs(cl *configs.Cluster, self configs.Node) []string {
 	server := "https://" + net.JoinHostPort(cl.Master().Address.String(), APIPort)
-	args := []string{"agent", "--server", server, "--token-file", cl.K3s.TokenFile, "--node-ip", self.Address.String()}
+	// An agent holds the agent token only: it joins agents and nothing else.
+	args := []string{"agent", "--server", server, "--token-file", cl.K3s.AgentTokenFile, "--node-ip", self.Address.String()}
 	if self.ExternalIP.IsValid() {
 		args = append(args, "--node-external-ip", self.ExternalIP.String())
 	}

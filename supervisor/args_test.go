@@ -34,9 +34,9 @@ func TestArgsFromExample(t *testing.T) {
 		{"master", "k3s-master", nil, []string{"server",
 			"--node-ip", "192.168.2.1", "--node-external-ip", "203.0.113.10",
 			"--advertise-address", "192.168.2.1", "--tls-san", "192.168.2.1", "--tls-san", "203.0.113.10",
-			"--flannel-iface", "wg0", "--node-name", "k3s-master", "--token-file", "/etc/wgk3s/token"}},
+			"--flannel-iface", "wg0", "--node-name", "k3s-master", "--token-file", "/etc/wgk3s/token", "--agent-token-file", "/etc/wgk3s/agent-token"}},
 		{"agent", "k3s-node-1", nil, []string{"agent",
-			"--server", "https://192.168.2.1:6443", "--token-file", "/etc/wgk3s/token",
+			"--server", "https://192.168.2.1:6443", "--token-file", "/etc/wgk3s/agent-token",
 			"--node-ip", "192.168.2.2", "--node-external-ip", "198.51.100.20",
 			"--flannel-iface", "wg0", "--node-name", "k3s-node-1"}},
 		{"master advertising external with extra args", "k3s-master", func(s string) string {
@@ -45,7 +45,7 @@ func TestArgsFromExample(t *testing.T) {
 		}, []string{"server",
 			"--node-ip", "192.168.2.1", "--node-external-ip", "203.0.113.10",
 			"--advertise-address", "203.0.113.10", "--tls-san", "192.168.2.1", "--tls-san", "203.0.113.10",
-			"--flannel-iface", "wg0", "--node-name", "k3s-master", "--token-file", "/etc/wgk3s/token",
+			"--flannel-iface", "wg0", "--node-name", "k3s-master", "--token-file", "/etc/wgk3s/token", "--agent-token-file", "/etc/wgk3s/agent-token",
 			"--disable=traefik", "--tls-san", "k8s.example.net"}},
 		{"master behind a DNS name", "k3s-master", func(s string) string {
 			return strings.NewReplacer("endpoint: 203.0.113.10:5418", "endpoint: master.example.net:5418",
@@ -53,11 +53,11 @@ func TestArgsFromExample(t *testing.T) {
 		}, []string{"server",
 			"--node-ip", "192.168.2.1",
 			"--advertise-address", "192.168.2.1", "--tls-san", "192.168.2.1", "--tls-san", "master.example.net",
-			"--flannel-iface", "wg0", "--node-name", "k3s-master", "--token-file", "/etc/wgk3s/token"}},
+			"--flannel-iface", "wg0", "--node-name", "k3s-master", "--token-file", "/etc/wgk3s/token", "--agent-token-file", "/etc/wgk3s/agent-token"}},
 		{"agent with extra args", "k3s-node-1", func(s string) string {
 			return strings.Replace(s, "agent_args: []", `agent_args: ["--node-label=cloud=aliyun"]`, 1)
 		}, []string{"agent",
-			"--server", "https://192.168.2.1:6443", "--token-file", "/etc/wgk3s/token",
+			"--server", "https://192.168.2.1:6443", "--token-file", "/etc/wgk3s/agent-token",
 			"--node-ip", "192.168.2.2", "--node-external-ip", "198.51.100.20",
 			"--flannel-iface", "wg0", "--node-name", "k3s-node-1", "--node-label=cloud=aliyun"}},
 	}

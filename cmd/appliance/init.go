@@ -13,7 +13,7 @@ import (
 )
 
 type initFlags struct {
-	name, address, endpoint, externalIP, role, keyFile, tokenFile string
+	name, address, endpoint, externalIP, role, keyFile, tokenFile, agentTokenFile string
 }
 
 func runInit(e *env, args []string) error {
@@ -25,7 +25,8 @@ func runInit(e *env, args []string) error {
 	fs.StringVar(&f.externalIP, "external-ip", "", "this node's public IP, when the endpoint is a DNS name")
 	fs.StringVar(&f.role, "role", string(configs.RoleAgent), "master or agent")
 	fs.StringVar(&f.keyFile, "key-file", configs.DefaultPrivateKeyFile, "the private key file (interface.private_key_file)")
-	fs.StringVar(&f.tokenFile, "token-file", configs.DefaultTokenFile, "the k3s token file (k3s.token_file); created on the master")
+	fs.StringVar(&f.tokenFile, "token-file", configs.DefaultTokenFile, "the k3s server token file (k3s.token_file); created on the master")
+	fs.StringVar(&f.agentTokenFile, "agent-token-file", configs.DefaultAgentTokenFile, "the k3s agent token file (k3s.agent_token_file); created on the master")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -42,12 +43,17 @@ func runInit(e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "using the existing key in %s\n", f.keyFile)
 	}
 	if configs.Role(f.role) == configs.RoleMaster {
-		created, err := ensureToken(f.tokenFile)
-		if err != nil {
-			return err
-		}
-		if created {
-			fmt.Fprintf(e.stderr, "created %s (0600): the cluster's join token; copy it to the same path on every agent\n", f.tokenFile)
+		for _, t := range []struct{ path, what string }{
+			{f.tokenFile, "the k3s server token (full admin of the cluster); it stays on this node"},
+			{f.agentTokenFile, "the k3s agent token; agents fetch it over wg0 (with sync: false, copy it to every agent)"},
+		} {
+			created, err := ensureToken(t.path)
+			if err != nil {
+				return err
+			}
+			if created {
+				fmt.Fprintf(e.stderr, "created %s (0600): %s\n", t.path, t.what)
+			}
 		}
 	}
 	fmt.Fprintf(e.stderr, "paste this entry under nodes: in the cluster file, then copy the file to every node:\n")
@@ -129,16 +135,11 @@ func ensureKey(path string) (wgtypes.Key, bool, error) {
 }
 
 func ensureToken(path string) (bool, error) {
-	if _, err := os.Stat(path); err == nil {
-		return false, checkPrivate(path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, err
+	created, err := configs.CreateToken(path)
+	if err != nil || created {
+		return created, err
 	}
-	tok, err := newToken()
-	if err != nil {
-		return false, fmt.Errorf("generating the token: %w", err)
-	}
-	return true, writeSecret(path, tok+"\n")
+	return false, checkPrivate(path)
 }
 
 func checkPrivate(path string) error {

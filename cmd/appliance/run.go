@@ -64,13 +64,14 @@ type runner struct {
 }
 
 type syncRequest struct {
-	data  []byte
-	reply chan error
+	data    []byte
+	confirm func(staging bool) error
+	reply   chan error
 }
 
 // syncApply takes a cluster file from the master, in the signal loop.
-func (r *runner) syncApply(data []byte) error {
-	req := syncRequest{data: data, reply: make(chan error, 1)}
+func (r *runner) syncApply(data []byte, confirm func(staging bool) error) error {
+	req := syncRequest{data: data, confirm: confirm, reply: make(chan error, 1)}
 	select {
 	case r.syncs <- req:
 		return <-req.reply
@@ -132,7 +133,8 @@ func (r *runner) run(plan *appliance.Plan) error {
 		case reply := <-r.requests:
 			reply <- r.notifiedReload()
 		case req := <-r.syncs:
-			req.reply <- r.takeSynced(req.data)
+			file := appliance.ConfigFile{Path: r.path, Opts: r.opts, Host: r.host}
+			req.reply <- file.TakeSynced(r.app.Plan(), req.data, req.confirm, r.syncedReload)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				r.notifiedReload()
@@ -192,49 +194,9 @@ func (r *runner) reload() error {
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
-// takeSynced validates a cluster file from the master exactly as a SIGHUP
-// would, and refuses it if it no longer names this node with this node's
-// key, or needs a restart; a good one replaces the cluster file atomically
-// (the previous one kept as FILE.previous) and is applied as a reload.
-func (r *runner) takeSynced(data []byte) error {
-	running := r.app.Plan()
-	tmp := r.path + ".sync" // beside the file: the rename is atomic
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	defer os.Remove(tmp)
-	cfg, err := configs.Load(tmp, r.opts)
-	if err != nil {
-		return fmt.Errorf("it is not valid for this node: %s", oneLine(err))
-	}
-	self := running.Config.Self
-	switch {
-	case cfg.Self.Name != self.Name:
-		return fmt.Errorf("it names this node %s, not %s", cfg.Self.Name, self.Name)
-	case cfg.Self.PublicKey != self.PublicKey:
-		return fmt.Errorf("it changes this node's public key")
-	}
-	p := appliance.NewPlan(cfg, r.host)
-	if err := p.Err(); err != nil {
-		return fmt.Errorf("this host cannot run it: %s", oneLine(err))
-	}
-	if err := appliance.RestartRequired(running, p); err != nil {
-		return err
-	}
-	previous, err := configs.ReadFile(r.path)
-	if err == nil {
-		err = os.WriteFile(r.path+".previous", previous, 0o644)
-	}
-	if err != nil {
-		return fmt.Errorf("keeping the previous file: %w", err)
-	}
-	if err := os.Rename(tmp, r.path); err != nil {
-		return fmt.Errorf("replacing %s: %w", r.path, err)
-	}
+// syncedReload applies a file the master handed over, already written to
+// r.path, and says so in the log.
+func (r *runner) syncedReload() error {
 	r.log.Info("sync: the master's cluster file replaces this node's", "config", r.path, "previous", r.path+".previous")
-	if err := r.notifiedReload(); err != nil {
-		os.WriteFile(r.path, previous, 0o644) // the file stays what runs
-		return err
-	}
-	return nil
+	return r.notifiedReload()
 }

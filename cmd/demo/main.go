@@ -148,7 +148,7 @@ func (d *demo) story(appliance, standin string) {
 		d.Fatalf("node-1 did not take the master's file:\n%s", n1.Proc.Output())
 	}
 	fmt.Println("   node-1, untouched: " + lastLine(n1.Proc.Output(), "sync: took the master's cluster file"))
-	os.Remove(n2.Srv.HostPath(testnet.TokenPath))
+	os.Remove(n2.Srv.HostPath(testnet.AgentTokenPath))
 	n2.WriteConfig(nodes, nil)
 	n2.Start(&d.Script)
 	d.waitJoin(m, "k3s-node-2")

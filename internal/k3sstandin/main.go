@@ -4,9 +4,15 @@
 // the tunnel carries what k3s needs.
 //
 //   - `server`: listens on --node-ip:6443 and answers agents that present the
-//     token from --token-file.
+//     agent token: the one in --agent-token-file, else the server token in
+//     --token-file (as k3s does: with an agent token set, the server token
+//     no longer joins agents).
 //   - `agent`: dials --server (https://IP:6443) through the tunnel, presents
 //     the token from --token-file and keeps the connection open.
+//
+// Tokens are read as k3s reads them (pkg/clientaccess/token.go): a token
+// that starts with K10 must be K10<CA hash>::<user>:<password>, and only the
+// password is compared; a bad one makes it exit 1 with k3s's message.
 //
 // It writes a JSON record of its argv, environment and checks to
 // $WGK3S_STANDIN_DIR/k3s-<pid>.json and appends events to events.log there.
@@ -60,12 +66,16 @@ func main() {
 	role := os.Args[1]
 	flags := parseFlags(os.Args[2:])
 	token := readToken(flags["--token-file"])
+	agentToken := token
+	if f := flags["--agent-token-file"]; f != "" {
+		agentToken = readToken(f)
+	}
 	rec := Record{PID: os.Getpid(), PPID: os.Getppid(), Role: role, Argv: os.Args, Env: os.Environ()}
 	for _, a := range os.Args {
-		rec.TokenInArgv = rec.TokenInArgv || strings.Contains(a, token)
+		rec.TokenInArgv = rec.TokenInArgv || strings.Contains(a, token) || strings.Contains(a, agentToken)
 	}
 	for _, kv := range os.Environ() {
-		rec.TokenInEnv = rec.TokenInEnv || strings.Contains(kv, token)
+		rec.TokenInEnv = rec.TokenInEnv || strings.Contains(kv, token) || strings.Contains(kv, agentToken)
 		rec.NotifySocket = rec.NotifySocket || strings.HasPrefix(kv, "NOTIFY_SOCKET=")
 	}
 
@@ -80,7 +90,7 @@ func main() {
 		}
 		write(dir, rec)
 		fmt.Printf("standin k3s server %s listening on %s\n", flags["--node-name"], rec.Listen)
-		go serve(l, token, dir)
+		go serve(l, agentToken, dir)
 	case "agent":
 		u, err := url.Parse(flags["--server"])
 		if err != nil || u.Host == "" {
@@ -126,16 +136,36 @@ func parseFlags(args []string) map[string]string {
 	return m
 }
 
+// readToken returns the password of the token in path, read as k3s
+// reads it.
 func readToken(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		fail("--token-file: %v", err)
+		fail("token file: %v", err)
 	}
 	t := strings.TrimSpace(string(b))
 	if t == "" {
-		fail("--token-file %s is empty", path)
+		fail("token file %s is empty", path)
 	}
-	return t
+	pass, ok := password(t)
+	if !ok {
+		fail("failed to normalize server token; must be in format K10<CA-HASH>::<USERNAME>:<PASSWORD> or <PASSWORD>")
+	}
+	return pass
+}
+
+// password follows k3s's parseToken: a bare password stands for itself;
+// K10<hash>::<user>:<password> has a 64-digit (or empty) hash.
+func password(t string) (string, bool) {
+	if !strings.HasPrefix(t, "K10") {
+		return t, true
+	}
+	hash, creds, ok := strings.Cut(strings.TrimPrefix(t, "K10"), "::")
+	if !ok || len(hash) != 0 && len(hash) != 64 {
+		return "", false
+	}
+	_, pass, ok := strings.Cut(creds, ":")
+	return pass, ok && pass != ""
 }
 
 // serve answers "JOIN <token> <node>" with OK or DENIED.

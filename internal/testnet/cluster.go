@@ -18,8 +18,12 @@ const (
 	ConfigPath = "/run/wgk3s/wgk3s.yaml"
 	KeyPath    = "/run/wgk3s/private.key"
 	TokenPath  = "/run/wgk3s/token"
-	// Token is the join secret every node's token file holds.
-	Token = "K10e2e-cluster-secret"
+	// Token is the k3s server token, in the master's token file.
+	Token = "e2e-server-token-5f1c9a"
+	// AgentTokenPath holds the k3s agent token, on every node.
+	AgentTokenPath = "/run/wgk3s/agent-token"
+	// AgentToken is the k3s agent token.
+	AgentToken = "e2e-agent-token-83d2b0"
 	// StandinDir is where the stand-in k3s records itself.
 	StandinDir = "/run/wgk3s/standin"
 	// Port is WireGuard's UDP port on every node.
@@ -49,7 +53,8 @@ type Node struct {
 }
 
 // NewNode makes a node on srv: a fresh key pair, the key and token files
-// in the server's /run/wgk3s, and an endpoint at its public address.
+// in the server's /run/wgk3s (the server token on the master only, the
+// agent token everywhere), and an endpoint at its public address.
 func NewNode(t T, srv *Server, bin Binaries, name, role, address string) *Node {
 	t.Helper()
 	k, err := wgtypes.GeneratePrivateKey()
@@ -59,7 +64,10 @@ func NewNode(t T, srv *Server, bin Binaries, name, role, address string) *Node {
 	n := &Node{Srv: srv, Bin: bin, Name: name, Role: role, Address: address, Key: k,
 		Endpoint: fmt.Sprintf("%s:%d", srv.PublicIP, Port)}
 	srv.WriteFile(KeyPath, []byte(k.String()+"\n"), 0o600)
-	srv.WriteFile(TokenPath, []byte(Token+"\n"), 0o600)
+	if role == "master" {
+		srv.WriteFile(TokenPath, []byte(Token+"\n"), 0o600)
+	}
+	srv.WriteFile(AgentTokenPath, []byte(AgentToken+"\n"), 0o600)
 	if err := os.MkdirAll(srv.HostPath(StandinDir), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +90,7 @@ func ClusterFile(nodes []*Node, bin Binaries, edit func(string) string) string {
 			fmt.Fprintf(&b, "    endpoint: %s\n", n.Endpoint)
 		}
 	}
-	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  stop_grace_period: 5s\n", bin.K3s, TokenPath)
+	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  agent_token_file: %s\n  stop_grace_period: 5s\n", bin.K3s, TokenPath, AgentTokenPath)
 	s := b.String()
 	if edit != nil {
 		s = edit(s)

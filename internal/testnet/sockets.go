@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"time"
@@ -74,4 +75,41 @@ func RunIn(ns, name string, args ...string) error {
 		return fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), ns, err, out)
 	}
 	return nil
+}
+
+// Dial opens a connection from inside the server's network namespace.
+func (s *Server) Dial(network, addr string) (c net.Conn, err error) {
+	if ierr := inNS(s.NS, func() { c, err = net.DialTimeout(network, addr, 5*time.Second) }); ierr != nil {
+		return nil, ierr
+	}
+	return c, err
+}
+
+// AddPod adds a namespace behind the server that stands for a pod: a veth
+// pair with the pod at addr/24 and the server at the .1 of that /24, the
+// pod's default route through the server, and flannel's masquerade of
+// traffic from the pod network (-s 10.42.0.0/16 ! -d 10.42.0.0/16), so
+// that what the pod sends to the mesh leaves with the server's address.
+func (s *Server) AddPod(addr netip.Addr) string {
+	n := s.net
+	n.t.Helper()
+	pod := n.addNS(fmt.Sprintf("pod%d", s.idx))
+	gw := netip.AddrFrom4([4]byte{addr.As4()[0], addr.As4()[1], addr.As4()[2], 1})
+	n.ip(s.NS, "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", pod)
+	n.ip(s.NS, "addr", "add", gw.String()+"/24", "dev", "vpod")
+	n.ip(s.NS, "link", "set", "vpod", "up")
+	n.ip(pod, "addr", "add", addr.String()+"/24", "dev", "eth0")
+	n.ip(pod, "link", "set", "eth0", "up")
+	n.ip(pod, "route", "add", "default", "via", gw.String())
+	n.iptables(s.NS, "-t", "nat", "-A", "POSTROUTING", "-s", "10.42.0.0/16", "!", "-d", "10.42.0.0/16", "-j", "MASQUERADE")
+	return pod
+}
+
+// RunInOutput is RunIn that returns the command's output, whatever its
+// exit status.
+func RunInOutput(ns, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...).CombinedOutput()
+	return string(out), err
 }
