@@ -49,10 +49,19 @@ func (p *Plan) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %s\n", r)
 	}
 
-	fmt.Fprintf(w, "\nk3s (started once %s is up; the token is read by k3s from %s)\n  %s\n",
-		cl.Interface.Name, cl.K3s.TokenFile, strings.Join(append([]string{p.K3s.Binary}, p.K3s.Args...), " "))
+	fmt.Fprintf(w, "\nk3s (started once %s is up)\n  %s\n", cl.Interface.Name, strings.Join(append([]string{p.K3s.Binary}, p.K3s.Args...), " "))
+	for _, l := range p.tokenLines() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+
+	fmt.Fprintf(w, "\nSync (edit once)\n  %s\n", p.syncLine())
 
 	fmt.Fprintf(w, "\nMetrics\n  %s\n", metricsLine(cl.Metrics))
+
+	fmt.Fprintf(w, "\nRuntime\n")
+	for _, l := range p.runtimeLines() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 
 	fmt.Fprintf(w, "\nThis host (kernel %s)\n", p.Facts.Kernel)
 	for _, n := range p.Notes {
@@ -89,4 +98,63 @@ func metricsLine(m configs.Metrics) string {
 		return "off (metrics.enabled: true serves Prometheus metrics on " + m.Listen + ")"
 	}
 	return "Prometheus metrics on http://" + m.Listen + "/metrics"
+}
+
+// tokenLines say which token files k3s reads here and where they come from.
+func (p *Plan) tokenLines() []string {
+	k := p.Config.Cluster.K3s
+	if p.K3s.AgentTokenFile != "" {
+		agent := "present"
+		if configs.TokenMissing(k.AgentTokenFile) {
+			agent = "missing: created (0600) when the appliance starts"
+		}
+		return []string{
+			"server token  " + k.TokenFile + " (--token-file): full admin of the cluster; it stays on this node",
+			"agent token   " + k.AgentTokenFile + " (--agent-token-file), " + agent + ": joins agents and nothing else; the agents get it over wg0",
+		}
+	}
+	agent := "present"
+	switch {
+	case configs.TokenMissing(k.AgentTokenFile) && p.K3s.FetchToken:
+		agent = "missing: fetched from the master over wg0 (0600) before k3s starts"
+	case configs.TokenMissing(k.AgentTokenFile):
+		agent = "missing"
+	}
+	return []string{"agent token   " + k.AgentTokenFile + " (--token-file), " + agent + "; an agent never holds the server token"}
+}
+
+// syncLine says how this node takes part in handing the file round.
+func (p *Plan) syncLine() string {
+	s := p.Sync
+	switch {
+	case !s.Enabled:
+		return "off (sync: false): copy the cluster file to every node and reload each after an edit; copy the agent token to the agents"
+	case s.Serve:
+		return fmt.Sprintf("serving this file and the agent token on %s (bound to %s) to %d node(s); each request must carry a MAC keyed by that node's WireGuard key",
+			s.Master, p.Tunnel.Name, len(s.Followers))
+	}
+	return fmt.Sprintf("following the master at %s over %s: its file replaces this one when it changes (validated as a reload would; one that needs a restart is written for the next start); requests and answers are authenticated with this node's WireGuard key",
+		s.Master, p.Tunnel.Name)
+}
+
+// runtimeLines describe the runtime section as it applies on this host.
+func (p *Plan) runtimeLines() []string {
+	rt := p.Config.Cluster.Runtime
+	limit := "off (runtime.memory_limit: off)"
+	if rt.MemoryLimit > 0 {
+		limit = fmt.Sprintf("%d MiB", rt.MemoryLimit>>20)
+	}
+	inflight := "no bound (0)"
+	if rt.Inflight > 0 {
+		inflight = fmt.Sprintf("%d per direction", rt.Inflight)
+	}
+	batch := "wireguard-go's own (128)"
+	if rt.BatchSize > 0 {
+		batch = fmt.Sprint(rt.BatchSize)
+	}
+	lines := []string{"memory limit      " + limit, "inflight packets  " + inflight, "batch size        " + batch}
+	if p.Mode.Mode == configs.ModeKernel {
+		lines = append(lines, "in kernel mode the inflight bound and the batch size do nothing: the kernel's WireGuard holds the packets")
+	}
+	return lines
 }

@@ -263,7 +263,10 @@ type fakeHost struct {
 	linkKinds    map[string]string   // existing links the appliance did not make
 	addrs        map[string][]string // address -> interfaces holding it
 	preflightErr error
+	files        map[string]bool // files that exist
 }
+
+func (h fakeHost) FileExists(path string) bool { return h.files[path] }
 
 func (h fakeHost) KernelRelease() (string, error) {
 	if h.release == "" {

@@ -42,6 +42,8 @@ type Host interface {
 	SELinux() string
 	// FileLabel is path's SELinux label, "" if none.
 	FileLabel(path string) string
+	// FileExists reports whether path names an existing file.
+	FileExists(path string) bool
 	// Link describes the interface name: whether it exists, its kind and
 	// whether this appliance made it.
 	Link(name string) (tunnel.LinkState, error)
@@ -149,6 +151,12 @@ func (SystemHost) AddressOwners(addr netip.Addr) ([]string, error) { return tunn
 // Link implements Host.
 func (SystemHost) Link(name string) (tunnel.LinkState, error) {
 	return tunnel.Inspect(name, tunnel.DefaultStateDir)
+}
+
+// FileExists implements Host.
+func (SystemHost) FileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // FileLabel implements Host.

@@ -122,6 +122,11 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	}
 	p.Notes = append(notes, hostNotes(cfg, p.Facts)...)
 	p.Warnings = warnings(cfg, p.Facts)
+	if cfg.Self.Role == configs.RoleAgent && h.FileExists(cl.K3s.TokenFile) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("this agent holds %s, which is where the k3s server token lives (full admin of the cluster, joins servers); "+
+			"an agent needs only the agent token (%s): remove it (rm %s) and, if it held the server token, rotate that on the master (README: \"Tokens\")",
+			cl.K3s.TokenFile, cl.K3s.AgentTokenFile, cl.K3s.TokenFile))
+	}
 	if cfg.Self.Role == configs.RoleMaster {
 		p.K3s.TokenFile, p.K3s.AgentTokenFile = cl.K3s.TokenFile, cl.K3s.AgentTokenFile
 	} else {

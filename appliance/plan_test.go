@@ -72,10 +72,27 @@ func TestPrintShowsThePlan(t *testing.T) {
 		"net.ipv4.ip_forward = 1",
 		"-t filter -I INPUT -m comment --comment wgk3s -j WGK3S-INPUT",
 		"/usr/local/bin/k3s agent --server https://192.168.2.1:6443",
+		"agent token   /etc/wgk3s/agent-token (--token-file)",
+		"Sync (edit once)\n  following the master at 192.168.2.1:5419 over wg0",
+		"memory limit      96 MiB",
+		"inflight packets  128 per direction",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("Print lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestAnAgentHoldingTheServerTokenIsWarned: agents need only the agent
+// token; a server token file left from before is pointed out.
+func TestAnAgentHoldingTheServerTokenIsWarned(t *testing.T) {
+	c := newCluster(t, 2)
+	p := NewPlan(c.config(t, 2, 1, nil), fakeHost{files: map[string]bool{"/etc/wgk3s/token": true}})
+	if len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "rm /etc/wgk3s/token") {
+		t.Errorf("warnings = %q", p.Warnings)
+	}
+	if m := NewPlan(c.config(t, 2, 0, nil), fakeHost{files: map[string]bool{"/etc/wgk3s/token": true}}); len(m.Warnings) != 0 {
+		t.Errorf("the master is warned about its own token: %q", m.Warnings)
 	}
 }
 
