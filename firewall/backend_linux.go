@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,7 +48,27 @@ func New(opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("using %s: %w", path, err)
 	}
-	return newController(ipt, procSys{"/proc/sys"}, opts, backend), nil
+	return newController(ipt, saveCommand(path+"-save"), procSys{"/proc/sys"}, opts, backend), nil
+}
+
+// saveCommand runs iptables-save for one table, bounded in time (also
+// when it leaves a child holding its output).
+func saveCommand(save string) saver {
+	return func(table string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, save, "-t", table)
+		cmd.WaitDelay = time.Second
+		out, err := cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+				return "", fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+			}
+			return "", err
+		}
+		return string(out), nil
+	}
 }
 
 // DetectBackend returns the iptables command to use and its backend. With

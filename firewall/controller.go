@@ -59,8 +59,16 @@ var owned = []struct{ table, builtin, chain string }{
 
 // Controller keeps the kernel's sysctls and iptables rules equal to a
 // Desired state, puts back what others delete, and removes what it added.
+//
+// The periodic check costs one iptables-save per table (filter and nat)
+// and nothing else: after every apply the controller keeps what the kernel
+// prints for its own chains and jumps (the fingerprint), and a check only
+// compares a fresh one with it. Only a difference runs the per-rule checks
+// and fixes. A check per rule (`iptables -C`) would fork once per rule
+// every period and take the xtables lock that kube-proxy and flannel need.
 type Controller struct {
 	ipt     iptablesClient
+	save    saver
 	sysctls *sysctlKeeper
 	log     *slog.Logger
 	period  time.Duration
@@ -68,11 +76,16 @@ type Controller struct {
 
 	mu      sync.Mutex
 	desired *Desired
+	applied map[string]string // fingerprint per table after the last apply
 }
 
-func newController(ipt iptablesClient, fs sysctlFS, opts Options, backend string) *Controller {
+// saver returns what iptables-save prints for one table.
+type saver func(table string) (string, error)
+
+func newController(ipt iptablesClient, save saver, fs sysctlFS, opts Options, backend string) *Controller {
 	return &Controller{
 		ipt:     ipt,
+		save:    save,
 		sysctls: &sysctlKeeper{fs: fs, state: filepath.Join(opts.StateDir, "sysctl.json")},
 		log:     opts.Logger,
 		period:  opts.ReconcilePeriod,
@@ -88,7 +101,73 @@ func (c *Controller) Set(d Desired) error {
 		return err
 	}
 	c.desired = &d
+	c.applied = c.fingerprints()
 	return nil
+}
+
+// tables are the iptables tables the appliance's chains live in.
+var tables = []string{"filter", "nat"}
+
+// fingerprints reads every table's fingerprint; a table that cannot be
+// read has none, so the next check runs the full apply.
+func (c *Controller) fingerprints() map[string]string {
+	out := map[string]string{}
+	for _, t := range tables {
+		if f, err := c.fingerprint(t); err == nil {
+			out[t] = f
+		}
+	}
+	return out
+}
+
+// fingerprint is the part of a table's iptables-save output the appliance
+// owns: its chains (declared or not, and their rules in order) and, for
+// each built-in chain it jumps from, the first rule (the jump must stay
+// first) and every rule that jumps to one of its chains.
+func (c *Controller) fingerprint(table string) (string, error) {
+	out, err := c.save(table)
+	if err != nil {
+		return "", fmt.Errorf("iptables-save -t %s: %w", table, err)
+	}
+	ours := map[string]bool{}
+	builtins := map[string]bool{}
+	for _, o := range owned {
+		if o.table == table {
+			ours[o.chain], builtins[o.builtin] = true, true
+		}
+	}
+	var b strings.Builder
+	first := map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 1 && strings.HasPrefix(f[0], ":") && ours[f[0][1:]]:
+			b.WriteString(f[0] + "\n") // declared (counters left out)
+		case len(f) < 2 || f[0] != "-A":
+		case ours[f[1]]:
+			b.WriteString(line + "\n")
+		case builtins[f[1]] && !first[f[1]]:
+			first[f[1]] = true
+			b.WriteString("first " + line + "\n")
+		case builtins[f[1]] && len(f) >= 4 && f[len(f)-2] == "-j" && ours[f[len(f)-1]]:
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String(), nil
+}
+
+// unchanged reports whether every table still prints what it printed
+// after the last apply.
+func (c *Controller) unchanged() bool {
+	if len(c.applied) != len(tables) {
+		return false
+	}
+	for _, t := range tables {
+		if f, err := c.fingerprint(t); err != nil || f != c.applied[t] {
+			return false
+		}
+	}
+	return true
 }
 
 // apply makes the kernel match d and reports whether it had to change
@@ -279,9 +358,17 @@ func (c *Controller) reconcile() {
 	if c.desired == nil {
 		return
 	}
+	if err := c.sysctls.set(c.desired.Sysctls); err != nil {
+		c.log.Warn("firewall reconcile: sysctls failed; retrying next period", "err", err)
+	}
+	if c.unchanged() {
+		return
+	}
 	changed, err := c.apply(*c.desired)
+	c.applied = c.fingerprints()
 	switch {
 	case err != nil:
+		c.applied = nil // check in full next time
 		c.log.Warn("firewall reconcile failed; retrying next period", "err", err)
 	case changed:
 		c.log.Warn("firewall rules were changed by someone else and have been put back", "backend", c.backend)
@@ -300,7 +387,7 @@ func (c *Controller) CleanUp() error {
 		}
 	}
 	errs = append(errs, c.sysctls.restore())
-	c.desired = nil
+	c.desired, c.applied = nil, nil
 	return errors.Join(errs...)
 }
 

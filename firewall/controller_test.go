@@ -29,7 +29,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{ipt: newFakeIPT(), sys: fakeSysctl{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.proxy_arp": "0"}, stateD: t.TempDir()}
-	r.ctl = newController(r.ipt, r.sys, Options{StateDir: r.stateD, ReconcilePeriod: time.Millisecond}, "nft")
+	r.ctl = newController(r.ipt, r.ipt.saveTable, r.sys, Options{StateDir: r.stateD, ReconcilePeriod: time.Millisecond}, "nft")
 	r.log = &strings.Builder{}
 	r.ctl.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, r.log), nil))
 	return r
@@ -161,7 +161,7 @@ func TestCrashLeftoversAreReplacedNotDuplicated(t *testing.T) {
 
 	// A new process (new controller, same state dir) with a new network.
 	r2 := &rig{ipt: r.ipt, sys: r.sys}
-	r2.ctl = newController(r.ipt, r.sys, Options{StateDir: r.stateD}, "nft")
+	r2.ctl = newController(r.ipt, r.ipt.saveTable, r.sys, Options{StateDir: r.stateD}, "nft")
 	d := Plan(params())
 	if err := r2.ctl.Set(d); err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestSysctlOriginalsSurviveACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Killed: no CleanUp. The next run sees ip_forward=1 already...
-	next := newController(r.ipt, r.sys, Options{StateDir: r.stateD}, "nft")
+	next := newController(r.ipt, r.ipt.saveTable, r.sys, Options{StateDir: r.stateD}, "nft")
 	if err := next.Set(Plan(params())); err != nil {
 		t.Fatal(err)
 	}
@@ -262,5 +262,75 @@ func TestSplitRule(t *testing.T) {
 	want := []string{"-A", "WGK3S-INPUT", "-m", "comment", "--comment", "wgk3s: WireGuard UDP", "-p", "udp", "--dport", "5418", "-j", "ACCEPT"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestAnIdleReconcileOnlyReads: with nothing changed, a check is one
+// iptables-save per table, and no other iptables call.
+func TestAnIdleReconcileOnlyReads(t *testing.T) {
+	r := newRig(t)
+	if err := r.ctl.Set(Plan(params())); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's rules come and go; they are not the appliance's.
+	r.ipt.Append("filter", "FORWARD", "-j", "KUBE-FORWARD")
+	r.ipt.NewChain("nat", "KUBE-SERVICES")
+	r.ipt.Append("nat", "KUBE-SERVICES", "-j", "KUBE-MARK-MASQ")
+	calls, reads, saves := r.ipt.calls, r.ipt.reads, r.ipt.saves
+	for range 10 {
+		r.ctl.reconcile()
+	}
+	if r.ipt.calls != calls || r.ipt.reads != reads || r.ipt.saves-saves != 10*len(tables) {
+		t.Errorf("10 idle checks: %d changes, %d reads, %d saves; want 0, 0, %d", r.ipt.calls-calls, r.ipt.reads-reads, r.ipt.saves-saves, 10*len(tables))
+	}
+	if strings.Contains(r.log.String(), "put back") {
+		t.Errorf("an idle check logged a change:\n%s", r.log.String())
+	}
+}
+
+// TestReconcileNoticesEveryChangeToItsRules: each kind of edit to the
+// appliance's rules is seen by the fingerprint and put back.
+func TestReconcileNoticesEveryChangeToItsRules(t *testing.T) {
+	d := Plan(params())
+	tests := []struct {
+		name string
+		edit func(f *fakeIPT)
+		want func(before string) string // the rules after the fix (default: before)
+	}{
+		{"a rule deleted", func(f *fakeIPT) {
+			f.tables["filter"][ChainInput] = f.tables["filter"][ChainInput][1:]
+		}, nil},
+		{"a rule added to its chain", func(f *fakeIPT) { f.Append("filter", ChainForward, "-j", "ACCEPT") }, nil},
+		{"a jump deleted", func(f *fakeIPT) { f.DeleteIfExists("nat", "POSTROUTING", d.Jumps[2].Spec...) }, nil},
+		{"a jump moved down", func(f *fakeIPT) { f.Insert("filter", "INPUT", 1, "-j", "REJECT") }, func(before string) string {
+			jump := "-A INPUT -m comment --comment wgk3s -j WGK3S-INPUT\n"
+			return strings.Replace(before, jump, jump+"-A INPUT -j REJECT\n", 1)
+		}},
+		{"a jump doubled", func(f *fakeIPT) { f.Append("filter", "FORWARD", d.Jumps[1].Spec...) }, nil},
+		{"its chains flushed", func(f *fakeIPT) {
+			for _, o := range owned {
+				f.ClearChain(o.table, o.chain)
+			}
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t)
+			if err := r.ctl.Set(d); err != nil {
+				t.Fatal(err)
+			}
+			want := r.ipt.save()
+			if tt.want != nil {
+				want = tt.want(want)
+			}
+			tt.edit(r.ipt)
+			r.ctl.reconcile()
+			if got := r.ipt.save(); got != want {
+				t.Errorf("not put back (-want +got):\n%s", cmp.Diff(want, got))
+			}
+			if !strings.Contains(r.log.String(), "put back") && !strings.Contains(r.log.String(), "moved it back") {
+				t.Errorf("the fix was not logged:\n%s", r.log.String())
+			}
+		})
 	}
 }
