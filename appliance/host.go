@@ -1,17 +1,16 @@
 package appliance
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/internal/bounded"
 	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
 	"golang.org/x/sys/unix"
@@ -109,11 +108,7 @@ func (SystemHost) K3sVersion(binary string) (string, error) {
 	if ok {
 		return v, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "--version")
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	out, err := cmd.Output()
+	out, err := bounded.Output(10*time.Second, []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, binary, "--version")
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %w", binary, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCgroupV1Flag(t *testing.T) {
@@ -123,5 +124,20 @@ func TestWarnings(t *testing.T) {
 				t.Errorf("check does not show the warning:\n%s", out.String())
 			}
 		})
+	}
+}
+
+// TestAK3sVersionThatLeavesAChildDoesNotHold: a k3s.binary whose --version
+// leaves a background child holding its output answers at once.
+func TestAK3sVersionThatLeavesAChildDoesNotHold(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "k3s")
+	os.WriteFile(bin, []byte("#!/bin/sh\nsleep 120 &\necho 'k3s version v1.36.3+k3s1 (abc)'\n"), 0o755)
+	began := time.Now()
+	v, err := SystemHost{}.K3sVersion(bin)
+	if err != nil || v != "v1.36.3+k3s1" {
+		t.Fatalf("K3sVersion = %q, %v", v, err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("took %v", took)
 	}
 }

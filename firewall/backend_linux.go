@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/wgk3s/wgk3s/internal/bounded"
 )
 
 // CleanUpAll removes the appliance's chains and jumps from every iptables
@@ -55,11 +55,7 @@ func New(opts Options) (*Controller, error) {
 // when it leaves a child holding its output).
 func saveCommand(save string) saver {
 	return func(table string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, save, "-t", table)
-		cmd.WaitDelay = time.Second
-		out, err := cmd.Output()
+		out, err := bounded.Output(10*time.Second, nil, save, "-t", table)
 		if err != nil {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) && len(ee.Stderr) > 0 {
@@ -112,7 +108,7 @@ func plainIptables() (string, string, error) {
 	if err != nil {
 		return "", "", fmt.Errorf("iptables not found: %w; fix: install the iptables package", err)
 	}
-	out, err := exec.Command(p, "--version").Output()
+	out, err := bounded.Output(10*time.Second, nil, p, "--version")
 	if err != nil {
 		return "", "", fmt.Errorf("%s --version: %w", p, err)
 	}
@@ -124,7 +120,7 @@ func plainIptables() (string, string, error) {
 
 // countRules counts the rules an iptables-save command prints (0 if it fails).
 func countRules(save string) int {
-	out, err := exec.Command(save).Output()
+	out, err := bounded.Output(10*time.Second, nil, save)
 	if err != nil {
 		return 0
 	}

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wgk3s/wgk3s/internal/bounded"
 )
 
 // Options configure a Supervisor. Zero durations take the defaults.
@@ -154,7 +156,7 @@ func SystemdUnitActive(unit string) bool {
 	if _, err := os.Stat("/run/systemd/system"); err != nil {
 		return false
 	}
-	return exec.Command("systemctl", "is-active", "--quiet", unit).Run() == nil
+	return bounded.Run(5*time.Second, "systemctl", "is-active", "--quiet", unit) == nil
 }
 
 // Status returns a snapshot of the child's state.

@@ -36,12 +36,15 @@ func runAppliance(e *env, args []string) error {
 	}
 	r := &runner{path: nf.config, opts: opts, host: appliance.SystemHost{Root: e.root}, notify: sdNotify,
 		requests: make(chan chan error), syncs: make(chan syncRequest)}
+	r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+	// Said before the host is probed (k3s --version, systemctl), so that a
+	// slow probe is seen as one.
+	r.log.Info("starting", "version", version, "role", opts.Role, "config", r.path)
 	// Everything is checked before anything changes on the host.
 	plan, err := r.load()
 	if err != nil {
 		return err
 	}
-	r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
 	r.app = appliance.New(appliance.Options{Logger: r.log, Version: version, StatusSocket: *sock, ReloadRequest: r.requestReload,
 		SyncApply: r.syncApply})
 	return r.run(plan)
@@ -115,7 +118,7 @@ func (r *runner) run(plan *appliance.Plan) error {
 	defer signal.Stop(sigs)
 
 	self := plan.Config.Self
-	r.log.Info("starting", "version", version, "node", self.Name, "role", self.Role, "config", r.path)
+	r.log.Info("plan ready; bringing the node up", "node", self.Name, "mode", plan.Mode.Mode, "k3s", plan.Facts.K3sVersion)
 	if err := r.app.Start(context.Background(), plan); err != nil {
 		r.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
 		return err
