@@ -82,27 +82,26 @@ func validateExtraArgs(field string, args []string, c *collector) {
 
 // clusterCIDRs reads --cluster-cidr and --service-cidr from server_args;
 // IPv6 parts of a dual-stack value are left out (the mesh is IPv4).
-func clusterCIDRs(args []string, c *collector) []netip.Prefix {
+func clusterCIDRs(args []string, c *collector) (pods, services []netip.Prefix) {
+	return networks(args, "cluster-cidr", DefaultClusterCIDR, c), networks(args, "service-cidr", DefaultServiceCIDR, c)
+}
+
+// networks reads the IPv4 networks of the flag name (the last one given
+// wins, as in k3s), or def.
+func networks(args []string, name string, def netip.Prefix, c *collector) []netip.Prefix {
+	values, at := flagValues(args, name)
+	if len(values) == 0 {
+		return []netip.Prefix{def}
+	}
 	var out []netip.Prefix
-	for _, f := range []struct {
-		name string
-		def  netip.Prefix
-	}{{"cluster-cidr", DefaultClusterCIDR}, {"service-cidr", DefaultServiceCIDR}} {
-		values, at := flagValues(args, f.name)
-		if len(values) == 0 {
-			out = append(out, f.def)
+	for _, part := range strings.Split(values[len(values)-1], ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			c.add(fmt.Sprintf("k3s.server_args[%d]", at[len(at)-1]), "write a CIDR such as "+def.String(), "--%s %s is not a CIDR", name, quote(part))
 			continue
 		}
-		v := values[len(values)-1] // the last one wins, as in k3s
-		for _, part := range strings.Split(v, ",") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(part))
-			if err != nil {
-				c.add(fmt.Sprintf("k3s.server_args[%d]", at[len(at)-1]), "write a CIDR such as "+f.def.String(), "--%s %s is not a CIDR", f.name, quote(part))
-				continue
-			}
-			if p.Addr().Is4() {
-				out = append(out, p.Masked())
-			}
+		if p.Addr().Is4() {
+			out = append(out, p.Masked())
 		}
 	}
 	return out

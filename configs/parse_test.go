@@ -304,7 +304,8 @@ func TestClusterCIDRs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var c collector
-		if got := fmt.Sprint(clusterCIDRs(tt.args, &c)); got != tt.want || c.err() != nil {
+		pods, services := clusterCIDRs(tt.args, &c)
+		if got := fmt.Sprint(append(pods, services...)); got != tt.want || c.err() != nil {
 			t.Errorf("clusterCIDRs(%q) = %s, %v; want %s", tt.args, got, c.err(), tt.want)
 		}
 	}

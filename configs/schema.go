@@ -212,6 +212,8 @@ type K3s struct {
 	// --cluster-cidr and --service-cidr from server_args, else k3s's
 	// defaults. Every node reads them from the same file.
 	ClusterCIDRs []netip.Prefix
+	// PodCIDRs and ServiceCIDRs are the two parts of ClusterCIDRs.
+	PodCIDRs, ServiceCIDRs []netip.Prefix
 }
 
 // Master returns the master node. A validated Cluster has exactly one.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -425,7 +426,8 @@ func validateK3s(r *rawK3s, cl *Cluster, c *collector) K3s {
 	}
 	validateExtraArgs("k3s.server_args", r.ServerArgs, c)
 	validateExtraArgs("k3s.agent_args", r.AgentArgs, c)
-	k.ClusterCIDRs = clusterCIDRs(r.ServerArgs, c)
+	k.PodCIDRs, k.ServiceCIDRs = clusterCIDRs(r.ServerArgs, c)
+	k.ClusterCIDRs = append(slices.Clone(k.PodCIDRs), k.ServiceCIDRs...)
 	if r.StopGracePeriod != "" {
 		d, err := time.ParseDuration(r.StopGracePeriod)
 		if err != nil || d < time.Second || d > 10*time.Minute {

@@ -4,8 +4,11 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,17 +105,29 @@ func TestWgAddressHeldByAnotherInterface(t *testing.T) {
 	pingUntil(t, n1, "192.168.2.1")
 }
 
-// TestDeletedInterfaceFailsClosed deletes wg0 under a running ping flow:
-// no packet for the mesh may leave by eth0 in the clear, wg0 comes back
-// with its configuration, the flow resumes and status counts it.
+// TestDeletedInterfaceFailsClosed deletes wg0 under running ping flows,
+// one to the mesh and one to a pod on the other node through flannel's
+// VXLAN over wg0 (which goes with wg0): no packet for the mesh or the pod
+// network may leave by eth0 in the clear, wg0 comes back with its
+// configuration, the flows resume and status counts it.
 func TestDeletedInterfaceFailsClosed(t *testing.T) {
 	_, m, n1 := twoClouds(t)
 	startAll(t, []*node{m, n1})
 	pingUntil(t, m, "192.168.2.2")
-	// Count what leaves eth0 for the mesh (after the start: the rule must
-	// not sway the appliance's choice of iptables backend).
-	m.Srv.Run("iptables-legacy", "-I", "OUTPUT", "1", "-o", "eth0", "-d", "192.168.2.0/24")
+	// flannel.1 on both, and a "pod" address on node-1's side.
+	flannel(t, m.Srv, "192.168.2.1", "10.42.0.0", "02:00:00:00:00:01", "192.168.2.2", "10.42.1.0", "02:00:00:00:00:02")
+	flannel(t, n1.Srv, "192.168.2.2", "10.42.1.0", "02:00:00:00:00:02", "192.168.2.1", "10.42.0.0", "02:00:00:00:00:01")
+	n1.Srv.Run("ip", "addr", "add", "10.42.1.5/32", "dev", "flannel.1")
+	if got, out := m.Srv.Ping("10.42.1.5", 3, 200*time.Millisecond); got != 3 {
+		t.Fatalf("no pod traffic over flannel.1 before the test:\n%s", out)
+	}
+	// Count what leaves eth0 for the mesh and the pods (after the start:
+	// the rules must not sway the appliance's choice of iptables backend).
+	for _, dst := range []string{"192.168.2.0/24", "10.42.0.0/16"} {
+		m.Srv.Run("iptables-legacy", "-I", "OUTPUT", "1", "-o", "eth0", "-d", dst)
+	}
 	flow := m.Srv.Start("ping", "-i", "0.01", "-c", "600", "-W", "1", "192.168.2.2")
+	pods := m.Srv.Start("ping", "-i", "0.01", "-c", "600", "-W", "1", "10.42.1.5")
 	if !testnet.Eventually(5*time.Second, func() bool { return strings.Count(flow.Output(), "bytes from") > 20 }) {
 		t.Fatalf("no flow:\n%s", flow.Output())
 	}
@@ -122,21 +137,24 @@ func TestDeletedInterfaceFailsClosed(t *testing.T) {
 	}
 	pingUntil(t, m, "192.168.2.2")
 	flow.Wait(20 * time.Second)
+	pods.Wait(20 * time.Second)
 	counters := m.Srv.Run("iptables-legacy", "-L", "OUTPUT", "-v", "-n", "-x")
-	found := false
-	for _, l := range strings.Split(counters, "\n") {
-		if f := strings.Fields(l); len(f) > 2 && strings.Contains(l, "eth0") && strings.Contains(l, "192.168.2.0/24") {
-			found = true
-			if f[0] != "0" {
-				t.Errorf("%s mesh packets left by eth0 in the clear while wg0 was gone:\n%s", f[0], counters)
+	for _, dst := range []string{"192.168.2.0/24", "10.42.0.0/16"} {
+		found := false
+		for _, l := range strings.Split(counters, "\n") {
+			if f := strings.Fields(l); len(f) > 2 && strings.Contains(l, "eth0") && strings.Contains(l, dst) {
+				found = true
+				if f[0] != "0" {
+					t.Errorf("%s packets for %s left by eth0 in the clear while wg0 and flannel.1 were gone:\n%s", f[0], dst, counters)
+				}
 			}
 		}
+		if !found {
+			t.Fatalf("the counting rule for %s is gone:\n%s", dst, counters)
+		}
 	}
-	if !found {
-		t.Fatalf("the counting rule is gone:\n%s", counters)
-	}
-	if !strings.Contains(m.Srv.Run("ip", "route", "show", "type", "blackhole"), "192.168.2.0/24") {
-		t.Error("no fail-closed route while running")
+	if out := m.Srv.Run("ip", "route", "show", "type", "blackhole"); !strings.Contains(out, "192.168.2.0/24") || !strings.Contains(out, "10.42.0.0/16") {
+		t.Errorf("no fail-closed route for the mesh and the pods while running:\n%s", out)
 	}
 	r := statusJSON(t, m)
 	if r.Recreations != 1 || len(r.Peers) != 1 {
@@ -146,8 +164,39 @@ func TestDeletedInterfaceFailsClosed(t *testing.T) {
 		t.Errorf("k3s was not restarted after wg0 came back:\n%s", m.Proc.Output())
 	}
 	m.Stop(t)
-	if out := m.Srv.Run("ip", "route", "show", "type", "blackhole"); strings.Contains(out, "192.168.2.0/24") {
-		t.Errorf("a clean stop left the fail-closed route:\n%s", out)
+	if out := m.Srv.Run("ip", "route", "show", "type", "blackhole"); strings.Contains(out, "192.168.2.0/24") || strings.Contains(out, "10.42.0.0/16") {
+		t.Errorf("a clean stop left the fail-closed routes:\n%s", out)
+	}
+}
+
+// TestCleanUpAfterACrashAndANetworkChange: a crashed run's fail-closed
+// routes stay for the file's current networks (until the next start) and
+// go for a network the file no longer has; --all removes the rest; a
+// cleanup next to a running appliance is refused.
+func TestCleanUpAfterACrashAndANetworkChange(t *testing.T) {
+	_, m, n1 := twoClouds(t)
+	startAll(t, []*node{m, n1})
+	if code, out := exitCode(t, m.Srv, "cleanup", "--config", configPath); code == 0 || !strings.Contains(out, "an appliance is running here") || !strings.Contains(out, "--force") {
+		t.Errorf("cleanup next to a running appliance: %d\n%s", code, out)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", m.Proc.Pid())); err != nil || !strings.Contains(wgShow(t, m.Srv), "peer") {
+		t.Fatal("the refused cleanup touched the running appliance")
+	}
+	m.Proc.Signal(syscall.SIGKILL)
+	m.Proc.Wait(10 * time.Second)
+	// The file moves to another network; the crashed run's route is stale.
+	moved := func(s string) string { return strings.ReplaceAll(s, "192.168.2.", "192.168.7.") }
+	m.WriteConfig([]*node{m, n1}, moved)
+	code, out := exitCode(t, m.Srv, "cleanup", "--config", configPath)
+	routes := m.Srv.Run("ip", "route", "show", "type", "blackhole")
+	if code != 0 || strings.Contains(routes, "192.168.2.0/24") || !strings.Contains(out, "removed the fail-closed routes for 192.168.2.0/24") {
+		t.Errorf("cleanup of a stale network: %d\n%s\nroutes:\n%s", code, out, routes)
+	}
+	if !strings.Contains(routes, "10.42.0.0/16") || !strings.Contains(out, "kept the fail-closed routes for 10.42.0.0/16") {
+		t.Errorf("the current pod network's route was not kept, or not said:\n%s\n%s", out, routes)
+	}
+	if code, out := exitCode(t, m.Srv, "cleanup", "--all", "--config", configPath); code != 0 || m.Srv.Run("ip", "route", "show", "type", "blackhole") != "" {
+		t.Errorf("cleanup --all: %d\n%s\n%s", code, out, m.Srv.Run("ip", "route", "show", "type", "blackhole"))
 	}
 }
 

@@ -3,7 +3,9 @@ package tunnel
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
+	"slices"
 )
 
 // CleanUp removes what a run may have left for the interface name: the
@@ -32,4 +34,30 @@ func CleanUp(name, stateDir string) (removed bool, err error) {
 		return st.Exists, err
 	}
 	return st.Exists, nil
+}
+
+// CleanUpRoutes removes the fail-closed routes (blackholes with the
+// appliance's metric) except those for keep: a crashed run's current
+// networks stay, so that mesh and pod traffic cannot leave in the clear
+// until the appliance runs again; an earlier file's go. It returns what it
+// removed and what it kept.
+func CleanUpRoutes(keep []netip.Prefix) (removed, kept []netip.Prefix, err error) {
+	h := netlinkHost{}
+	have, err := h.blackholes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing the fail-closed routes: %w", err)
+	}
+	var errs []error
+	for _, p := range have {
+		if slices.Contains(keep, p) {
+			kept = append(kept, p)
+			continue
+		}
+		if err := h.deleteBlackhole(p); err != nil {
+			errs = append(errs, fmt.Errorf("removing the fail-closed route for %s: %w", p, err))
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, kept, errors.Join(errs...)
 }

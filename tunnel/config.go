@@ -25,6 +25,11 @@ type Config struct {
 	// Inflight bounds the packets wireguard-go holds per direction in
 	// userspace mode (0: no bound).
 	Inflight int
+	// FailClosed are the networks whose traffic must never leave by
+	// another interface: the mesh and the k3s pod networks (flannel's
+	// VXLAN runs over wg0 and goes with it). Each gets a blackhole route
+	// behind the more specific routes of wg0 and flannel.
+	FailClosed []netip.Prefix
 }
 
 // Peer is one other node.
@@ -52,6 +57,7 @@ func FromCluster(cfg *configs.Config) Config {
 		Address:    netip.PrefixFrom(cfg.Self.Address, cl.Network.Bits()),
 		BatchSize:  cl.Runtime.BatchSize,
 		Inflight:   cl.Runtime.Inflight,
+		FailClosed: append([]netip.Prefix{cl.Network.Masked()}, cl.K3s.PodCIDRs...),
 	}
 	for _, n := range cfg.Peers() {
 		c.Peers = append(c.Peers, Peer{

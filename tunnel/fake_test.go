@@ -15,7 +15,7 @@ import (
 // fakeHost is an in-memory kernel: links with MTU, state and addresses.
 type fakeHost struct {
 	mu         sync.Mutex
-	blackholes map[netip.Prefix]bool
+	holes      map[netip.Prefix]bool
 	deleted    chan struct{} // watchLinks' events
 	links      map[string]*fakeLink
 	nextIndex  int
@@ -33,7 +33,7 @@ type fakeLink struct {
 }
 
 func newFakeHost() *fakeHost {
-	return &fakeHost{links: map[string]*fakeLink{}, fail: map[string]error{}, blackholes: map[netip.Prefix]bool{},
+	return &fakeHost{links: map[string]*fakeLink{}, fail: map[string]error{}, holes: map[netip.Prefix]bool{},
 		deleted: make(chan struct{}, 1)}
 }
 
@@ -321,15 +321,25 @@ func (h *fakeHost) replaceBlackhole(p netip.Prefix) error {
 	if err := h.check("replaceBlackhole"); err != nil {
 		return err
 	}
-	h.blackholes[p] = true
+	h.holes[p] = true
 	return nil
 }
 
 func (h *fakeHost) deleteBlackhole(p netip.Prefix) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.blackholes, p)
+	delete(h.holes, p)
 	return nil
+}
+
+func (h *fakeHost) blackholes() ([]netip.Prefix, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []netip.Prefix
+	for p := range h.holes {
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func (h *fakeHost) watchLinks(done <-chan struct{}) (<-chan struct{}, error) { return h.deleted, nil }

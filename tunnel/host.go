@@ -34,6 +34,10 @@ type host interface {
 	// instead of following the default route in the clear.
 	replaceBlackhole(network netip.Prefix) error
 	deleteBlackhole(network netip.Prefix) error
+	// blackholes lists the fail-closed routes there are (this run's, a
+	// crashed run's, an earlier network's): blackholes with the
+	// appliance's metric in the main table.
+	blackholes() ([]netip.Prefix, error)
 	// watchLinks sends a value whenever a link is deleted, until done is
 	// closed.
 	watchLinks(done <-chan struct{}) (<-chan struct{}, error)
@@ -48,3 +52,9 @@ type wgClient interface {
 }
 
 var _ wgClient = (*wgctrl.Client)(nil)
+
+// BlackholeMetric is the fail-closed routes' metric: above the kernel's
+// route for wg0's own address (metric 0) and flannel's routes (metric 0),
+// so a fail-closed route only matters when the more specific route is gone.
+// It also marks a blackhole as the appliance's.
+const BlackholeMetric = 4242

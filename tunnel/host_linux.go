@@ -260,10 +260,6 @@ func (netlinkHost) addressOwners(addr netip.Addr) ([]string, error) {
 	return out, nil
 }
 
-// BlackholeMetric is the fail-closed route's metric: above the kernel's
-// route for wg0's own address (metric 0), so it only matters without wg0.
-const BlackholeMetric = 4242
-
 func blackhole(network netip.Prefix) *netlink.Route {
 	return &netlink.Route{
 		Dst:      &net.IPNet{IP: network.Addr().AsSlice(), Mask: net.CIDRMask(network.Bits(), network.Addr().BitLen())},
@@ -284,6 +280,26 @@ func (netlinkHost) deleteBlackhole(network netip.Prefix) error {
 		return nil
 	}
 	return err
+}
+
+func (netlinkHost) blackholes() ([]netip.Prefix, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Type: unix.RTN_BLACKHOLE, Priority: BlackholeMetric}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE|netlink.RT_FILTER_PRIORITY)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		addr, ok := netip.AddrFromSlice(r.Dst.IP)
+		bits, _ := r.Dst.Mask.Size()
+		if ok {
+			out = append(out, netip.PrefixFrom(addr.Unmap(), bits))
+		}
+	}
+	return out, nil
 }
 
 func (netlinkHost) watchLinks(done <-chan struct{}) (<-chan struct{}, error) {

@@ -26,6 +26,7 @@ func (netlinkHost) deleteAddress(string, netip.Prefix) error   { return errNotLi
 func (netlinkHost) addressOwners(netip.Addr) ([]string, error) { return nil, errNotLinux }
 func (netlinkHost) replaceBlackhole(netip.Prefix) error        { return errNotLinux }
 func (netlinkHost) deleteBlackhole(netip.Prefix) error         { return errNotLinux }
+func (netlinkHost) blackholes() ([]netip.Prefix, error)        { return nil, errNotLinux }
 func (netlinkHost) watchLinks(<-chan struct{}) (<-chan struct{}, error) {
 	return nil, errNotLinux
 }
@@ -41,3 +42,6 @@ func ModuleAvailable(string) func() error { return func() error { return errNotL
 
 // CleanUp has nothing to remove off Linux.
 func CleanUp(string, string) (bool, error) { return false, nil }
+
+// CleanUpRoutes has nothing to remove off Linux.
+func CleanUpRoutes([]netip.Prefix) (removed, kept []netip.Prefix, err error) { return nil, nil, nil }

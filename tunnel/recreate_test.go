@@ -11,7 +11,10 @@ import (
 	"github.com/wgk3s/wgk3s/internal/poll"
 )
 
-var mesh = netip.MustParsePrefix("192.168.2.0/24")
+var (
+	mesh = netip.MustParsePrefix("192.168.2.0/24")
+	pods = netip.MustParsePrefix("10.42.0.0/16")
+)
 
 // runTunnel runs tun.Run until the test ends; the channel is closed when
 // Run returned, with its result in *err.
@@ -32,23 +35,29 @@ func runTunnel(t *testing.T, tun *Tunnel) (ended <-chan struct{}, err *error) {
 	return done, &result
 }
 
-func TestFailClosedRouteFollowsTheNetwork(t *testing.T) {
+// TestFailClosedRoutesFollowTheNetworks: the mesh and the pod networks
+// each have one; a crashed run's route for a network the file no longer
+// has goes at open, an old network's at a reload, all at a clean stop.
+func TestFailClosedRoutesFollowTheNetworks(t *testing.T) {
 	r := newRig()
+	stale := netip.MustParsePrefix("192.168.9.0/24") // a crashed run's, before the network changed
+	r.h.holes[stale] = true
 	tun := r.mustOpen(t, baseConfig(t, configs.ModeUserspace), Options{})
-	if !r.h.blackholes[mesh] {
-		t.Fatalf("no fail-closed route for %s after open: %v", mesh, r.h.blackholes)
+	if !r.h.holes[mesh] || !r.h.holes[pods] || r.h.holes[stale] || len(r.h.holes) != 2 {
+		t.Fatalf("after open: %v, want %s and %s", r.h.holes, mesh, pods)
 	}
 	cfg := baseConfig(t, configs.ModeUserspace)
 	cfg.Address = netip.MustParsePrefix("10.77.0.1/16")
+	cfg.FailClosed = []netip.Prefix{netip.MustParsePrefix("10.77.0.0/16"), pods}
 	if err := tun.Apply(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if want := netip.MustParsePrefix("10.77.0.0/16"); !r.h.blackholes[want] || r.h.blackholes[mesh] || len(r.h.blackholes) != 1 {
-		t.Errorf("after the network changed: %v, want only %s", r.h.blackholes, want)
+	if want := netip.MustParsePrefix("10.77.0.0/16"); !r.h.holes[want] || !r.h.holes[pods] || r.h.holes[mesh] || len(r.h.holes) != 2 {
+		t.Errorf("after the network changed: %v, want only %s and %s", r.h.holes, want, pods)
 	}
 	tun.Close()
-	if len(r.h.blackholes) != 0 {
-		t.Errorf("a clean stop left %v", r.h.blackholes)
+	if len(r.h.holes) != 0 {
+		t.Errorf("a clean stop left %v", r.h.holes)
 	}
 }
 
@@ -75,7 +84,7 @@ func TestDeletedLinkIsRecreated(t *testing.T) {
 			if d, err := tun.Device(); err != nil || len(d.Peers) != 1 {
 				t.Errorf("peers after recreation: %v, %v", d, err)
 			}
-			if !r.h.blackholes[mesh] {
+			if !r.h.holes[mesh] || !r.h.holes[pods] {
 				t.Error("the fail-closed route went with the link")
 			}
 			if tun.Recreations() != 1 {

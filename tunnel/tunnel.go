@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,10 +229,35 @@ func (t *Tunnel) configureResolved(cfg Config, peers []resolvedPeer) error {
 	if err := t.host.setUp(cfg.Name); err != nil {
 		return fmt.Errorf("setting %s up: %w", cfg.Name, err)
 	}
-	if err := t.host.replaceBlackhole(cfg.Address.Masked()); err != nil {
-		return fmt.Errorf("adding the fail-closed route for %s: %w", cfg.Address.Masked(), err)
+	if err := t.failClosed(cfg.FailClosed); err != nil {
+		return err
 	}
 	t.state = state{cfg: cfg, peers: peers}
+	return nil
+}
+
+// failClosed makes the fail-closed routes exactly want: those missing are
+// added, and those another network left (an earlier file's, a crashed
+// run's) are removed.
+func (t *Tunnel) failClosed(want []netip.Prefix) error {
+	have, err := t.host.blackholes()
+	if err != nil {
+		return fmt.Errorf("listing the fail-closed routes: %w", err)
+	}
+	for _, p := range want {
+		if err := t.host.replaceBlackhole(p); err != nil {
+			return fmt.Errorf("adding the fail-closed route for %s: %w", p, err)
+		}
+	}
+	for _, p := range have {
+		if slices.Contains(want, p) {
+			continue
+		}
+		if err := t.host.deleteBlackhole(p); err != nil {
+			return fmt.Errorf("removing the fail-closed route for %s, which this file no longer has: %w", p, err)
+		}
+		t.log.Info("removed a fail-closed route this file no longer has", "network", p)
+	}
 	return nil
 }
 
@@ -300,13 +326,11 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 		}
 		undo = append(undo, func() error { return t.changeAddress(cfg.Name, cfg.Address, old.cfg.Address) })
 	}
-	if net, oldNet := cfg.Address.Masked(), old.cfg.Address.Masked(); net != oldNet {
-		if err := t.host.replaceBlackhole(net); err != nil {
-			return rollback(fmt.Errorf("adding the fail-closed route for %s: %w", net, err))
+	if !slices.Equal(cfg.FailClosed, old.cfg.FailClosed) {
+		if err := t.failClosed(cfg.FailClosed); err != nil {
+			return rollback(err)
 		}
-		if err := t.host.deleteBlackhole(oldNet); err != nil {
-			t.log.Warn("cannot remove the old fail-closed route", "network", oldNet, "err", err)
-		}
+		undo = append(undo, func() error { return t.failClosed(old.cfg.FailClosed) })
 	}
 	t.state = next
 	changed := 0
@@ -465,10 +489,7 @@ func (t *Tunnel) destroy() error {
 	}
 	err = errors.Join(err, t.host.deleteLink(name))
 	removeRecord(t.opts.StateDir, name)
-	if t.state.cfg.Address.IsValid() {
-		err = errors.Join(err, t.host.deleteBlackhole(t.state.cfg.Address.Masked()))
-	}
-	return err
+	return errors.Join(err, t.failClosed(nil))
 }
 
 // Device returns the live WireGuard device as wgctrl sees it.

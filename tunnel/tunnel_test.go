@@ -41,8 +41,9 @@ func peer(t *testing.T, name, addr, endpoint string) Peer {
 func baseConfig(t *testing.T, mode configs.Mode) Config {
 	return Config{
 		Name: "wg0", Mode: mode, PrivateKey: key(t), ListenPort: 5418, MTU: 1420,
-		Address: netip.MustParsePrefix("192.168.2.1/24"),
-		Peers:   []Peer{peer(t, "node-1", "192.168.2.2", "198.51.100.20:5418")},
+		Address:    netip.MustParsePrefix("192.168.2.1/24"),
+		Peers:      []Peer{peer(t, "node-1", "192.168.2.2", "198.51.100.20:5418")},
+		FailClosed: []netip.Prefix{mesh, pods},
 	}
 }
 

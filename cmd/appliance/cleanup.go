@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
+	"github.com/wgk3s/wgk3s/status"
 	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
 )
@@ -14,22 +18,38 @@ import (
 // runCleanup removes everything a run may have left, in the order of a
 // stop: a k3s the run recorded that still runs (SIGTERM, the grace period,
 // SIGKILL), the firewall chains and jumps (in every iptables backend
-// present), the saved sysctls, the WireGuard interface and its socket. systemd runs it as ExecStopPost=, so
-// it must succeed when there is nothing to remove and must not need a
-// valid cluster file.
+// present), the saved sysctls, the WireGuard interface and its socket, and
+// the fail-closed routes of networks the file no longer has. systemd runs
+// it as ExecStopPost=, so it must succeed when there is nothing to remove
+// and must not need a valid cluster file. The fail-closed routes of the
+// file's own networks stay (they cover the time until the next start)
+// unless --all. It refuses to run while an appliance answers on the status
+// socket, unless --force.
 func runCleanup(e *env, args []string) error {
-	fs := flagSet(e, "cleanup", "[--config FILE] [--interface NAME]")
-	path := fs.String("config", configs.DefaultPath, "the cluster file (read for the interface name if it parses)")
+	fs := flagSet(e, "cleanup", "[--config FILE] [--interface NAME] [--all] [--force]")
+	path := fs.String("config", configs.DefaultPath, "the cluster file (read for the interface name and networks if it parses)")
 	iface := fs.String("interface", "", "the WireGuard interface (default: the file's interface.name, else wg0)")
+	all := fs.Bool("all", false, "also remove the fail-closed routes of the file's own networks (when the appliance will not run again)")
+	force := fs.Bool("force", false, "clean up even though an appliance answers on the status socket (it would lose its interface, rules and k3s)")
+	sock := fs.String("status-socket", status.DefaultSocket, "where a running appliance answers")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if r, err := status.Fetch(*sock); err == nil && !*force {
+		return fmt.Errorf("an appliance is running here (node %s, up since %s): cleanup would take its interface, rules and k3s away; "+
+			"fix: systemctl stop wgk3s (which cleans up), or pass --force", r.Node, r.Started.Format(time.RFC3339))
+	}
 	grace := configs.DefaultStopGrace
 	name := configs.DefaultInterfaceName
+	var keep []netip.Prefix
 	if data, err := configs.ReadFile(*path); err == nil {
 		if cl, err := configs.Parse(data, *path); err == nil {
 			name, grace = cl.Interface.Name, cl.K3s.StopGracePeriod
+			keep = append([]netip.Prefix{cl.Network.Masked()}, cl.K3s.PodCIDRs...)
 		}
+	}
+	if *all {
+		keep = nil
 	}
 	if *iface == "" {
 		*iface = name
@@ -49,5 +69,21 @@ func runCleanup(e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "left alone: %v\n", terr)
 		terr = nil
 	}
-	return errors.Join(err, terr)
+	removedRoutes, kept, rerr := tunnel.CleanUpRoutes(keep)
+	if len(removedRoutes) > 0 {
+		fmt.Fprintf(e.stderr, "removed the fail-closed routes for %s (blackhole, metric %d)\n", joinPrefixes(removedRoutes), tunnel.BlackholeMetric)
+	}
+	if len(kept) > 0 {
+		fmt.Fprintf(e.stderr, "kept the fail-closed routes for %s (blackhole, metric %d): they keep mesh and pod traffic from leaving in the clear until the appliance runs again; "+
+			"`appliance cleanup --all` removes them\n", joinPrefixes(kept), tunnel.BlackholeMetric)
+	}
+	return errors.Join(err, terr, rerr)
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }

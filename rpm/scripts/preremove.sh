@@ -6,6 +6,8 @@ case "$1" in
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
       systemctl --no-reload disable --now wgk3s.service >/dev/null 2>&1 || :
     fi
+    # The appliance will not run again: no fail-closed route stays behind.
+    /usr/bin/appliance cleanup --all >/dev/null 2>&1 || :
     ;;
 esac
 exit 0
