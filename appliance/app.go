@@ -279,9 +279,7 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 		a.syncClient.Changed() // a local reload: follow the master again
 	}
 	a.parts.SetMemoryLimit(p.Config.Cluster.Runtime, a.log)
-	if a.k3s.Update(p.K3s.Binary, p.K3s.Args) {
-		a.log.Info("k3s command line changed; k3s restarts with it")
-	}
+	a.k3s.Update(p.K3s.Binary, p.K3s.Args) // restarts k3s, and says why, if its command line changed
 	return nil
 }
 
@@ -293,8 +291,7 @@ func (a *App) tunnelRecreated() {
 	k3s := a.k3s
 	a.mu.Unlock()
 	if k3s != nil {
-		a.log.Warn("restarting k3s: flannel's device over the old wg0 went with it")
-		k3s.Restart()
+		k3s.Restart("the WireGuard interface was recreated; flannel's VXLAN device over the old one went with it")
 	}
 	select { // the sync server's socket was bound to the old wg0
 	case a.relisten <- struct{}{}:

@@ -241,7 +241,7 @@ func (k *fakeK3s) Update(binary string, args []string) bool {
 	return true
 }
 
-func (k *fakeK3s) Restart() { k.f.j.add("k3s restart") }
+func (k *fakeK3s) Restart(why string) { k.f.j.add("k3s restart") }
 
 func (k *fakeK3s) Status() supervisor.Status {
 	k.mu.Lock()

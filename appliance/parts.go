@@ -50,8 +50,8 @@ type K3s interface {
 	// Update restarts k3s with a new command line if it differs, and says
 	// whether it did.
 	Update(binary string, args []string) bool
-	// Restart restarts k3s gracefully.
-	Restart()
+	// Restart restarts k3s gracefully; why is logged once when it does.
+	Restart(why string)
 	Status() supervisor.Status
 }
 

@@ -160,8 +160,14 @@ func TestDeletedInterfaceFailsClosed(t *testing.T) {
 	if r.Recreations != 1 || len(r.Peers) != 1 {
 		t.Errorf("status after the recreation: %d recreations, %d peers", r.Recreations, len(r.Peers))
 	}
-	if !m.Proc.WaitOutput("restarting k3s", 5*time.Second) {
-		t.Errorf("k3s was not restarted after wg0 came back:\n%s", m.Proc.Output())
+	if !m.Proc.WaitOutput("restarting k3s", 5*time.Second) || !strings.Contains(m.Proc.Output(), "the WireGuard interface was recreated") {
+		t.Errorf("k3s was not restarted after wg0 came back, or the log does not say why:\n%s", m.Proc.Output())
+	}
+	if strings.Contains(m.Proc.Output(), "command line changed") {
+		t.Errorf("the restart is logged as a command line change:\n%s", m.Proc.Output())
+	}
+	if !testnet.Eventually(10*time.Second, func() bool { return statusJSON(t, m).K3s.Restarts == 1 }) {
+		t.Errorf("status counts %d k3s restarts after one recreation", statusJSON(t, m).K3s.Restarts)
 	}
 	m.Stop(t)
 	if out := m.Srv.Run("ip", "route", "show", "type", "blackhole"); strings.Contains(out, "192.168.2.0/24") || strings.Contains(out, "10.42.0.0/16") {

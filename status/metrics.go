@@ -25,7 +25,7 @@ func newCollector(source func() Report) *collector {
 		"rx":        d("peer_receive_bytes_total", "Bytes received from the peer.", "peer"),
 		"tx":        d("peer_transmit_bytes_total", "Bytes sent to the peer.", "peer"),
 		"reachable": d("peer_reachable", "1 if the peer's latest handshake is recent enough for a live session.", "peer"),
-		"restarts":  d("k3s_restarts_total", "Times k3s exited on its own and was restarted."),
+		"restarts":  d("k3s_restarts_total", "Times k3s was started again: after it exited, or asked for (its command line changed, the WireGuard interface was recreated)."),
 		"running":   d("k3s_running", "1 while the k3s child runs."),
 		"reloads":   d("reloads_total", "SIGHUP reloads handled."),
 		"failures":  d("reload_failures_total", "SIGHUP reloads rejected or rolled back."),

@@ -83,8 +83,9 @@ type Supervisor struct {
 	binary string
 	args   []string
 	status Status
-	// restart is signalled by Update to restart the child now, with its
-	// new argv, instead of waiting for it to exit.
+	// why is the reason of the restart asked for, logged once when it
+	// happens; restart is signalled with it.
+	why     string
 	restart chan struct{}
 }
 
@@ -178,20 +179,35 @@ func (s *Supervisor) Update(binary string, args []string) bool {
 		return false
 	}
 	s.binary, s.args = binary, slices.Clone(args)
-	select {
-	case s.restart <- struct{}{}:
-	default:
-	}
+	s.ask("its command line changed")
 	return true
 }
 
 // Restart stops the child gracefully and starts it again with the same
-// command line.
-func (s *Supervisor) Restart() {
+// command line; why is logged once, when it happens.
+func (s *Supervisor) Restart(why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ask(why)
+}
+
+// ask signals a restart for why; the caller holds s.mu. Requests that
+// come before the restart happens are one restart, with the first reason.
+func (s *Supervisor) ask(why string) {
 	select {
 	case s.restart <- struct{}{}:
+		s.why = why
 	default:
 	}
+}
+
+// reason returns (and forgets) why a restart was asked for.
+func (s *Supervisor) reason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	why := s.why
+	s.why = ""
+	return why
 }
 
 // Run starts the child and restarts it whenever it exits, with exponential
@@ -211,31 +227,45 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// Every restart, asked for or after an exit, waits backoff when the
+	// child ran less than ResetAfter, and the wait doubles each time: a
+	// cause that keeps coming back (a crash loop, an interface that keeps
+	// disappearing) is damped instead of restarting k3s in a loop.
 	backoff := s.opts.BackoffMin
-	for {
+	for first := true; ; first = false {
+		if !first {
+			s.mu.Lock()
+			s.status.Restarts++
+			s.mu.Unlock()
+		}
 		binary, args := s.command()
 		child, err := s.start(binary, args)
 		if err != nil {
 			s.log.Error("starting k3s failed", "err", err, "retry_in", backoff)
 		} else {
-			stopped, restartNow := s.wait(ctx, child)
+			stopped, asked := s.wait(ctx, child)
 			if stopped {
 				return nil
 			}
-			if restartNow {
-				backoff = s.opts.BackoffMin
-				continue
-			}
 			if time.Since(child.started) >= s.opts.ResetAfter {
 				backoff = s.opts.BackoffMin
+				if asked {
+					continue // a restart asked for after a long run: at once
+				}
 			}
 			s.log.Warn("k3s will be restarted", "in", backoff)
 		}
+		// A restart asked for meanwhile is this one: it neither cuts the
+		// wait short nor restarts the next child.
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.restart:
 		case <-time.After(backoff):
+		}
+		select {
+		case <-s.restart:
+			s.reason()
+		default:
 		}
 		backoff = min(backoff*2, s.opts.BackoffMax)
 	}
@@ -347,8 +377,8 @@ func (s *Supervisor) forward(r io.Reader) {
 }
 
 // wait returns when the child exits (false, false), when ctx is cancelled
-// and the child has been stopped (true, false), or when Update asked for a
-// restart and the child has been stopped (false, true).
+// and the child has been stopped (true, false), or when a restart was asked
+// for and the child has been stopped (false, true).
 func (s *Supervisor) wait(ctx context.Context, c *child) (stopped, restart bool) {
 	select {
 	case <-c.exited:
@@ -358,7 +388,7 @@ func (s *Supervisor) wait(ctx context.Context, c *child) (stopped, restart bool)
 		s.stopChild(c)
 		return true, false
 	case <-s.restart:
-		s.log.Info("k3s command line changed; restarting k3s")
+		s.log.Info("restarting k3s", "why", s.reason())
 		s.stopChild(c)
 		return false, true
 	}
@@ -385,9 +415,6 @@ func (s *Supervisor) recordExit(c *child, requested bool) {
 	ran := time.Since(c.started).Round(time.Millisecond)
 	s.mu.Lock()
 	s.status.Running, s.status.PID, s.status.LastExit = false, 0, desc
-	if !requested {
-		s.status.Restarts++
-	}
 	s.mu.Unlock()
 	if requested {
 		s.log.Info("k3s stopped", "status", desc, "ran", ran)

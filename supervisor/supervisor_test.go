@@ -239,8 +239,47 @@ func TestUpdateRestartsOnlyWhenArgvChanges(t *testing.T) {
 	if exists(pid) {
 		t.Errorf("old child %d still exists", pid)
 	}
-	if got := r.sup.Status().Restarts; got != 0 {
-		t.Errorf("restarts = %d, an argv change is not a crash", got)
+	if got := r.sup.Status().Restarts; got != 1 {
+		t.Errorf("restarts = %d, want the argv change's 1", got)
+	}
+	if got := r.log.find("restarting k3s"); len(got) != 1 || attr(got[0], "why") != "its command line changed" {
+		t.Errorf("restart logged %d times, why %q", len(got), attr(got[0], "why"))
+	}
+}
+
+// TestRestartsAskedForAreDamped: an interface that keeps disappearing
+// asks for a restart again and again; each one is counted and logged once
+// with its reason, and a child that ran less than ResetAfter waits a
+// doubling backoff before it starts again.
+func TestRestartsAskedForAreDamped(t *testing.T) {
+	r := start(t, "/bin/sleep", []string{"100"}, Options{StopGrace: 5 * time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond})
+	if !poll.Until(5*time.Second, func() bool { return r.sup.Status().Running }) {
+		t.Fatal("not running")
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond}
+	for i, min := range want {
+		pid := r.sup.Status().PID
+		began := time.Now()
+		r.sup.Restart("the WireGuard interface was recreated")
+		r.sup.Restart("the WireGuard interface was recreated") // one restart for both
+		if !poll.Until(10*time.Second, func() bool { st := r.sup.Status(); return st.Running && st.PID != pid }) {
+			t.Fatalf("restart %d did not happen", i+1)
+		}
+		if took := time.Since(began); took < min {
+			t.Errorf("restart %d after %v; want at least the backoff %v", i+1, took, min)
+		}
+	}
+	if got := r.sup.Status().Restarts; got != len(want) {
+		t.Errorf("restarts = %d, want %d", got, len(want))
+	}
+	logged := r.log.find("restarting k3s")
+	if len(logged) != len(want) {
+		t.Errorf("%d restart reasons logged, want %d", len(logged), len(want))
+	}
+	for _, l := range logged {
+		if attr(l, "why") != "the WireGuard interface was recreated" {
+			t.Errorf("logged why %q", attr(l, "why"))
+		}
 	}
 }
 
@@ -363,7 +402,7 @@ func TestRunningMeansAlive(t *testing.T) {
 		}
 	})
 	r := start(t, bin, nil, Options{BackoffMin: time.Minute, BackoffMax: time.Minute})
-	if !poll.Until(5*time.Second, func() bool { st := r.sup.Status(); return st.Restarts == 1 && !st.Running && st.PID == 0 }) {
+	if !poll.Until(5*time.Second, func() bool { st := r.sup.Status(); return st.LastExit == "exit status 1" && !st.Running && st.PID == 0 }) {
 		t.Fatalf("after the child exited: %+v", r.sup.Status())
 	}
 }
