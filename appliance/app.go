@@ -238,6 +238,9 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 func (a *App) Reload(ctx context.Context, p *Plan) error {
 	a.life.Lock()
 	defer a.life.Unlock()
+	a.mu.Lock()
+	a.reloads.Running = time.Now()
+	a.mu.Unlock()
 	err := a.reload(ctx, p)
 	a.countReload(err)
 	return err
@@ -307,7 +310,7 @@ func (a *App) countReload(err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.reloads.Total++
-	a.reloads.Last = ""
+	a.reloads.Last, a.reloads.Running = "", time.Time{}
 	if err != nil {
 		a.reloads.Failures++
 		a.reloads.Last = oneLine(err)

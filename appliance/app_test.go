@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/internal/poll"
 	"github.com/wgk3s/wgk3s/status"
 	"go.uber.org/goleak"
 )
@@ -355,4 +356,39 @@ func TestRecreatedTunnelRestartsK3s(t *testing.T) {
 // a cluster of nodes.
 func memoryLimit(nodes int) string {
 	return fmt.Sprintf("memory limit %d", configs.DefaultMemoryLimit+nodes*configs.DefaultMemoryLimitPerNode)
+}
+
+// TestStatusAnswersDuringALongReload: a reload that holds the device (a
+// 5000-node file) does not keep `appliance status` from answering; the
+// report says a reload is being applied.
+func TestStatusAnswersDuringALongReload(t *testing.T) {
+	f, a, c, _ := started(t)
+	f.applyBlock = make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- a.Reload(context.Background(), c.plan(t, 3, 0, nil)) }()
+	if !poll.Until(5*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return !a.reloads.Running.IsZero()
+	}) {
+		t.Fatal("the reload did not begin")
+	}
+	began := time.Now()
+	r, err := status.Fetch(a.opts.StatusSocket)
+	if err != nil {
+		t.Fatalf("status during a reload: %v", err)
+	}
+	if took := time.Since(began); took > 4*time.Second {
+		t.Errorf("status took %v during a reload", took)
+	}
+	if r.PeersUnavailable == "" || r.Reloads.Running.IsZero() {
+		t.Errorf("the report does not say a reload is running: %+v", r)
+	}
+	close(f.applyBlock)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := a.Report(); !r.Reloads.Running.IsZero() || len(r.Peers) != 2 {
+		t.Errorf("after the reload: %+v", r)
+	}
 }

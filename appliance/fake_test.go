@@ -57,6 +57,9 @@ type fakes struct {
 	tun *fakeTunnel
 	fw  *fakeFirewall
 	k3s *fakeK3s
+	// applyBlock, if set, holds every Apply (and with it the device, as
+	// wireguard-go's IPC lock does) until it is closed.
+	applyBlock chan struct{}
 }
 
 func newFakes() *fakes { return &fakes{failSet: map[int]error{}, failApply: map[int]error{}} }
@@ -114,6 +117,7 @@ func (f *fakes) parts() Parts {
 type fakeTunnel struct {
 	f          *fakes
 	onRecreate func()
+	ipc        sync.Mutex // held by Apply and Device, like wireguard-go's
 	mu         sync.Mutex
 	cfg        tunnel.Config
 	fail       chan error // a value makes Run return it
@@ -130,6 +134,11 @@ func (t *fakeTunnel) Run(ctx context.Context) error {
 }
 
 func (t *fakeTunnel) Apply(_ context.Context, cfg tunnel.Config) error {
+	t.ipc.Lock()
+	defer t.ipc.Unlock()
+	if t.f.applyBlock != nil {
+		<-t.f.applyBlock
+	}
 	t.f.applies++
 	if err := t.f.failApply[t.f.applies]; err != nil {
 		t.f.j.add("wireguard apply failed")
@@ -155,6 +164,8 @@ func (t *fakeTunnel) Choice() tunnel.Choice {
 }
 
 func (t *fakeTunnel) Device() (*wgtypes.Device, error) {
+	t.ipc.Lock()
+	defer t.ipc.Unlock()
 	d := &wgtypes.Device{Name: t.cfg.Name}
 	for _, p := range t.config().Peers {
 		d.Peers = append(d.Peers, wgtypes.Peer{PublicKey: p.PublicKey})

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -41,12 +42,16 @@ func (a *App) Report() status.Report {
 	for _, n := range cfg.Peers() {
 		names[n.PublicKey] = n.Name
 	}
-	if dev, err := a.tun.Device(); err == nil {
+	switch dev, err := a.device(); {
+	case errors.Is(err, errDeviceBusy):
+		r.PeersUnavailable = "the WireGuard device is busy applying a reload; ask again in a moment"
+	case err != nil:
+		r.PeersUnavailable = "cannot read the WireGuard device: " + err.Error()
+		a.log.Warn("status: cannot read the WireGuard device", "err", err)
+	default:
 		for _, p := range dev.Peers {
 			r.Peers = append(r.Peers, peerStatus(p, names[p.PublicKey], now))
 		}
-	} else {
-		a.log.Warn("status: cannot read the WireGuard device", "err", err)
 	}
 	k := a.k3s.Status()
 	r.K3s = status.K3s{Binary: k.Binary, Args: k.Args, Running: k.Running, PID: k.PID, Restarts: k.Restarts, LastExit: k.LastExit}
@@ -54,6 +59,30 @@ func (a *App) Report() status.Report {
 		r.K3s.UptimeSeconds = now.Sub(k.Started).Seconds()
 	}
 	return r
+}
+
+// deviceWait bounds how long the report waits for the device: a reload of
+// a big file holds it (a 5000-node set took seconds), and the status must
+// answer meanwhile.
+const deviceWait = time.Second
+
+var errDeviceBusy = errors.New("the WireGuard device did not answer in time")
+
+// device reads the live device, or gives up after deviceWait (the read
+// finishes in the background).
+func (a *App) device() (*wgtypes.Device, error) {
+	type result struct {
+		d   *wgtypes.Device
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { d, err := a.tun.Device(); ch <- result{d, err} }()
+	select {
+	case r := <-ch:
+		return r.d, r.err
+	case <-time.After(deviceWait):
+		return nil, errDeviceBusy
+	}
 }
 
 func peerStatus(p wgtypes.Peer, name string, now time.Time) status.Peer {

@@ -29,6 +29,9 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if r.Reloads.Last != "" {
 		fmt.Fprintf(w, " (last: %s)", r.Reloads.Last)
 	}
+	if !r.Reloads.Running.IsZero() {
+		fmt.Fprintf(w, "; a reload is being applied, for %s", age(now.Sub(r.Reloads.Running)))
+	}
 	if s := r.Sync; s != nil {
 		if s.Role == "serving" {
 			fmt.Fprintf(w, "\nsync       serving revision %s to %d node(s) on %s; %d request(s) answered, %d refused (not a node's appliance)",
@@ -53,6 +56,9 @@ func Print(w io.Writer, r Report, now time.Time) {
 		}
 	}
 	fmt.Fprintf(w, "\n\npeers\n")
+	if r.PeersUnavailable != "" {
+		fmt.Fprintf(w, "  (%s)\n", r.PeersUnavailable)
+	}
 	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %s\n", "NAME", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX", "REACHABLE")
 	for _, p := range r.Peers {
 		hs := "never"

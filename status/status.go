@@ -46,6 +46,9 @@ type Report struct {
 	K3s         K3s      `json:"k3s"`
 	Reloads     Reloads  `json:"reloads"`
 	Sync        *Sync    `json:"sync,omitempty"`
+	// PeersUnavailable says why Peers is empty though the file has peers
+	// (the device was busy applying a reload).
+	PeersUnavailable string `json:"peers_unavailable,omitempty"`
 }
 
 // Sync is the cluster file's hand-over over wg0: served by the master,
@@ -109,6 +112,8 @@ type Reloads struct {
 	Total    int    `json:"total"`
 	Failures int    `json:"failures"`
 	Last     string `json:"last_error,omitempty"`
+	// Running is when the reload being applied now began (zero: none).
+	Running time.Time `json:"running,omitzero"`
 }
 
 // Serve answers GET /status with source() as JSON on l (from Listen)
@@ -197,6 +202,10 @@ func client(path string, timeout time.Duration) *http.Client {
 func dialError(path, command string, err error) error {
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("permission denied on %s: the status socket is root's only; fix: run it as root (sudo appliance %s)", path, command)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("the appliance on %s is there but did not answer in time (busy?); try again, and see journalctl -u wgk3s: %w", path, err)
 	}
 	return fmt.Errorf("no running appliance answers on %s (is the service running? systemctl status wgk3s): %w", path, err)
 }
