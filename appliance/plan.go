@@ -152,7 +152,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 // over or removes an interface that is not its own.
 func checkInterface(name, egress string, h Host) error {
 	if name == egress {
-		return fmt.Errorf("interface.name %s is the egress interface (the one that reaches the internet); fix: set interface.name to a free name such as wg0", name)
+		return fmt.Errorf("interface.name %s is the egress interface (the one that reaches the internet); fix: set interface.name to a free name such as %s", name, tunnel.FreeName(name))
 	}
 	st, err := h.Link(name)
 	if err != nil {

@@ -16,6 +16,10 @@ type locator struct {
 	// only carry a line.
 	byLine map[int]string
 	rank   map[int]int
+	// collection maps a line and a kind (mapping, sequence) to the path of
+	// such a value there: `port: {a: 1}` decoded into an int is about
+	// port, not port.a.
+	collection map[int]map[yaml.Kind]string
 }
 
 func lineRank(path string, n *yaml.Node) int {
@@ -29,7 +33,7 @@ func lineRank(path string, n *yaml.Node) int {
 }
 
 func newLocator(doc *yaml.Node) *locator {
-	l := &locator{byPath: map[string]int{}, byLine: map[int]string{}, rank: map[int]int{}}
+	l := &locator{byPath: map[string]int{}, byLine: map[int]string{}, rank: map[int]int{}, collection: map[int]map[yaml.Kind]string{}}
 	if doc != nil && doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		l.walk("", doc.Content[0])
 	}
@@ -45,6 +49,12 @@ func (l *locator) walk(path string, n *yaml.Node) {
 		// about the keyed scalar if there is one, else the keyed collection.
 		if r := lineRank(path, n); r < l.rank[n.Line] || l.byLine[n.Line] == "" {
 			l.byLine[n.Line], l.rank[n.Line] = path, r
+		}
+		if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+			if l.collection[n.Line] == nil {
+				l.collection[n.Line] = map[yaml.Kind]string{}
+			}
+			l.collection[n.Line][n.Kind] = path
 		}
 	}
 	switch n.Kind {

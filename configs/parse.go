@@ -101,8 +101,15 @@ func (c *collector) typeError(msg string) {
 		msg = m[2]
 	}
 	path := c.lines.byLine[line]
+	m := mismatchRE.FindStringSubmatch(msg)
+	if m != nil && (m[1] == "!!map" || m[1] == "!!seq") {
+		kind := map[string]yaml.Kind{"!!map": yaml.MappingNode, "!!seq": yaml.SequenceNode}[m[1]]
+		if p, ok := c.lines.collection[line][kind]; ok {
+			path = p
+		}
+	}
 	fe := &FieldError{File: c.file, Line: line, Field: path, Problem: msg}
-	if m := mismatchRE.FindStringSubmatch(msg); m != nil {
+	if m != nil {
 		want := describeGoType(m[3])
 		got := m[2]
 		if got == "" {

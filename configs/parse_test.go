@@ -101,12 +101,12 @@ nodes:
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"off": 0, "256MiB": 256 << 20, "1GiB": 1 << 30, "65536KiB": 64 << 20, "100000000": 100000000} {
-		if got, ok := parseSize(in); !ok || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, ok, want)
+		if got, problem := parseSize(in); problem != "" || got != want {
+			t.Errorf("parseSize(%q) = %d, %q; want %d", in, got, problem, want)
 		}
 	}
 	for _, bad := range []string{"", "1.5GiB", "-1MiB", "1TB", "MiB", "99999999999GiB"} {
-		if _, ok := parseSize(bad); ok {
+		if _, problem := parseSize(bad); problem == "" {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
 	}
@@ -175,7 +175,7 @@ func TestParseBad(t *testing.T) {
 		{"metrics on the API port", "k3s:", "metrics:\n  enabled: true\n  listen: 127.0.0.1:6443\nk3s:", "metrics.listen", 20, "port 6443 is the k3s API server's", "another port"},
 		{"metrics on the kubelet port", "k3s:", "metrics:\n  enabled: true\n  listen: 0.0.0.0:10250\nk3s:", "metrics.listen", 20, "port 10250 is the kubelet's", "another port"},
 		{"memory limit", "k3s:", "runtime:\n  memory_limit: lots\nk3s:", "runtime.memory_limit", 19, `"lots" is not a memory limit`, "96MiB"},
-		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "not a memory limit", "at least 32MiB"},
+		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "less than the 32MiB", "at least 32MiB"},
 		{"batch size too large", "k3s:", "runtime:\n  batch_size: 129\nk3s:", "runtime.batch_size", 19, "129 is out of range", "from 1 to 128"},
 		{"inflight too small", "k3s:", "runtime:\n  inflight_packets: 10\nk3s:", "runtime.inflight_packets", 19, "10 is out of range", "from 64 to 65536, or 0 for no bound"},
 		{"batch size negative", "k3s:", "runtime:\n  batch_size: -1\nk3s:", "runtime.batch_size", 19, "-1 is out of range", "0 for wireguard-go's own"},
@@ -393,4 +393,50 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error %T %v is not a non-empty Errors", err, err)
 		}
 	})
+}
+
+// TestMessagesNameTheRealProblem: one problem, one message, with a fix
+// the file does not already meet, and no made-up problem beside it.
+func TestMessagesNameTheRealProblem(t *testing.T) {
+	tests := []struct {
+		name, old, new string
+		want           []string
+		not            []string
+	}{
+		{"a fraction of a packet", "k3s:", "runtime:\n  inflight_packets: 12.5\nk3s:",
+			[]string{"runtime.inflight_packets: \"12.5\" is not a whole number"}, []string{"12 is out of range"}},
+		{"a fraction accepted as the whole", "k3s:", "runtime:\n  inflight_packets: 128.9\nk3s:",
+			[]string{"runtime.inflight_packets: \"128.9\" is not a whole number"}, nil},
+		{"a mapping for a port", "listen_port: 5418", "listen_port: {a: 1}",
+			[]string{"interface.listen_port: a mapping is not a whole number"}, []string{"out of range"}},
+		{"a fraction of an MTU", "mtu: 1420", "mtu: 1420.5",
+			[]string{"interface.mtu: \"1420.5\" is not a whole number"}, nil},
+		{"a unit it does not know", "k3s:", "runtime:\n  memory_limit: 1TiB\nk3s:",
+			[]string{"runtime.memory_limit", "TiB", "GiB"}, []string{"at least 32MiB such as"}},
+		{"zero memory", "k3s:", "runtime:\n  memory_limit: 0\nk3s:",
+			[]string{"runtime.memory_limit", "write off for no limit"}, nil},
+		{"a bad master endpoint", "endpoint: 203.0.113.10:5418", "endpoint: 203.0.113.10",
+			[]string{"nodes[0].endpoint", "not host:port"}, []string{"missing"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(base, tt.old) {
+				t.Fatalf("test bug: %q not in base", tt.old)
+			}
+			_, err := Parse([]byte(strings.Replace(base, tt.old, tt.new, 1)), "wgk3s.yaml")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("the message lacks %q:\n%v", w, err)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("the message has %q:\n%v", n, err)
+				}
+			}
+		})
+	}
 }

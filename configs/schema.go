@@ -262,8 +262,8 @@ type raw struct {
 
 type rawRuntime struct {
 	MemoryLimit string `yaml:"memory_limit"`
-	BatchSize   *int   `yaml:"batch_size"`
-	Inflight    *int   `yaml:"inflight_packets"`
+	BatchSize   *wholeNumber `yaml:"batch_size"`
+	Inflight    *wholeNumber `yaml:"inflight_packets"`
 }
 
 type rawMetrics struct {
@@ -273,8 +273,8 @@ type rawMetrics struct {
 
 type rawInterface struct {
 	Name                string `yaml:"name"`
-	ListenPort          *int   `yaml:"listen_port"`
-	MTU                 *int   `yaml:"mtu"`
+	ListenPort          *wholeNumber `yaml:"listen_port"`
+	MTU                 *wholeNumber `yaml:"mtu"`
 	Mode                string `yaml:"mode"`
 	PrivateKeyFile      string `yaml:"private_key_file"`
 	PersistentKeepalive string `yaml:"persistent_keepalive"`

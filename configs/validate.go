@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -38,14 +39,14 @@ func validateRuntime(r *rawRuntime, nodes int, c *collector) Runtime {
 	rt := Runtime{MemoryLimit: DefaultMemoryLimit + int64(nodes)*DefaultMemoryLimitPerNode,
 		BatchSize: DefaultBatchSize, Inflight: DefaultInflight}
 	if r.Inflight != nil {
-		if n := *r.Inflight; n != 0 && (n < 64 || n > MaxInflight) {
+		if n := int(*r.Inflight); n != 0 && (n < 64 || n > MaxInflight) {
 			c.add("runtime.inflight_packets", fmt.Sprintf("write a whole number from 64 to %d, or 0 for no bound", MaxInflight), "%d is out of range", n)
 		} else {
 			rt.Inflight = n
 		}
 	}
 	if r.BatchSize != nil {
-		if b := *r.BatchSize; b < 0 || b > MaxBatchSize {
+		if b := int(*r.BatchSize); b < 0 || b > MaxBatchSize {
 			c.add("runtime.batch_size", fmt.Sprintf("write a whole number from 1 to %d, or 0 for wireguard-go's own (%d)", MaxBatchSize, MaxBatchSize), "%d is out of range", b)
 		} else {
 			rt.BatchSize = b
@@ -54,20 +55,25 @@ func validateRuntime(r *rawRuntime, nodes int, c *collector) Runtime {
 	if r.MemoryLimit == "" {
 		return rt
 	}
-	n, ok := parseSize(r.MemoryLimit)
-	if !ok || (n != 0 && n < 32<<20) {
-		c.add("runtime.memory_limit", "write a size of at least 32MiB such as 96MiB or 1GiB, or off", "%q is not a memory limit", r.MemoryLimit)
-		return rt
+	n, problem := parseSize(r.MemoryLimit)
+	switch {
+	case problem != "":
+		c.add("runtime.memory_limit", "write a size with KiB, MiB or GiB, such as 96MiB or 1GiB, or off for no limit", "%q is not a memory limit: %v", r.MemoryLimit, errors.New(problem))
+	case n == 0 && r.MemoryLimit != "off":
+		c.add("runtime.memory_limit", "write off for no limit, or a size of at least 32MiB such as 96MiB", "%q would be no memory at all", r.MemoryLimit)
+	case n != 0 && n < 32<<20:
+		c.add("runtime.memory_limit", "write a size of at least 32MiB, such as 96MiB", "%q is less than the 32MiB the appliance needs", r.MemoryLimit)
+	default:
+		rt.MemoryLimit = n
 	}
-	rt.MemoryLimit = n
 	return rt
 }
 
 // parseSize reads "off", or a whole number with an optional KiB, MiB or GiB
-// suffix, as bytes.
-func parseSize(s string) (int64, bool) {
+// suffix, as bytes; problem says what is wrong with anything else.
+func parseSize(s string) (n int64, problem string) {
 	if s == "off" {
-		return 0, true
+		return 0, ""
 	}
 	mult := int64(1)
 	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
@@ -77,10 +83,19 @@ func parseSize(s string) (int64, bool) {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, false
+	switch {
+	case err == nil && n >= 0 && n <= (1<<62)/mult:
+		return n * mult, ""
+	case err == nil:
+		return 0, "it is too big"
 	}
-	return n * mult, true
+	digits := strings.TrimRight(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+	if unit := s[len(digits):]; unit != "" && digits != "" {
+		if _, err := strconv.ParseInt(digits, 10, 64); err == nil {
+			return 0, unit + " is not a unit the appliance knows (KiB, MiB, GiB; 1TiB = 1024GiB)"
+		}
+	}
+	return 0, "not a whole number with KiB, MiB or GiB"
 }
 
 func validateMetrics(r *rawMetrics, c *collector) Metrics {
@@ -150,13 +165,13 @@ func validateInterface(r *rawInterface, c *collector) Interface {
 		c.add("interface.name", "use 1 to 15 letters, digits, '-' or '_', such as wg0", "%q is not a valid Linux interface name", in.Name)
 	}
 	if r.ListenPort != nil {
-		in.ListenPort = *r.ListenPort
+		in.ListenPort = int(*r.ListenPort)
 		if in.ListenPort < 1 || in.ListenPort > 65535 {
 			c.add("interface.listen_port", "use a UDP port from 1 to 65535, such as 51820", "%d is out of range", in.ListenPort)
 		}
 	}
 	if r.MTU != nil {
-		in.MTU = *r.MTU
+		in.MTU = int(*r.MTU)
 		if in.MTU < MinMTU || in.MTU > MaxMTU {
 			c.add("interface.mtu", fmt.Sprintf("use a value from %d to %d; 1420 suits most clouds", MinMTU, MaxMTU), "%d is out of range", in.MTU)
 		}
@@ -233,7 +248,7 @@ func validateNodes(rs []rawNode, network netip.Prefix, c *collector) []Node {
 	case 0:
 		c.add("nodes", "give exactly one node `role: master`", "no node has role master")
 	case 1:
-		if nodes[masters[0]].Endpoint.Host == "" && !c.skip[fmt.Sprintf("nodes[%d].endpoint", masters[0])] {
+		if ep := fmt.Sprintf("nodes[%d].endpoint", masters[0]); nodes[masters[0]].Endpoint.Host == "" && !c.skip[ep] && !c.has(ep) {
 			c.add(fmt.Sprintf("nodes[%d].endpoint", masters[0]), "add the master's public IP or DNS name and port, such as 203.0.113.10:51820", "missing: the agents need it to reach the master")
 		}
 	default:

@@ -39,10 +39,12 @@ func TestNeverTouchesAnInterfaceItDidNotMake(t *testing.T) {
 	srv := m.Srv
 	srv.Run("ip", "link", "add", "veth7", "type", "veth", "peer", "name", "veth7p")
 	srv.Run("ip", "tuntap", "add", "tun7", "mode", "tun")
+	srv.Run("ip", "link", "add", "wg0", "type", "veth", "peer", "name", "wg0p")
 	for _, tt := range []struct{ iface, want string }{
 		{"eth0", "egress interface"},
 		{"veth7", "existing veth interface"},
 		{"tun7", "tuntap interface of that name exists"},
+		{"wg0", "existing veth interface"},
 	} {
 		t.Run(tt.iface, func(t *testing.T) {
 			m.WriteConfig([]*node{m}, func(s string) string {
@@ -55,6 +57,9 @@ func TestNeverTouchesAnInterfaceItDidNotMake(t *testing.T) {
 			code, out = exitCode(t, srv, "--role", "master", "--config", configPath)
 			if code != 2 || !strings.Contains(out, tt.want) || !strings.Contains(out, "fix:") {
 				t.Errorf("start: exit %d, want 2 with %q and a fix:\n%s", code, tt.want, out)
+			}
+			if strings.Contains(out, "such as "+tt.iface) || (strings.Contains(out, "free name such as") && !strings.Contains(out, "such as wg1")) {
+				t.Errorf("the fix suggests a name that is taken:\n%s", out)
 			}
 			code, out = exitCode(t, srv, "cleanup", "--interface", tt.iface)
 			if code != 0 {

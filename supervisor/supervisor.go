@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/bounded"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Supervisor. Zero durations take the defaults.
@@ -432,7 +433,7 @@ func exitDescription(err error) string {
 		return err.Error()
 	}
 	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return "killed by " + ws.Signal().String()
+		return "killed by " + signalName(ws.Signal())
 	}
 	return fmt.Sprintf("exit status %d", ee.ExitCode())
 }
@@ -482,4 +483,13 @@ func (s *Supervisor) waitForServer(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// signalName is a signal's name as kill -l writes it (SIGKILL), not its
+// description ("killed").
+func signalName(sig syscall.Signal) string {
+	if n := unix.SignalName(sig); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(sig))
 }

@@ -350,7 +350,7 @@ func TestPreflight(t *testing.T) {
 
 func TestExitDescription(t *testing.T) {
 	err := exec.Command("/bin/sh", "-c", "kill -9 $$").Run()
-	if got := exitDescription(err); got != "killed by killed" && got != "killed by "+syscall.SIGKILL.String() {
+	if got := exitDescription(err); got != "killed by SIGKILL" {
 		t.Errorf("exitDescription = %q", got)
 	}
 	if got := exitDescription(errors.New("boom")); got != "boom" {

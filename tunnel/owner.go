@@ -3,6 +3,7 @@ package tunnel
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -62,7 +63,22 @@ func NotOursError(name string, st LinkState) error {
 		return fmt.Errorf("interface.name %s: a %s interface of that name exists and %w (wg-quick up %s, or another tool?); "+
 			"fix: take it down (wg-quick down %s) or set interface.name to a free name", name, st.Kind, ErrNotOurs, name, name)
 	}
-	return fmt.Errorf("interface.name %s is an existing %s interface; %w; fix: set interface.name to a free name such as wg0", name, kindName(st.Kind), ErrNotOurs)
+	return fmt.Errorf("interface.name %s is an existing %s interface; %w; fix: set interface.name to a free name such as %s", name, kindName(st.Kind), ErrNotOurs, FreeName(name))
+}
+
+// FreeName suggests an interface name no interface on this host has, for
+// a message about name: wg0, else wg1, wg2, ...
+func FreeName(name string) string {
+	for i := range 100 {
+		n := fmt.Sprintf("wg%d", i)
+		if n == name {
+			continue
+		}
+		if _, err := net.InterfaceByName(n); err != nil {
+			return n
+		}
+	}
+	return "wg100"
 }
 
 func kindName(kind string) string {
