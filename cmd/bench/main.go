@@ -112,6 +112,12 @@ func (b *bench) runAll() {
 	b.a = testnet.NewNode(&b.Script, b.net.AddServer("master", 1), bins, "k3s-master", "master", "192.168.2.1")
 	b.b = testnet.NewNode(&b.Script, b.net.AddServer("node-1", 2), bins, "k3s-node-1", "agent", "192.168.2.2")
 	b.a.Srv.Start("iperf3", "-s", "-i", "0", "--logfile", "/run/wgk3s/iperf3.log")
+	if b.o.inVM != "" {
+		// Under software emulation (and a loaded host) a stop takes far
+		// longer than on hardware: k3s's grace, iptables programs that run
+		// at a fraction of their speed, wg0's teardown.
+		b.a.StopWithin, b.b.StopWithin = 3*time.Minute, 3*time.Minute
+	}
 
 	for _, s := range []struct {
 		name, title string

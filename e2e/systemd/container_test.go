@@ -102,7 +102,7 @@ func (c *container) boot() {
 	c.mu.Lock()
 	c.nspawn, c.exited, c.init = cmd, exited, 0
 	c.mu.Unlock()
-	if !poll.Until(30*time.Second, func() bool { c.init = childOf(cmd.Process.Pid); return c.init > 0 }) {
+	if !poll.Until(30*time.Second, func() bool { c.init = containerInit(cmd.Process.Pid); return c.init > 0 }) {
 		c.t.Fatalf("%s: no init process:\n%s", c.name, c.output())
 	}
 	var state string
@@ -164,17 +164,57 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	return w.c.log.Write(p)
 }
 
-// childOf returns the first child of pid, 0 if none.
-func childOf(pid int) int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, f := range tasks {
-		b, _ := os.ReadFile(f)
-		if fields := strings.Fields(string(b)); len(fields) > 0 {
-			n, _ := strconv.Atoi(fields[0])
-			return n
+// containerInit returns the container's init among the descendants of
+// nspawn: the process that is pid 1 in its own pid namespace and runs
+// systemd, 0 until there is one. nspawn's first child is not it: nspawn
+// forks an outer child that lives only until the container's init runs.
+func containerInit(nspawn int) int {
+	queue := []int{nspawn}
+	for seen := 0; len(queue) > 0 && seen < 1000; seen++ {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, c := range children(pid) {
+			if isContainerInit(c) {
+				return c
+			}
+			queue = append(queue, c)
 		}
 	}
 	return 0
+}
+
+// children lists pid's children (every thread's).
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(field); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// isContainerInit: its NSpid (its pid in each pid namespace, outermost
+// first) ends in 1, and it is systemd.
+func isContainerInit(pid int) bool {
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != "systemd" {
+		return false
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "NSpid:" {
+			return f[len(f)-1] == "1"
+		}
+	}
+	return false
 }
 
 // try runs a command in the container (all its namespaces), with a limit.

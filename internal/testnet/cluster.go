@@ -50,6 +50,9 @@ type Node struct {
 	Endpoint string // host:port as written in the file; "" for none
 	Key      wgtypes.Key
 	Proc     *Proc // the running appliance
+	// StopWithin bounds Stop's wait for the exit (default 15 s); a VM
+	// under software emulation needs longer.
+	StopWithin time.Duration
 }
 
 // NewNode makes a node on srv: a fresh key pair, the key and token files
@@ -134,13 +137,17 @@ func (n *Node) Reload(t T, want string) {
 	}
 }
 
-// Stop sends SIGTERM and requires a clean exit within 15 s.
+// Stop sends SIGTERM and requires a clean exit within StopWithin.
 func (n *Node) Stop(t T) {
 	t.Helper()
+	within := n.StopWithin
+	if within == 0 {
+		within = 15 * time.Second
+	}
 	n.Proc.Signal(syscall.SIGTERM)
-	exited, err := n.Proc.Wait(15 * time.Second)
+	exited, err := n.Proc.Wait(within)
 	if !exited || err != nil {
-		t.Fatalf("%s: SIGTERM: exited %v, err %v\n%s", n.Name, exited, err, n.Proc.Output())
+		t.Fatalf("%s: SIGTERM: exited %v within %s, err %v\n%s", n.Name, exited, within, err, n.Proc.Output())
 	}
 }
 
