@@ -48,14 +48,17 @@ func New(opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("using %s: %w", path, err)
 	}
-	return newController(ipt, saveCommand(path+"-save"), procSys{"/proc/sys"}, opts, backend), nil
+	c := newController(ipt, saveCommand(path+"-save"), procSys{"/proc/sys"}, opts, backend)
+	if backend == BackendNFT {
+		c.watch = watchNFTables
+	}
+	return c, nil
 }
 
-// saveCommand runs iptables-save for one table, bounded in time (also
-// when it leaves a child holding its output).
+// saveCommand runs iptables-save (every table), bounded in time.
 func saveCommand(save string) saver {
-	return func(table string) (string, error) {
-		out, err := bounded.Output(10*time.Second, nil, save, "-t", table)
+	return func() (string, error) {
+		out, err := bounded.Output(10*time.Second, nil, save)
 		if err != nil {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) && len(ee.Stderr) > 0 {

@@ -60,8 +60,7 @@ var owned = []struct{ table, builtin, chain string }{
 // Controller keeps the kernel's sysctls and iptables rules equal to a
 // Desired state, puts back what others delete, and removes what it added.
 //
-// The periodic check costs one iptables-save per table (filter and nat)
-// and nothing else: after every apply the controller keeps what the kernel
+// The periodic check costs one iptables-save and nothing else: after every apply the controller keeps what the kernel
 // prints for its own chains and jumps (the fingerprint), and a check only
 // compares a fresh one with it. Only a difference runs the per-rule checks
 // and fixes. A check per rule (`iptables -C`) would fork once per rule
@@ -69,6 +68,10 @@ var owned = []struct{ table, builtin, chain string }{
 type Controller struct {
 	ipt     iptablesClient
 	save    saver
+	// watch, when set, notifies changes to the rules (nf_tables'
+	// netlink events); the check then runs on a change, and every
+	// watchedPeriod as a safety net, instead of every period.
+	watch   func(done <-chan struct{}) (<-chan struct{}, error)
 	sysctls *sysctlKeeper
 	log     *slog.Logger
 	period  time.Duration
@@ -79,8 +82,8 @@ type Controller struct {
 	applied map[string]string // fingerprint per table after the last apply
 }
 
-// saver returns what iptables-save prints for one table.
-type saver func(table string) (string, error)
+// saver returns what iptables-save prints (every table).
+type saver func() (string, error)
 
 func newController(ipt iptablesClient, save saver, fs sysctlFS, opts Options, backend string) *Controller {
 	return &Controller{
@@ -108,14 +111,18 @@ func (c *Controller) Set(d Desired) error {
 // tables are the iptables tables the appliance's chains live in.
 var tables = []string{"filter", "nat"}
 
-// fingerprints reads every table's fingerprint; a table that cannot be
-// read has none, so the next check runs the full apply.
+// fingerprints reads every table's fingerprint from one iptables-save; a
+// dump that cannot be read gives none, so the next check runs the full
+// apply.
 func (c *Controller) fingerprints() map[string]string {
+	dump, err := c.save()
+	if err != nil {
+		c.log.Debug("iptables-save failed", "err", err)
+		return nil
+	}
 	out := map[string]string{}
 	for _, t := range tables {
-		if f, err := c.fingerprint(t); err == nil {
-			out[t] = f
-		}
+		out[t] = fingerprint(dump, t)
 	}
 	return out
 }
@@ -124,11 +131,7 @@ func (c *Controller) fingerprints() map[string]string {
 // owns: its chains (declared or not, and their rules in order) and, for
 // each built-in chain it jumps from, the first rule (the jump must stay
 // first) and every rule that jumps to one of its chains.
-func (c *Controller) fingerprint(table string) (string, error) {
-	out, err := c.save(table)
-	if err != nil {
-		return "", fmt.Errorf("iptables-save -t %s: %w", table, err)
-	}
+func fingerprint(dump, table string) string {
 	ours := map[string]bool{}
 	builtins := map[string]bool{}
 	for _, o := range owned {
@@ -138,9 +141,15 @@ func (c *Controller) fingerprint(table string) (string, error) {
 	}
 	var b strings.Builder
 	first := map[string]bool{}
-	for _, line := range strings.Split(out, "\n") {
+	in := false
+	for _, line := range strings.Split(dump, "\n") {
+		if strings.HasPrefix(line, "*") {
+			in = line == "*"+table
+			continue
+		}
 		f := strings.Fields(line)
 		switch {
+		case !in:
 		case len(f) >= 1 && strings.HasPrefix(f[0], ":") && ours[f[0][1:]]:
 			b.WriteString(f[0] + "\n") // declared (counters left out)
 		case len(f) < 2 || f[0] != "-A":
@@ -153,17 +162,18 @@ func (c *Controller) fingerprint(table string) (string, error) {
 			b.WriteString(line + "\n")
 		}
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // unchanged reports whether every table still prints what it printed
 // after the last apply.
 func (c *Controller) unchanged() bool {
-	if len(c.applied) != len(tables) {
+	if c.applied == nil {
 		return false
 	}
+	now := c.fingerprints()
 	for _, t := range tables {
-		if f, err := c.fingerprint(t); err != nil || f != c.applied[t] {
+		if f, ok := now[t]; !ok || f != c.applied[t] {
 			return false
 		}
 	}
@@ -336,17 +346,45 @@ func (c *Controller) removeChain(table, builtin, chain string) (bool, error) {
 	return true, nil
 }
 
-// Run re-applies the desired state every period, so that rules or jumps
-// deleted by someone else (a firewalld reload, `iptables -F`) come back.
-// When ctx is cancelled it removes everything it added.
+// watchedPeriod is how often the rules are checked when changes are
+// notified: only as a safety net.
+const watchedPeriod = time.Minute
+
+// settle is how long a check waits after a notified change for the rest
+// of a burst (an iptables-restore of kube-proxy's rules is many events).
+const settle = 200 * time.Millisecond
+
+// Run checks the rules and puts back what someone else deleted (a
+// firewalld reload, `iptables -F`): on every notified change where the
+// backend notifies (nf_tables), else every period. When ctx is cancelled
+// it removes everything it added.
 func (c *Controller) Run(ctx context.Context) error {
-	tick := time.NewTicker(c.period)
+	period := c.period
+	var changed <-chan struct{}
+	if c.watch != nil {
+		done := make(chan struct{})
+		defer close(done)
+		ch, err := c.watch(done)
+		if err != nil {
+			c.log.Warn("cannot watch nf_tables for changes; checking the rules every "+period.String(), "err", err)
+		} else {
+			changed, period = ch, max(period, watchedPeriod)
+		}
+	}
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return c.CleanUp()
 		case <-tick.C:
+			c.reconcile()
+		case <-changed:
+			select {
+			case <-ctx.Done():
+				return c.CleanUp()
+			case <-time.After(settle):
+			}
 			c.reconcile()
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wgk3s/wgk3s/internal/poll"
 )
 
 func params() Params {
@@ -29,7 +30,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{ipt: newFakeIPT(), sys: fakeSysctl{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.proxy_arp": "0"}, stateD: t.TempDir()}
-	r.ctl = newController(r.ipt, r.ipt.saveTable, r.sys, Options{StateDir: r.stateD, ReconcilePeriod: time.Millisecond}, "nft")
+	r.ctl = newController(r.ipt, r.ipt.saveAll, r.sys, Options{StateDir: r.stateD, ReconcilePeriod: time.Millisecond}, "nft")
 	r.log = &strings.Builder{}
 	r.ctl.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, r.log), nil))
 	return r
@@ -161,7 +162,7 @@ func TestCrashLeftoversAreReplacedNotDuplicated(t *testing.T) {
 
 	// A new process (new controller, same state dir) with a new network.
 	r2 := &rig{ipt: r.ipt, sys: r.sys}
-	r2.ctl = newController(r.ipt, r.ipt.saveTable, r.sys, Options{StateDir: r.stateD}, "nft")
+	r2.ctl = newController(r.ipt, r.ipt.saveAll, r.sys, Options{StateDir: r.stateD}, "nft")
 	d := Plan(params())
 	if err := r2.ctl.Set(d); err != nil {
 		t.Fatal(err)
@@ -244,7 +245,7 @@ func TestSysctlOriginalsSurviveACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Killed: no CleanUp. The next run sees ip_forward=1 already...
-	next := newController(r.ipt, r.ipt.saveTable, r.sys, Options{StateDir: r.stateD}, "nft")
+	next := newController(r.ipt, r.ipt.saveAll, r.sys, Options{StateDir: r.stateD}, "nft")
 	if err := next.Set(Plan(params())); err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ func TestSplitRule(t *testing.T) {
 }
 
 // TestAnIdleReconcileOnlyReads: with nothing changed, a check is one
-// iptables-save per table, and no other iptables call.
+// iptables-save, and no other iptables call.
 func TestAnIdleReconcileOnlyReads(t *testing.T) {
 	r := newRig(t)
 	if err := r.ctl.Set(Plan(params())); err != nil {
@@ -280,8 +281,8 @@ func TestAnIdleReconcileOnlyReads(t *testing.T) {
 	for range 10 {
 		r.ctl.reconcile()
 	}
-	if r.ipt.calls != calls || r.ipt.reads != reads || r.ipt.saves-saves != 10*len(tables) {
-		t.Errorf("10 idle checks: %d changes, %d reads, %d saves; want 0, 0, %d", r.ipt.calls-calls, r.ipt.reads-reads, r.ipt.saves-saves, 10*len(tables))
+	if r.ipt.calls != calls || r.ipt.reads != reads || r.ipt.saves-saves != 10 {
+		t.Errorf("10 idle checks: %d changes, %d reads, %d saves; want 0, 0, 10", r.ipt.calls-calls, r.ipt.reads-reads, r.ipt.saves-saves)
 	}
 	if strings.Contains(r.log.String(), "put back") {
 		t.Errorf("an idle check logged a change:\n%s", r.log.String())
@@ -332,5 +333,34 @@ func TestReconcileNoticesEveryChangeToItsRules(t *testing.T) {
 				t.Errorf("the fix was not logged:\n%s", r.log.String())
 			}
 		})
+	}
+}
+
+// TestANotifiedChangeIsCheckedAtOnce: where the backend notifies changes,
+// a change is checked after it settles, not at the next period.
+func TestANotifiedChangeIsCheckedAtOnce(t *testing.T) {
+	r := newRig(t)
+	r.ctl.period = time.Hour
+	events := make(chan struct{}, 1)
+	r.ctl.watch = func(<-chan struct{}) (<-chan struct{}, error) { return events, nil }
+	d := Plan(params())
+	if err := r.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.ctl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	check := func() int {
+		r.ctl.mu.Lock()
+		defer r.ctl.mu.Unlock()
+		return r.count(d.Rules[0])
+	}
+	r.ctl.mu.Lock()
+	r.ipt.DeleteIfExists(d.Rules[0].Table, d.Rules[0].Chain, d.Rules[0].Spec...)
+	r.ctl.mu.Unlock()
+	events <- struct{}{}
+	if !poll.Until(5*time.Second, func() bool { return check() == 1 }) {
+		t.Fatal("the notified deletion was not put back")
 	}
 }

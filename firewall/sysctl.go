@@ -57,10 +57,7 @@ func (k *sysctlKeeper) load() (map[string]string, error) {
 }
 
 func (k *sysctlKeeper) set(want []Sysctl) error {
-	saved, err := k.load()
-	if err != nil {
-		return err
-	}
+	var saved map[string]string // read only when something must change
 	for _, s := range want {
 		cur, err := k.fs.Get(s.Key)
 		if err != nil {
@@ -68,6 +65,11 @@ func (k *sysctlKeeper) set(want []Sysctl) error {
 		}
 		if cur == s.Value {
 			continue
+		}
+		if saved == nil {
+			if saved, err = k.load(); err != nil {
+				return err
+			}
 		}
 		// Save the original before changing it, and only the first time:
 		// a later run must not mistake our own value for the original.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,8 +101,8 @@ func (t *Tunnel) resolveOnce(ctx context.Context, host string) (netip.Addr, erro
 func (t *Tunnel) reresolve(ctx context.Context) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
-		return
+	if t.closed || !slices.ContainsFunc(t.state.peers, func(p resolvedPeer) bool { return p.hasDNSEndpoint() }) {
+		return // nothing to re-resolve: no need to read the device
 	}
 	dev, err := t.wg.Device(t.state.cfg.Name)
 	if err != nil {

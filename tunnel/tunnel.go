@@ -72,7 +72,7 @@ func (o *Options) setDefaults() {
 		o.StateDir = DefaultStateDir
 	}
 	if o.LinkCheckInterval == 0 {
-		o.LinkCheckInterval = 2 * time.Second
+		o.LinkCheckInterval = 10 * time.Second
 	}
 }
 
@@ -374,13 +374,17 @@ func (t *Tunnel) changeAddress(name string, from, to netip.Prefix) error {
 func (t *Tunnel) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	defer close(done)
+	// The netlink watch notices a deletion at once; the periodic check is
+	// the fallback for a missed event, and the only check without a watch.
+	every := t.opts.LinkCheckInterval
 	deleted, err := t.host.watchLinks(done)
 	if err != nil {
-		t.log.Warn("cannot watch the WireGuard interface; checking it every "+t.opts.LinkCheckInterval.String()+" instead", "err", err)
+		every = min(every, 2*time.Second)
+		t.log.Warn("cannot watch the WireGuard interface; checking it every "+every.String()+" instead", "err", err)
 	}
 	resolve := time.NewTicker(t.opts.ReresolveInterval)
 	defer resolve.Stop()
-	check := time.NewTicker(t.opts.LinkCheckInterval)
+	check := time.NewTicker(every)
 	defer check.Stop()
 	for {
 		select {

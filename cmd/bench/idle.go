@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/testnet"
@@ -40,6 +41,19 @@ func (b *bench) idle() {
 	if out, err := restore.CombinedOutput(); err != nil {
 		b.Fatalf("iptables-restore of %d rules: %v\n%s", kubeProxyRules, err, out)
 	}
+	// The floor: the reference wireguard-go alone, idle, same peers.
+	ref := b.startReference()
+	time.Sleep(10 * time.Second)
+	refOwn0, _ := cpuTimes(ref[0].Pid())
+	r0 := time.Now()
+	time.Sleep(window)
+	refOwn1, _ := cpuTimes(ref[0].Pid())
+	b.add("Idle", "idle reference wireguard-go (the floor)", fmt.Sprintf("%.2f%%", 100*(refOwn1-refOwn0).Seconds()/time.Since(r0).Seconds()),
+		fmt.Sprintf("of one core over %s: the wireguard-go binary alone on the master, one peer, keepalive 25 s", window))
+	for _, p := range ref {
+		p.Signal(syscall.SIGTERM)
+		p.Wait(10 * time.Second)
+	}
 	b.startAppliances()
 	defer b.stopAppliances()
 	time.Sleep(10 * time.Second) // past the start: what follows is the idle state
@@ -49,10 +63,17 @@ func (b *bench) idle() {
 	time.Sleep(window)
 	own1, kids1 := cpuTimes(pid)
 	took := time.Since(t0).Seconds()
-	own, kids := (own1-own0).Seconds(), (kids1-kids0).Seconds()
+	own, kids := (own1 - own0).Seconds(), (kids1 - kids0).Seconds()
 	b.add("Idle", "idle master: CPU, appliance and the programs it runs", fmt.Sprintf("%.2f%%", 100*(own+kids)/took),
 		fmt.Sprintf("of one core over %.0f s (the appliance %.2f%%, the programs it ran %.2f%%), one agent, stand-in k3s, %d extra filter rules; utime+stime and cutime+cstime from /proc/PID/stat; goal <= 0.5%%",
 			took, 100*own/took, 100*kids/took, kubeProxyRules))
+	if os.Getenv("WGK3S_BENCH_IDLE_PROFILE") != "" {
+		f := filepath.Join(os.TempDir(), "wgk3s-idle-cpu.pprof")
+		if err := getProfileFile(b.a, "/debug/pprof/profile?seconds=60", f); err == nil {
+			out, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", f).CombinedOutput()
+			fmt.Println(string(out))
+		}
+	}
 	if execs, err := b.countExecs(pid, traced); err != nil {
 		b.add("Idle", "idle master: iptables programs run per 5 s", "n/a", err.Error())
 	} else {
