@@ -39,8 +39,23 @@ func (s *Server) Start(name string, args ...string) *Proc {
 		t.Fatalf("%s: starting %s: %v", s.Name, name, err)
 	}
 	p.cmd, p.pid = cmd, cmd.Process.Pid
+	if s.machine {
+		// nsenter's child is the command.
+		if !Eventually(10*time.Second, func() bool {
+			kids := childPids(cmd.Process.Pid)
+			if len(kids) == 1 {
+				p.pid = kids[0]
+			}
+			return p.pid != cmd.Process.Pid
+		}) {
+			t.Fatalf("%s: %s did not start in the machine", s.Name, name)
+		}
+	}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	s.net.onCleanup(func() {
+		if p.pid != cmd.Process.Pid {
+			syscall.Kill(p.pid, syscall.SIGKILL) // nsenter's child, which holds the output
+		}
 		cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
@@ -50,7 +65,8 @@ func (s *Server) Start(name string, args ...string) *Proc {
 	return p
 }
 
-// Pid is the process id (nsenter execs the command, so it is the command's).
+// Pid is the command's process id (nsenter execs it, or, in a machine,
+// forks it).
 func (p *Proc) Pid() int { return p.pid }
 
 // Signal sends sig to the process.

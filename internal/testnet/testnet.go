@@ -91,6 +91,11 @@ type Server struct {
 	PrivateIP netip.Addr
 	idx       int
 	holder    *exec.Cmd
+	// A machine (AddMachine): its directory, cgroups and init.
+	machine bool
+	dir     string
+	cgroups []string
+	init    int
 }
 
 // New creates the internet namespace. Everything is removed when t ends.
@@ -141,6 +146,11 @@ func (n *Net) cleanup() {
 // address 203.0.113.<10*idx> and server namespace with private 10.<idx>.1.2.
 func (n *Net) AddServer(name string, idx int) *Server {
 	n.t.Helper()
+	return n.addServer(name, idx, true)
+}
+
+func (n *Net) addServer(name string, idx int, holder bool) *Server {
+	n.t.Helper()
 	s := &Server{net: n, Name: name, idx: idx,
 		PublicIP:  netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", 10*idx)),
 		PrivateIP: netip.MustParseAddr(fmt.Sprintf("10.%d.1.2", idx)),
@@ -172,7 +182,9 @@ func (n *Net) AddServer(name string, idx int) *Server {
 		n.t.Fatal(err)
 	}
 	s.SetResolvConf("nameserver 203.0.113.1\noptions timeout:1 attempts:1\n")
-	s.startHolder()
+	if holder {
+		s.startHolder()
+	}
 	n.mu.Lock()
 	n.servers = append(n.servers, s)
 	n.mu.Unlock()
@@ -214,6 +226,17 @@ func (s *Server) startHolder() {
 // Command returns a command that runs inside the server: its network
 // namespace and its mount namespace.
 func (s *Server) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	if s.machine {
+		// Join the machine's cgroups first (the cgroup namespace would hide
+		// them), then all its namespaces; nsenter forks into the pid
+		// namespace, so the command is nsenter's child.
+		var script strings.Builder
+		for _, dir := range s.cgroups {
+			fmt.Fprintf(&script, "echo $$ > %s/cgroup.procs; ", dir)
+		}
+		fmt.Fprintf(&script, `exec nsenter -t %d -a -- "$@"`, s.init)
+		return exec.CommandContext(ctx, "sh", append([]string{"-c", script.String(), "sh", name}, args...)...)
+	}
 	all := append([]string{"-t", strconv.Itoa(s.holder.Process.Pid), "-m", "-n", "--", name}, args...)
 	return exec.CommandContext(ctx, "nsenter", all...)
 }
@@ -356,6 +379,9 @@ func (s *Server) WriteFile(path string, data []byte, mode os.FileMode) {
 
 // HostPath is path inside the server as the test process can reach it.
 func (s *Server) HostPath(path string) string {
+	if s.machine {
+		return fmt.Sprintf("/proc/%d/root%s", s.init, path)
+	}
 	return fmt.Sprintf("/proc/%d/root%s", s.holder.Process.Pid, path)
 }
 
