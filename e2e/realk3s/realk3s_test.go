@@ -112,7 +112,7 @@ func (c *cluster) start(n *testnet.Node) {
 
 // kubectl runs kubectl on the master.
 func (c *cluster) kubectl(args ...string) (string, error) {
-	return c.nodes[0].Srv.Try("env", "KUBECONFIG="+realk3s.Kubeconfig, "PATH="+c.path, append([]string{"kubectl"}, args...)...)
+	return c.nodes[0].Srv.Try("env", append([]string{"KUBECONFIG=" + realk3s.Kubeconfig, "PATH=" + c.path, "kubectl"}, args...)...)
 }
 
 func (c *cluster) mustKubectl(args ...string) string {
