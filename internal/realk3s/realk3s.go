@@ -78,14 +78,15 @@ func Find(k3s string) (Tools, error) {
 	return t, errors.Join(missing...)
 }
 
-// BinDir fills dir with what goes first on a node's PATH: kubectl, ctr
-// and crictl (k3s by another name), the shim, runc, and the CNI plugins
+// BinDir fills dir with what goes first on a node's PATH: containerd,
+// kubectl, ctr and crictl (k3s by another name: it runs as each), the
+// shim, runc, and the CNI plugins
 // (k3s takes its CNI directory from where host-local is on PATH).
 func (t Tools) BinDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	links := map[string]string{"kubectl": t.K3s, "ctr": t.K3s, "crictl": t.K3s, "k3s": t.K3s,
+	links := map[string]string{"kubectl": t.K3s, "ctr": t.K3s, "crictl": t.K3s, "containerd": t.K3s, "k3s": t.K3s,
 		"containerd-shim-runc-v2": t.Shim, "runc": t.Runc, "flannel": t.Flannel}
 	plugins, _ := filepath.Glob(filepath.Join(t.CNIDir, "*"))
 	for _, p := range plugins {

@@ -55,7 +55,7 @@ func (n *Net) AddMachine(name string, idx int, hostname string) *Server {
 	n.t.Helper()
 	s := n.addServer(name, idx, false)
 	s.machine = true
-	dir, err := os.MkdirTemp("", fmt.Sprintf("wgk3s-machine-%s-", name))
+	dir, err := os.MkdirTemp("", n.id+"-"+name+"-") // Sweep knows it by the prefix
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -66,14 +66,12 @@ func (n *Net) AddMachine(name string, idx int, hostname string) *Server {
 	return s
 }
 
-// machineCgroups makes the machine's cgroup in every hierarchy, under the
-// test's own cgroup there, and returns their directories. They are removed,
-// deepest first, when the test ends (after the machine's processes).
-func (n *Net) machineCgroups(name string) []string {
-	n.t.Helper()
+// cgroupParents returns, for every cgroup hierarchy, the directory of this
+// process's own cgroup there: machines' cgroups go under it.
+func cgroupParents() []string {
 	self, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
-		n.t.Fatal(err)
+		return nil
 	}
 	var dirs []string
 	for _, line := range strings.Split(strings.TrimSpace(string(self)), "\n") {
@@ -85,14 +83,52 @@ func (n *Net) machineCgroups(name string) []string {
 		if f[1] == "" {
 			mount = "/sys/fs/cgroup/unified"
 		}
-		if _, err := os.Stat(mount); err != nil {
+		if _, err := os.Stat(mount); err == nil {
+			dirs = append(dirs, filepath.Join(mount, f[2]))
+		}
+	}
+	return dirs
+}
+
+// sweepMachines removes the cgroups and directories of machines whose
+// test process is gone (killed before its cleanup ran); their processes
+// went with their network namespaces.
+func sweepMachines() {
+	var stale []string
+	for _, parent := range cgroupParents() {
+		m, _ := filepath.Glob(filepath.Join(parent, Prefix+"*"))
+		stale = append(stale, m...)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+"*"))
+	for _, d := range append(stale, dirs...) {
+		rest := strings.TrimPrefix(filepath.Base(d), Prefix)
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if err != nil {
 			continue
 		}
-		dir := filepath.Join(mount, f[2], n.id+"-"+name)
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // its test is still running
+		}
+		if strings.HasPrefix(d, "/sys/fs/cgroup/") {
+			removeCgroupTree(d)
+		} else {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// machineCgroups makes the machine's cgroup in every hierarchy, under the
+// test's own cgroup there, and returns their directories. They are removed,
+// deepest first, when the test ends (after the machine's processes).
+func (n *Net) machineCgroups(name string) []string {
+	n.t.Helper()
+	var dirs []string
+	for _, parent := range cgroupParents() {
+		dir := filepath.Join(parent, n.id+"-"+name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			n.t.Fatalf("creating cgroup %s: %v", dir, err)
 		}
-		if strings.HasSuffix(mount, "/cpuset") {
+		if strings.HasPrefix(dir, "/sys/fs/cgroup/cpuset/") {
 			// A v1 cpuset takes tasks only once it has cpus and mems.
 			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
 				v, _ := os.ReadFile(filepath.Join(filepath.Dir(dir), f))

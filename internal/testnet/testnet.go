@@ -331,6 +331,7 @@ func Sweep() {
 		exec.Command("ip", "netns", "del", name).Run()
 		os.RemoveAll("/etc/netns/" + name)
 	}
+	sweepMachines()
 }
 
 // killNS kills every process still inside namespace name, except this one:
