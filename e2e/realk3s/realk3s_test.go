@@ -83,7 +83,7 @@ func (c *cluster) add(name, role, address string, idx int) *testnet.Node {
 	c.t.Helper()
 	n := testnet.NewNode(c.t, c.net.AddMachine(name, idx, name), c.bins, name, role, address)
 	n.StopWithin = 2 * time.Minute
-	for path, data := range map[string][]byte{realk3s.ImagesTar: c.image, realk3s.CNIConf: []byte(realk3s.FlannelConflist)} {
+	for path, data := range map[string][]byte{realk3s.ImagesTar: c.image, realk3s.ContainerdDropIn: []byte(realk3s.ContainerdConfig)} {
 		if err := os.MkdirAll(filepath.Dir(n.Srv.HostPath(path)), 0o755); err != nil {
 			c.t.Fatal(err)
 		}
@@ -313,7 +313,11 @@ func TestRealCluster(t *testing.T) {
 
 	t.Run("flannel.1 is a VXLAN over wg0 on every node", func(t *testing.T) {
 		for _, n := range first {
-			out := n.Srv.Run("ip", "-d", "link", "show", "flannel.1")
+			var out string
+			testnet.Eventually(2*time.Minute, func() bool { // flannel makes it once its node is registered
+				out, _ = n.Srv.Try("ip", "-d", "link", "show", "flannel.1")
+				return strings.Contains(out, "vxlan")
+			})
 			if !strings.Contains(out, "vxlan id 1") || !strings.Contains(out, "dev wg0") {
 				t.Errorf("%s: flannel.1 is not a VXLAN over wg0:\n%s", n.Name, out)
 			}
@@ -367,8 +371,10 @@ spec:
 	t.Run("a ClusterIP Service answers a pod on another node", func(t *testing.T) {
 		ip := strings.TrimSpace(c.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
 		var out string
+		// busybox's nc: its static wget crashes on some addresses.
+		get := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s 80`, ip)
 		if !testnet.Eventually(60*time.Second, func() bool {
-			out, _ = c.kubectl("exec", "pod-k3s-node-2", "--", "wget", "-q", "-O", "-", "-T", "3", "http://"+ip+"/")
+			out, _ = c.kubectl("exec", "pod-k3s-node-2", "--", "sh", "-c", get)
 			return strings.Contains(out, "wgk3s ok")
 		}) {
 			t.Errorf("the Service %s (web on node-1) does not answer a pod on node-2: %s", ip, out)
@@ -400,6 +406,11 @@ spec:
 	})
 
 	t.Run("SIGTERM stops the appliance, k3s and wg0 on every node", func(t *testing.T) {
+		defer func() {
+			for _, n := range []*testnet.Node{n3, n2, n1, m} {
+				t.Logf("%s after the stop:\n%s", n.Name, n.Srv.Run("sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done; grep -c . /proc/self/mountinfo; ip -br link"))
+			}
+		}()
 		for _, n := range []*testnet.Node{n3, n2, n1, m} {
 			n.Stop(t)
 			if _, err := n.Srv.Try("ip", "link", "show", "wg0"); err == nil {

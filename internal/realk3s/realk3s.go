@@ -14,9 +14,17 @@
 //   - the image is busybox (Debian's busybox-static) as a docker archive in
 //     k3s's agent images directory, which k3s imports when it starts;
 //     the same image, tagged as the pause image, is every pod's sandbox;
+//   - this test host's root lacks CAP_SYS_RESOURCE, which containerd needs
+//     to give a pod's sandbox an oom_score_adj below its own (-998); a
+//     drop-in of k3s's containerd configuration sets restrict_oom_score_adj
+//     (what k3s itself sets when it runs in a user namespace);
 //   - flannel's CNI plugin (containernetworking/plugins v0.9.1, the last
-//     with it) speaks CNI 0.4.0, so flannel's conflist says so
-//     (--flannel-cni-conf).
+//     with it) speaks CNI up to 0.4.0 and k3s's conflist says 1.0.0, so the
+//     "flannel" on PATH is a wrapper that hands it the configuration as
+//     0.4.0 and its result back as 1.0.0. k3s v1.36.3's --flannel-cni-conf
+//     would be the way, but that flag is read and never used there
+//     (pkg/agent/flannel/setup.go reads nodeConfig.Flannel.CNIConfFile,
+//     which nothing sets).
 package realk3s
 
 import (
@@ -42,7 +50,9 @@ const (
 // Paths inside a node.
 const (
 	ImagesTar = "/var/lib/rancher/k3s/agent/images/wgk3s-busybox.tar"
-	CNIConf   = "/etc/rancher/wgk3s/flannel.conflist"
+	// ContainerdDropIn is imported by k3s's containerd configuration
+	// (config-v3.toml.d/*.toml beside its template).
+	ContainerdDropIn = "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.d/wgk3s.toml"
 	// Kubeconfig is the master's admin kubeconfig.
 	Kubeconfig = "/etc/rancher/k3s/k3s.yaml"
 )
@@ -87,7 +97,7 @@ func (t Tools) BinDir(dir string) error {
 		return err
 	}
 	links := map[string]string{"kubectl": t.K3s, "ctr": t.K3s, "crictl": t.K3s, "containerd": t.K3s, "k3s": t.K3s,
-		"containerd-shim-runc-v2": t.Shim, "runc": t.Runc, "flannel": t.Flannel}
+		"containerd-shim-runc-v2": t.Shim, "runc": t.Runc}
 	plugins, _ := filepath.Glob(filepath.Join(t.CNIDir, "*"))
 	for _, p := range plugins {
 		links[filepath.Base(p)] = p
@@ -98,30 +108,28 @@ func (t Tools) BinDir(dir string) error {
 			return err
 		}
 	}
-	return nil
+	wrapper := "#!/bin/sh\n# flannel's plugin from containernetworking/plugins v0.9.1 speaks CNI 0.4.0: it gets the\n" +
+		"# 1.0.0 configuration as 0.4.0, and its result (0.4.0's is 1.0.0's with a field more) is given back as 1.0.0.\n" +
+		`out=$(sed -E 's/"cniVersion": *"1\.0\.0"/"cniVersion":"0.4.0"/g' | ` + t.Flannel + ")\nrc=$?\n" +
+		`printf '%s\n' "$out" | sed -E 's/"cniVersion": *"0\.4\.0"/"cniVersion":"1.0.0"/g'` + "\nexit $rc\n"
+	return os.WriteFile(filepath.Join(dir, "flannel"), []byte(wrapper), 0o755)
 }
 
-// FlannelConflist is k3s's flannel conflist (pkg/agent/flannel) at CNI
-// version 0.4.0, which the flannel plugin here speaks.
-const FlannelConflist = `{
-  "name": "cbr0",
-  "cniVersion": "0.4.0",
-  "plugins": [
-    {"type": "flannel", "delegate": {"hairpinMode": true, "forceAddress": true, "isDefaultGateway": true}},
-    {"type": "portmap", "capabilities": {"portMappings": true}},
-    {"type": "bandwidth", "capabilities": {"bandwidth": true}}
-  ]
-}
+// ContainerdConfig is the drop-in at ContainerdDropIn.
+const ContainerdConfig = `version = 3
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
 `
 
 // Args are the flags every node's k3s gets from these tests, beside the
 // appliance's own: nothing that needs an image the tests do not have
 // (traefik, coredns, metrics-server, local-path, servicelb), the pause
-// image and flannel conflist above, and kube-proxy left off the host-wide
+// image above, and kube-proxy left off the host-wide
 // conntrack settings (conntrack-max-per-core 0 and the TCP timeouts 0
 // mean "leave as they are").
 func Args(server bool) []string {
-	args := []string{"--pause-image=" + PauseImage, "--flannel-cni-conf=" + CNIConf,
+	args := []string{"--pause-image=" + PauseImage,
 		"--kube-proxy-arg=conntrack-max-per-core=0",
 		"--kube-proxy-arg=conntrack-tcp-timeout-established=0s",
 		"--kube-proxy-arg=conntrack-tcp-timeout-close-wait=0s"}
