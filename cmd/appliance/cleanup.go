@@ -29,7 +29,7 @@ func runCleanup(e *env, args []string) error {
 	fs := flagSet(e, "cleanup", "[--config FILE] [--interface NAME] [--all] [--force]")
 	path := fs.String("config", configs.DefaultPath, "the cluster file (read for the interface name and networks if it parses)")
 	iface := fs.String("interface", "", "the WireGuard interface (default: the file's interface.name, else wg0)")
-	all := fs.Bool("all", false, "also remove the fail-closed routes of the file's own networks (when the appliance will not run again)")
+	all := fs.Bool("all", false, "the node stops for good: also stop k3s's pods (as k3s-killall.sh does) and remove the fail-closed routes of the file's own networks")
 	force := fs.Bool("force", false, "clean up even though an appliance answers on the status socket (it would lose its interface, rules and k3s)")
 	sock := fs.String("status-socket", status.DefaultSocket, "where a running appliance answers")
 	if err := parseFlags(fs, args); err != nil {
@@ -68,6 +68,15 @@ func runCleanup(e *env, args []string) error {
 		// Not a failure of the cleanup: nothing of ours is there.
 		fmt.Fprintf(e.stderr, "left alone: %v\n", terr)
 		terr = nil
+	}
+	if *all {
+		// The node stops for good: k3s's pods (which a stop of k3s keeps
+		// running, so that a restart does not restart them) go too.
+		left, perr := supervisor.StopPods()
+		if left.Processes > 0 || left.Mounts > 0 || len(left.Links) > 0 {
+			fmt.Fprintf(e.stderr, "stopped k3s's pods: %d process(es), %d mount(s), interfaces %v\n", left.Processes, left.Mounts, left.Links)
+		}
+		err = errors.Join(err, perr)
 	}
 	removedRoutes, kept, rerr := tunnel.CleanUpRoutes(keep)
 	if len(removedRoutes) > 0 {

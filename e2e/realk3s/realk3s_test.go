@@ -405,12 +405,10 @@ spec:
 		}
 	})
 
-	t.Run("SIGTERM stops the appliance, k3s and wg0 on every node", func(t *testing.T) {
-		defer func() {
-			for _, n := range []*testnet.Node{n3, n2, n1, m} {
-				t.Logf("%s after the stop:\n%s", n.Name, n.Srv.Run("sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done; grep -c . /proc/self/mountinfo; ip -br link"))
-			}
-		}()
+	t.Run("SIGTERM stops the appliance, k3s and wg0; cleanup --all leaves nothing", func(t *testing.T) {
+		procs := func(n *testnet.Node) string {
+			return n.Srv.Run("sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done")
+		}
 		for _, n := range []*testnet.Node{n3, n2, n1, m} {
 			n.Stop(t)
 			if _, err := n.Srv.Try("ip", "link", "show", "wg0"); err == nil {
@@ -419,9 +417,31 @@ spec:
 			if save := n.Srv.Run("iptables-save"); strings.Contains(save, "WGK3S") {
 				t.Errorf("%s: the appliance's rules are left", n.Name)
 			}
-			procs := n.Srv.Run("sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done")
-			if strings.Contains(procs, "k3s server") || strings.Contains(procs, "k3s agent") {
-				t.Errorf("%s: k3s still runs:\n%s", n.Name, procs)
+			if p := procs(n); strings.Contains(p, "k3s server") || strings.Contains(p, "k3s agent") {
+				t.Errorf("%s: k3s still runs:\n%s", n.Name, p)
+			}
+		}
+		// As with k3s's own service, a stop keeps the pods running (a restart
+		// does not restart them); a node that stops for good is cleaned up.
+		for _, n := range []*testnet.Node{n3, n2, n1, m} {
+			out, err := n.Srv.Try(applianceBin, "cleanup", "--all", "--config", testnet.ConfigPath)
+			if err != nil {
+				t.Errorf("%s: cleanup --all: %v\n%s", n.Name, err, out)
+			}
+			if p := procs(n); strings.Contains(p, "containerd-shim") || strings.Contains(p, "sleep 100000") || strings.Contains(p, "httpd") {
+				t.Errorf("%s: pods are left after cleanup --all:\n%s", n.Name, p)
+			}
+			mounts := n.Srv.Run("cat", "/proc/self/mountinfo")
+			for _, prefix := range []string{"/run/k3s/", "/var/lib/kubelet/pods/", "/run/netns/cni-"} {
+				if strings.Contains(mounts, " "+prefix) {
+					t.Errorf("%s: mounts under %s are left:\n%s", n.Name, prefix, mounts)
+				}
+			}
+			if links := n.Srv.Run("ip", "-br", "link"); strings.Contains(links, "cni0") || strings.Contains(links, "flannel.1") || strings.Contains(links, "veth") {
+				t.Errorf("%s: k3s's interfaces are left:\n%s", n.Name, links)
+			}
+			if routes := n.Srv.Run("ip", "route", "show", "type", "blackhole"); routes != "" {
+				t.Errorf("%s: fail-closed routes are left after cleanup --all:\n%s", n.Name, routes)
 			}
 		}
 	})
