@@ -74,7 +74,7 @@ func (b *bench) idleWith(backend string, window, traced time.Duration) {
 	time.Sleep(window)
 	own1, kids1 := cpuTimes(pid)
 	took := time.Since(t0).Seconds()
-	own, kids := (own1-own0).Seconds(), (kids1-kids0).Seconds()
+	own, kids := (own1 - own0).Seconds(), (kids1 - kids0).Seconds()
 	b.add("Idle", "idle master, iptables-"+backend+": CPU, appliance and the programs it runs", fmt.Sprintf("%.2f%%", 100*(own+kids)/took),
 		fmt.Sprintf("of one core over %.0f s (the appliance %.2f%%, the programs it ran %.2f%%), one agent, stand-in k3s, %d extra filter rules; utime+stime and cutime+cstime from /proc/PID/stat; goal <= 0.5%%",
 			took, 100*own/took, 100*kids/took, kubeProxyRules))

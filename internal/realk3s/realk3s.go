@@ -70,8 +70,8 @@ func Find(k3s string) (Tools, error) {
 		Flannel: filepath.Join(filepath.Dir(k3s), "cni", "flannel"), Busybox: "/bin/busybox", CNIDir: "/usr/lib/cni"}
 	var missing []error
 	for what, path := range map[string]string{
-		"the k3s binary (WGK3S_K3S_BINARY)": t.K3s,
-		"containerd-shim-runc-v2 beside it (README: A real k3s)": t.Shim,
+		"the k3s binary (WGK3S_K3S_BINARY)":                           t.K3s,
+		"containerd-shim-runc-v2 beside it (README: A real k3s)":      t.Shim,
 		"flannel's CNI plugin in cni/ beside it (README: A real k3s)": t.Flannel,
 		"busybox (Debian's busybox-static)":                           t.Busybox,
 		"the CNI plugins (Debian's containernetworking-plugins)":      filepath.Join(t.CNIDir, "host-local"),
