@@ -87,14 +87,13 @@ func indent(s string) string {
 }
 
 func (d *demo) story(appliance, standin string) {
-	bins := testnet.Binaries{Appliance: appliance, K3s: standin}
 	if real := os.Getenv("WGK3S_K3S_BINARY"); real != "" {
-		bins.K3s = real
-		fmt.Printf("Using the real k3s at %s (WGK3S_K3S_BINARY).\n", real)
-	} else {
-		fmt.Printf("Using the stand-in k3s (%s): it is not Kubernetes; it listens on the master's wg address :6443\n"+
-			"and agents join it with the token through the tunnel. Set WGK3S_K3S_BINARY to use a real k3s.\n", standin)
+		d.realStory(appliance, real)
+		return
 	}
+	bins := testnet.Binaries{Appliance: appliance, K3s: standin}
+	fmt.Printf("Using the stand-in k3s (%s): it is not Kubernetes; it listens on the master's wg address :6443\n"+
+		"and agents join it with the token through the tunnel. Set WGK3S_K3S_BINARY to use a real k3s.\n", standin)
 
 	d.step("Building a small internet from network namespaces")
 	net := testnet.New(&d.Script)

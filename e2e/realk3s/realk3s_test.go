@@ -9,7 +9,6 @@
 package realk3s
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -48,12 +47,8 @@ func TestMain(m *testing.M) {
 
 // cluster is a real k3s cluster on machines in the simulated clouds.
 type cluster struct {
-	t     *testing.T
-	net   *testnet.Net
-	bins  testnet.Binaries
-	path  string // PATH inside the nodes
-	image []byte
-	nodes []*testnet.Node
+	*realk3s.Cluster
+	t *testing.T
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -62,184 +57,15 @@ func newCluster(t *testing.T) *cluster {
 		t.Skip("set WGK3S_K3S_BINARY to a k3s binary to run a real k3s (make real-test; README: \"A real k3s\")")
 	}
 	testnet.Requirements(t, "wg", "unshare", "nsenter", "iptables")
-	tools, err := realk3s.Find(k3s)
-	if err != nil {
-		t.Fatalf("WGK3S_K3S_BINARY is set, but what a real k3s needs here is not all there:\n%v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "bin")
-	if err := tools.BinDir(bin); err != nil {
-		t.Fatal(err)
-	}
-	image, err := realk3s.ImageArchive(tools.Busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &cluster{t: t, net: testnet.New(t), bins: testnet.Binaries{Appliance: applianceBin, K3s: k3s, Mode: "userspace"},
-		path: bin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", image: image}
+	return &cluster{Cluster: realk3s.NewCluster(t, applianceBin, k3s, filepath.Join(t.TempDir(), "bin")), t: t}
 }
 
-// add makes a node on a machine of its own in cloud idx.
-func (c *cluster) add(name, role, address string, idx int) *testnet.Node {
-	c.t.Helper()
-	n := testnet.NewNode(c.t, c.net.AddMachine(name, idx, name), c.bins, name, role, address)
-	n.StopWithin = 2 * time.Minute
-	for path, data := range map[string][]byte{realk3s.ImagesTar: c.image, realk3s.ContainerdDropIn: []byte(realk3s.ContainerdConfig)} {
-		if err := os.MkdirAll(filepath.Dir(n.Srv.HostPath(path)), 0o755); err != nil {
-			c.t.Fatal(err)
-		}
-		n.Srv.WriteFile(path, data, 0o644)
-	}
-	c.nodes = append(c.nodes, n)
-	return n
-}
-
-// file edits the cluster file with the tests' k3s flags.
-func (c *cluster) file(s string) string {
-	list := func(args []string) string {
-		q := make([]string, len(args))
-		for i, a := range args {
-			q[i] = fmt.Sprintf("%q", a)
-		}
-		return "[" + strings.Join(q, ", ") + "]"
-	}
-	return strings.Replace(s, "k3s:\n", "k3s:\n  server_args: "+list(realk3s.Args(true))+"\n  agent_args: "+list(realk3s.Args(false))+"\n", 1)
-}
-
-func (c *cluster) start(n *testnet.Node) {
-	c.t.Helper()
-	n.StartWith(c.t, "NOTIFY_SOCKET=/nonexistent", "PATH="+c.path)
-}
-
-// kubectl runs kubectl on the master.
-func (c *cluster) kubectl(args ...string) (string, error) {
-	return c.nodes[0].Srv.Try("env", append([]string{"KUBECONFIG=" + realk3s.Kubeconfig, "PATH=" + c.path, "kubectl"}, args...)...)
-}
-
-func (c *cluster) mustKubectl(args ...string) string {
-	c.t.Helper()
-	out, err := c.kubectl(args...)
-	if err != nil {
-		c.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-type nodeList struct {
-	Items []struct {
-		Metadata struct{ Name string }
-		Status   struct {
-			Addresses  []struct{ Type, Address string }
-			Conditions []struct{ Type, Status string }
-		}
-	}
-}
-
-// ready returns the Ready nodes and their InternalIP.
-func (c *cluster) ready() map[string]string {
-	out, err := c.kubectl("get", "nodes", "-o", "json")
-	if err != nil {
-		return nil
-	}
-	var l nodeList
-	if json.Unmarshal([]byte(out), &l) != nil {
-		return nil
-	}
-	got := map[string]string{}
-	for _, n := range l.Items {
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == "Ready" && cond.Status == "True" {
-				for _, a := range n.Status.Addresses {
-					if a.Type == "InternalIP" {
-						got[n.Metadata.Name] = a.Address
-					}
-				}
-			}
-		}
-	}
-	return got
-}
-
-// waitReady waits until node is Ready, and checks its InternalIP.
+// waitReady waits until n is Ready, and checks its InternalIP.
 func (c *cluster) waitReady(n *testnet.Node, within time.Duration) {
 	c.t.Helper()
-	if !testnet.Eventually(within, func() bool { _, ok := c.ready()[n.Name]; return ok }) {
-		out, _ := c.kubectl("get", "nodes", "-o", "wide")
-		c.t.Fatalf("%s is not Ready after %s:\n%s\nappliance:\n%s", n.Name, within, out, n.Proc.Output())
-	}
-	if ip := c.ready()[n.Name]; ip != n.Address {
+	if ip := c.WaitReady(n, within); ip != n.Address {
 		c.t.Errorf("%s registered with INTERNAL-IP %s, want its wg address %s", n.Name, ip, n.Address)
 	}
-}
-
-type podList struct {
-	Items []struct {
-		Metadata struct{ Name string }
-		Spec     struct{ NodeName string }
-		Status   struct{ Phase, PodIP string }
-	}
-}
-
-// podIPs returns the Running pods' IPs by name.
-func (c *cluster) podIPs() map[string]string {
-	out, err := c.kubectl("get", "pods", "-o", "json")
-	if err != nil {
-		return nil
-	}
-	var l podList
-	if json.Unmarshal([]byte(out), &l) != nil {
-		return nil
-	}
-	ips := map[string]string{}
-	for _, p := range l.Items {
-		if p.Status.Phase == "Running" && p.Status.PodIP != "" {
-			ips[p.Metadata.Name] = p.Status.PodIP
-		}
-	}
-	return ips
-}
-
-// pod is a busybox pod pinned to node.
-func pod(name, node string, labels, command string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-  labels: {%s}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: %s
-    imagePullPolicy: Never
-    command: %s
----
-`, name, labels, node, realk3s.Image, command)
-}
-
-const sleeper = `["sleep", "100000"]`
-
-// deploy applies manifests on the master and waits until the pods named
-// run.
-func (c *cluster) deploy(manifests string, pods ...string) map[string]string {
-	c.t.Helper()
-	c.nodes[0].Srv.WriteFile("/run/wgk3s/manifest.yaml", []byte(manifests), 0o644)
-	c.mustKubectl("apply", "-f", "/run/wgk3s/manifest.yaml")
-	var ips map[string]string
-	if !testnet.Eventually(5*time.Minute, func() bool {
-		ips = c.podIPs()
-		for _, p := range pods {
-			if ips[p] == "" {
-				return false
-			}
-		}
-		return true
-	}) {
-		out, _ := c.kubectl("get", "pods", "-o", "wide")
-		desc, _ := c.kubectl("describe", "pods")
-		c.t.Fatalf("pods not running:\n%s\n%s", out, desc)
-	}
-	return ips
 }
 
 var rttRE = regexp.MustCompile(`round-trip min/avg/max = [\d.]+/([\d.]+)/`)
@@ -247,7 +73,7 @@ var rttRE = regexp.MustCompile(`round-trip min/avg/max = [\d.]+/([\d.]+)/`)
 // counters adds, on every node, rules that count what leaves by wg0 as
 // flannel's VXLAN and what leaves by eth0 for the pod network or as VXLAN,
 // and returns a function that reads them.
-func (c *cluster) counters(nodes []*testnet.Node) func(n *testnet.Node) (wg0, clear int) {
+func counters(nodes []*testnet.Node) func(n *testnet.Node) (wg0, clear int) {
 	rules := [][]string{
 		{"-o", "wg0", "-p", "udp", "--dport", "8472", "-m", "comment", "--comment", "count-wg0-vxlan"},
 		{"-o", "eth0", "-d", "10.42.0.0/16", "-m", "comment", "--comment", "count-eth0-pods"},
@@ -287,18 +113,18 @@ func (c *cluster) counters(nodes []*testnet.Node) func(n *testnet.Node) (wg0, cl
 // pods ping each other with no loss; SIGTERM stops everything.
 func TestRealCluster(t *testing.T) {
 	c := newCluster(t)
-	m := c.add("k3s-master", "master", "192.168.2.1", 1)
-	n1 := c.add("k3s-node-1", "agent", "192.168.2.2", 2)
-	n2 := c.add("k3s-node-2", "agent", "192.168.2.3", 3)
-	n3 := c.add("k3s-node-3", "agent", "192.168.2.4", 4)
+	m := c.Add("k3s-master", "master", "192.168.2.1", 1)
+	n1 := c.Add("k3s-node-1", "agent", "192.168.2.2", 2)
+	n2 := c.Add("k3s-node-2", "agent", "192.168.2.3", 3)
+	n3 := c.Add("k3s-node-3", "agent", "192.168.2.4", 4)
 	first := []*testnet.Node{m, n1, n2}
 	for _, n := range first {
-		n.WriteConfig(first, c.file)
+		n.WriteConfig(first, c.File)
 	}
 	began := time.Now()
-	c.start(m)
+	c.Start(m)
 	for _, n := range first[1:] {
-		c.start(n)
+		c.Start(n)
 	}
 
 	t.Run("every node registers with its wg address and becomes Ready", func(t *testing.T) {
@@ -326,9 +152,9 @@ func TestRealCluster(t *testing.T) {
 
 	var manifests strings.Builder
 	for _, n := range first {
-		manifests.WriteString(pod("pod-"+n.Name, n.Name, "app: pinger", sleeper))
+		manifests.WriteString(realk3s.Pod("pod-"+n.Name, n.Name, "app: pinger", realk3s.Sleeper))
 	}
-	manifests.WriteString(pod("web", n1.Name, "app: web", `["httpd", "-f", "-p", "8080", "-h", "/www"]`))
+	manifests.WriteString(realk3s.Pod("web", n1.Name, "app: web", `["httpd", "-f", "-p", "8080", "-h", "/www"]`))
 	manifests.WriteString(`apiVersion: v1
 kind: Service
 metadata:
@@ -339,8 +165,8 @@ spec:
   - port: 80
     targetPort: 8080
 `)
-	ips := c.deploy(manifests.String(), "pod-k3s-master", "pod-k3s-node-1", "pod-k3s-node-2", "web")
-	read := c.counters(first)
+	ips := c.Deploy(manifests.String(), "pod-k3s-master", "pod-k3s-node-1", "pod-k3s-node-2", "web")
+	read := counters(first)
 
 	t.Run("pods on every node ping each other through wg0, none in the clear", func(t *testing.T) {
 		var rtts []string
@@ -349,7 +175,7 @@ spec:
 				if a == b {
 					continue
 				}
-				out, err := c.kubectl("exec", "pod-"+a.Name, "--", "ping", "-c", "5", "-W", "2", ips["pod-"+b.Name])
+				out, err := c.Kubectl("exec", "pod-"+a.Name, "--", "ping", "-c", "5", "-W", "2", ips["pod-"+b.Name])
 				if err != nil || !strings.Contains(out, "5 packets received") {
 					t.Errorf("pod on %s -> pod on %s (%s): %v\n%s", a.Name, b.Name, ips["pod-"+b.Name], err, out)
 					continue
@@ -369,12 +195,12 @@ spec:
 	})
 
 	t.Run("a ClusterIP Service answers a pod on another node", func(t *testing.T) {
-		ip := strings.TrimSpace(c.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
+		ip := strings.TrimSpace(c.MustKubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
 		var out string
 		// busybox's nc: its static wget crashes on some addresses.
 		get := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s 80`, ip)
 		if !testnet.Eventually(60*time.Second, func() bool {
-			out, _ = c.kubectl("exec", "pod-k3s-node-2", "--", "sh", "-c", get)
+			out, _ = c.Kubectl("exec", "pod-k3s-node-2", "--", "sh", "-c", get)
 			return strings.Contains(out, "wgk3s ok")
 		}) {
 			t.Errorf("the Service %s (web on node-1) does not answer a pod on node-2: %s", ip, out)
@@ -383,18 +209,17 @@ spec:
 
 	t.Run("a node added by a SIGHUP joins while pods ping: 0 lost", func(t *testing.T) {
 		all := []*testnet.Node{m, n1, n2, n3}
-		flow := m.Srv.Start("env", "KUBECONFIG="+realk3s.Kubeconfig, "PATH="+c.path, "kubectl", "exec", "pod-k3s-master", "--",
-			"ping", "-c", "150", "-i", "0.2", "-W", "2", ips["pod-k3s-node-1"])
+		flow := m.Srv.Start("env", c.KubectlArgs("exec", "pod-k3s-master", "--", "ping", "-c", "150", "-i", "0.2", "-W", "2", ips["pod-k3s-node-1"])...)
 		if !testnet.Eventually(30*time.Second, func() bool { return strings.Count(flow.Output(), "bytes from") > 5 }) {
 			t.Fatalf("no flow:\n%s", flow.Output())
 		}
-		m.WriteConfig(all, c.file)
+		m.WriteConfig(all, c.File)
 		m.Reload(t, "msg=reloaded")
 		os.Remove(n3.Srv.HostPath(testnet.AgentTokenPath))
 		master, _ := os.ReadFile(m.Srv.HostPath(testnet.ConfigPath))
 		n3.Srv.WriteFile(testnet.ConfigPath, master, 0o644)
 		added := time.Now()
-		c.start(n3)
+		c.Start(n3)
 		c.waitReady(n3, 10*time.Minute)
 		t.Logf("timing: %s Ready %s after its appliance started", n3.Name, time.Since(added).Round(time.Second))
 		if exited, err := flow.Wait(2 * time.Minute); !exited || err != nil {

@@ -30,6 +30,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -274,7 +275,8 @@ func Received(out string) int {
 	// "5 packets transmitted, 5 received, 0% packet loss, time 4005ms"
 	for _, line := range strings.Split(out, "\n") {
 		if i := strings.Index(line, " received"); i > 0 && strings.Contains(line, "transmitted") {
-			fields := strings.Fields(line[:i])
+			// iputils: "5 received"; busybox: "5 packets received".
+			fields := strings.Fields(strings.TrimSuffix(line[:i], " packets"))
 			n, _ := strconv.Atoi(fields[len(fields)-1])
 			return n
 		}
@@ -431,7 +433,8 @@ func (s *Server) SetPublicIP(ip netip.Addr) {
 // cleanup then finds nothing left to do).
 func (n *Net) Close() { n.cleanup() }
 
-// Leftovers lists the namespaces of this Net that still exist.
+// Leftovers lists the namespaces, and machines' cgroups and directories,
+// of this Net that still exist.
 func (n *Net) Leftovers() []string {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	var left []string
@@ -439,6 +442,10 @@ func (n *Net) Leftovers() []string {
 		if name, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(name, n.id) {
 			left = append(left, name)
 		}
+	}
+	for _, parent := range append(cgroupParents(), os.TempDir()) {
+		m, _ := filepath.Glob(filepath.Join(parent, n.id+"*"))
+		left = append(left, m...)
 	}
 	return left
 }
