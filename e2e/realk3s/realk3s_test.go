@@ -271,3 +271,99 @@ spec:
 		}
 	})
 }
+
+// TestUpgradeToTheAgentToken: a cluster set up by an appliance from before
+// the two tokens (every node holds the server token in k3s.token_file)
+// moves to the agent token as the README says: the master first, then the
+// agents, and the agents stay Ready throughout. The earlier appliance is
+// built from the commit $WGK3S_OLD_APPLIANCE_COMMIT (default: the last
+// before the two tokens).
+func TestUpgradeToTheAgentToken(t *testing.T) {
+	c := newCluster(t)
+	commit := os.Getenv("WGK3S_OLD_APPLIANCE_COMMIT")
+	if commit == "" {
+		commit = "6ae582ba5772ef385a53002625065114ae651856"
+	}
+	old := filepath.Join(t.TempDir(), "appliance-old")
+	src := filepath.Join(t.TempDir(), "src")
+	for _, args := range [][]string{{"git", "worktree", "add", "--detach", src, commit}} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Skipf("cannot check out the earlier appliance (%s): %v\n%s", commit, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("git", "worktree", "remove", "--force", src).Run() })
+	build := exec.Command("go", "build", "-o", old, "./cmd/appliance")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the earlier appliance: %v\n%s", err, out)
+	}
+	m := c.Add("k3s-master", "master", "192.168.2.1", 1)
+	n1 := c.Add("k3s-node-1", "agent", "192.168.2.2", 2)
+	nodes := []*testnet.Node{m, n1}
+	// The earlier layout: the server token on every node, no agent token.
+	token, _ := os.ReadFile(m.Srv.HostPath(testnet.TokenPath))
+	for _, n := range nodes {
+		n.Srv.WriteFile(testnet.TokenPath, token, 0o600)
+		os.Remove(n.Srv.HostPath(testnet.AgentTokenPath))
+	}
+	earlier := func(s string) string { return strings.Replace(c.File(s), "  agent_token_file: "+testnet.AgentTokenPath+"\n", "", 1) }
+	for _, n := range nodes {
+		n.Bin.Appliance = old
+		n.WriteConfig(nodes, earlier)
+		c.Start(n)
+	}
+	for _, n := range nodes {
+		c.WaitReady(n, 10*time.Minute)
+	}
+	// The master is upgraded: its k3s restarts with --agent-token-file.
+	m.Stop(t)
+	m.Bin.Appliance = applianceBin
+	for _, n := range nodes {
+		n.WriteConfig(nodes, c.File)
+	}
+	c.Start(m)
+	c.WaitReady(m, 5*time.Minute)
+	if _, err := os.Stat(m.Srv.HostPath(testnet.AgentTokenPath)); err != nil {
+		t.Fatalf("the upgraded master made no agent token: %v", err)
+	}
+	// The agent, still on the earlier appliance and the server token, stays
+	// Ready for a while (its k3s keeps its connection).
+	time.Sleep(45 * time.Second) // a window in which a broken agent would turn NotReady (the node monitor grace period is 40 s)
+	if _, ok := c.Ready()[n1.Name]; !ok {
+		out, _ := c.Kubectl("get", "nodes", "-o", "wide")
+		t.Errorf("node-1 is not Ready 45 s after the master moved to the agent token, before its own upgrade:\n%s", out)
+	}
+	// Its k3s restarts meanwhile (a crash, a reboot): does the server token still join it?
+	pidOut := n1.Srv.Run("sh", "-c", "for p in /proc/[0-9]*; do if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^[^ ]*k3s agent'; then basename $p; fi; done")
+	if pid := strings.TrimSpace(pidOut); pid != "" {
+		n1.Srv.Run("kill", "-9", strings.Fields(pid)[0])
+		joined := testnet.Eventually(2*time.Minute, func() bool {
+			return strings.Count(n1.Proc.Output(), "k3s started") >= 2 && strings.Contains(n1.Proc.Output(), "Connecting to proxy")
+		})
+		_, ready := c.Ready()[n1.Name]
+		t.Logf("an agent still on the server token, its k3s restarted after the master moved: rejoined %v, Ready %v\n%s", joined, ready,
+			lastLines(n1.Proc.Output(), "level=error", 5))
+	}
+	// The agent is upgraded: it fetches the agent token and restarts k3s with it.
+	n1.Stop(t)
+	n1.Bin.Appliance = applianceBin
+	c.Start(n1)
+	if !n1.Proc.WaitOutput("sync: token written", 2*time.Minute) {
+		t.Fatalf("the upgraded agent did not fetch the agent token:\n%s", n1.Proc.Output())
+	}
+	c.WaitReady(n1, 5*time.Minute)
+	if !strings.Contains(n1.Proc.Output(), "this agent holds "+testnet.TokenPath) {
+		t.Errorf("the upgraded agent does not warn about the server token it still holds:\n%s", n1.Proc.Output())
+	}
+}
+
+// lastLines returns the last n lines of out that contain s.
+func lastLines(out, s string, n int) string {
+	var got []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, s) {
+			got = append(got, l)
+		}
+	}
+	return strings.Join(got[max(0, len(got)-n):], "\n")
+}
