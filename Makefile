@@ -28,6 +28,7 @@ deps:
 	@scripts/deps.sh
 
 demo: deps build
+	@if [ -n "$$WGK3S_K3S_BINARY" ]; then scripts/deps.sh real; fi
 	$(GO) build -o bin/k3s-standin ./internal/k3sstandin
 	$(GO) build -o bin/demo ./cmd/demo
 	bin/demo --appliance $(BIN) --k3s-standin bin/k3s-standin

@@ -31,10 +31,20 @@ declare -A need=(
   [lsmod]=kmod
 )
 
+# `deps.sh real`: what a real k3s needs besides (make real-test, the demo
+# with WGK3S_K3S_BINARY): runc, the CNI plugins, busybox for the pods.
+if [ "${1:-}" = real ]; then
+  need[runc]=runc
+  need[busybox]=busybox-static
+fi
+
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+if [ "${1:-}" = real ] && [ ! -x /usr/lib/cni/host-local ]; then
+  missing+=(containernetworking-plugins)
+fi
 if ! command -v go >/dev/null 2>&1; then
   echo "deps: Go is not on PATH; install Go 1.26 or later (https://go.dev/doc/install) and retry" >&2
   exit 1
