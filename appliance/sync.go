@@ -7,12 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/internal/atomicfile"
 	"github.com/wgk3s/wgk3s/meshsync"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -253,28 +253,12 @@ func sameNode(running *configs.Config, data []byte, name string) error {
 		self.Name, self.PublicKey)
 }
 
-// writeAtomic replaces path with data through a temporary file beside it,
-// keeping path's mode (0644 for a new file).
+// writeAtomic replaces path with data, keeping path's mode (0644 for a
+// new file).
 func writeAtomic(path string, data []byte) error {
 	mode := os.FileMode(0o644)
 	if fi, err := os.Stat(path); err == nil {
 		mode = fi.Mode().Perm()
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, mode)
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wgk3s/wgk3s/internal/atomicfile"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -455,22 +456,11 @@ func readAllLimited(r io.Reader, n int64) ([]byte, error) {
 	return data, err
 }
 
-// writeSecret writes data to path atomically, 0600 from the start.
+// writeSecret writes data to path atomically, 0600 from the start, in a
+// directory that is the owner's only.
 func writeSecret(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, 0o600)
 }

@@ -173,7 +173,7 @@ func containerInit(nspawn int) int {
 	for seen := 0; len(queue) > 0 && seen < 1000; seen++ {
 		pid := queue[0]
 		queue = queue[1:]
-		for _, c := range children(pid) {
+		for _, c := range testnet.ChildPids(pid) {
 			if isContainerInit(c) {
 				return c
 			}
@@ -181,21 +181,6 @@ func containerInit(nspawn int) int {
 		}
 	}
 	return 0
-}
-
-// children lists pid's children (every thread's).
-func children(pid int) []int {
-	var out []int
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, f := range tasks {
-		b, _ := os.ReadFile(f)
-		for _, field := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(field); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }
 
 // isContainerInit: its NSpid (its pid in each pid namespace, outermost

@@ -3,7 +3,6 @@
 package testnet
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -215,21 +214,14 @@ func (s *Server) startMachine(hostname string) {
 	fmt.Fprintf(&outer, `exec ip netns exec %s unshare --mount --uts --pid --fork --kill-child=SIGKILL --cgroup --mount-proc --propagation private sh -c "$INNER"`+"\n", s.NS)
 	cmd := exec.Command("sh", "-c", outer.String())
 	cmd.Env = append(os.Environ(), "INNER="+inner.String())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the machine %s: %v", s.Name, err)
-	}
-	s.holder = cmd
 	s.net.onCleanup(func() {
 		if s.init > 0 {
 			syscall.Kill(s.init, syscall.SIGKILL) // the pid namespace ends with it
 		}
-		cmd.Process.Kill()
-		cmd.Wait()
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
 		// Every process of the machine is gone with its pid namespace; wait
 		// for the kernel to have reaped them before the cgroups go.
 		for _, dir := range s.cgroups {
@@ -239,23 +231,11 @@ func (s *Server) startMachine(hostname string) {
 			})
 		}
 	})
-	ready := make(chan bool, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		ready <- strings.TrimSpace(line) == "ready"
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatalf("the machine %s did not start", s.Name)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the machine %s did not start within 20s", s.Name)
-	}
+	s.holder = startReady(t, cmd, "the machine "+s.Name, 20*time.Second)
 	// Its init is unshare's child: pid 1 of the machine (sh execs ip,
 	// which execs unshare: the same process).
 	if !Eventually(10*time.Second, func() bool {
-		kids := childPids(cmd.Process.Pid)
+		kids := ChildPids(cmd.Process.Pid)
 		if len(kids) == 1 {
 			s.init = kids[0]
 		}
@@ -265,8 +245,8 @@ func (s *Server) startMachine(hostname string) {
 	}
 }
 
-// childPids lists pid's children.
-func childPids(pid int) []int {
+// ChildPids lists pid's children (every thread's).
+func ChildPids(pid int) []int {
 	var out []int
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	for _, f := range tasks {

@@ -6,12 +6,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/wgk3s/wgk3s/internal/poll"
 	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wgk3s/wgk3s/internal/poll"
 )
 
 // Proc is a background process started in a server.
@@ -42,7 +43,7 @@ func (s *Server) Start(name string, args ...string) *Proc {
 	if s.machine {
 		// nsenter's child is the command.
 		if !Eventually(10*time.Second, func() bool {
-			kids := childPids(cmd.Process.Pid)
+			kids := ChildPids(cmd.Process.Pid)
 			if len(kids) == 1 {
 				p.pid = kids[0]
 			}

@@ -199,16 +199,22 @@ func (s *Server) startHolder() {
 	script := "mkdir -p /run/wireguard /run/wgk3s && mount -t tmpfs -o mode=0755 tmpfs /run/wireguard && " +
 		"mount -t tmpfs -o mode=0755 tmpfs /run/wgk3s && echo ready && exec sleep 3600"
 	cmd := exec.Command("ip", "netns", "exec", s.NS, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	s.holder = startReady(t, cmd, "the holder of "+s.NS, 10*time.Second)
+	s.net.onCleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// startReady starts cmd and waits, at most within, for the line "ready"
+// it prints when it is set up.
+func startReady(t T, cmd *exec.Cmd, what string, within time.Duration) *exec.Cmd {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the holder of %s: %v", s.NS, err)
+		t.Fatalf("starting %s: %v", what, err)
 	}
-	s.holder = cmd
-	s.net.onCleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	ready := make(chan bool, 1)
 	go func() {
 		line, _ := bufio.NewReader(out).ReadString('\n')
@@ -217,11 +223,14 @@ func (s *Server) startHolder() {
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatalf("the holder of %s did not start", s.NS)
+			cmd.Process.Kill()
+			t.Fatalf("%s did not start", what)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the holder of %s did not start within 10s", s.NS)
+	case <-time.After(within):
+		cmd.Process.Kill()
+		t.Fatalf("%s did not start within %s", what, within)
 	}
+	return cmd
 }
 
 // Command returns a command that runs inside the server: its network
