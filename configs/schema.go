@@ -261,7 +261,7 @@ type raw struct {
 }
 
 type rawRuntime struct {
-	MemoryLimit string `yaml:"memory_limit"`
+	MemoryLimit string       `yaml:"memory_limit"`
 	BatchSize   *wholeNumber `yaml:"batch_size"`
 	Inflight    *wholeNumber `yaml:"inflight_packets"`
 }
@@ -272,12 +272,12 @@ type rawMetrics struct {
 }
 
 type rawInterface struct {
-	Name                string `yaml:"name"`
+	Name                string       `yaml:"name"`
 	ListenPort          *wholeNumber `yaml:"listen_port"`
 	MTU                 *wholeNumber `yaml:"mtu"`
-	Mode                string `yaml:"mode"`
-	PrivateKeyFile      string `yaml:"private_key_file"`
-	PersistentKeepalive string `yaml:"persistent_keepalive"`
+	Mode                string       `yaml:"mode"`
+	PrivateKeyFile      string       `yaml:"private_key_file"`
+	PersistentKeepalive string       `yaml:"persistent_keepalive"`
 }
 
 type rawNode struct {

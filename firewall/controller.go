@@ -66,8 +66,8 @@ var owned = []struct{ table, builtin, chain string }{
 // and fixes. A check per rule (`iptables -C`) would fork once per rule
 // every period and take the xtables lock that kube-proxy and flannel need.
 type Controller struct {
-	ipt     iptablesClient
-	save    saver
+	ipt  iptablesClient
+	save saver
 	// watch, when set, notifies changes to the rules (nf_tables'
 	// netlink events); the check then runs on a change, and every
 	// watchedPeriod as a safety net, instead of every period.

@@ -306,7 +306,9 @@ func TestUpgradeToTheAgentToken(t *testing.T) {
 		n.Srv.WriteFile(testnet.TokenPath, token, 0o600)
 		os.Remove(n.Srv.HostPath(testnet.AgentTokenPath))
 	}
-	earlier := func(s string) string { return strings.Replace(c.File(s), "  agent_token_file: "+testnet.AgentTokenPath+"\n", "", 1) }
+	earlier := func(s string) string {
+		return strings.Replace(c.File(s), "  agent_token_file: "+testnet.AgentTokenPath+"\n", "", 1)
+	}
 	for _, n := range nodes {
 		n.Bin.Appliance = old
 		n.WriteConfig(nodes, earlier)
