@@ -324,14 +324,16 @@ type confirmError struct{ err error }
 
 func (e *confirmError) Error() string { return e.err.Error() }
 
-// confirm asks the master whether it still serves rev, and tells it
-// whether this node takes it now or stages it for its next start.
+// takenWait bounds how long a follower waits for the master to note that
+// it takes a revision: the master may already have switched to a new key
+// (the note was the last it waited for), and then its answer never comes.
+const takenWait = 2 * time.Second
+
+// confirm asks the master whether it still serves rev; if so, it tells the
+// master that this node takes it now (or stages it for its next start),
+// once it has that answer, so that the master knows the file has arrived.
 func (c *Client) confirm(ctx context.Context, hc *http.Client, rev string, staging bool) error {
-	uri := PathConfirm + "?rev=" + rev
-	if staging {
-		uri += "&staging=1"
-	}
-	status, _, _, err := c.do(ctx, hc, http.MethodPost, uri)
+	status, _, _, err := c.do(ctx, hc, http.MethodPost, PathConfirm+"?rev="+rev)
 	switch {
 	case err != nil:
 		return &confirmError{fmt.Errorf("confirming revision %s: %w", rev, err)}
@@ -339,6 +341,15 @@ func (c *Client) confirm(ctx context.Context, hc *http.Client, rev string, stagi
 		return ErrNotCurrent
 	case status != http.StatusNoContent:
 		return &confirmError{fmt.Errorf("confirming revision %s: the master answered %d", rev, status)}
+	}
+	uri := PathTaken + "?rev=" + rev
+	if staging {
+		uri += "&staging=1"
+	}
+	tctx, cancel := context.WithTimeout(ctx, takenWait)
+	defer cancel()
+	if _, _, _, err := c.do(tctx, hc, http.MethodPost, uri); err != nil {
+		c.Log.Debug("sync: the master did not answer that this node takes the file; it takes it anyway", "revision", rev, "err", err)
 	}
 	return nil
 }

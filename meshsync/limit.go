@@ -1,11 +1,9 @@
 package meshsync
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 )
 
 // limitListener closes, at accept, a connection beyond perAddr open ones
@@ -72,15 +70,6 @@ type limitedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
-}
-
-// SyscallConn reaches the socket under the limit (for unacked).
-func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return nil, errors.New("not a socket")
-	}
-	return sc.SyscallConn()
 }
 
 func (c *limitedConn) Close() error {

@@ -241,7 +241,7 @@ func TestAPollWaitsForTheNextRevision(t *testing.T) {
 }
 
 // TestConfirm: the master says whether a revision is still the one it
-// serves, and AwaitReceived counts a confirmation as received.
+// serves, and AwaitReceived counts a follower that said it takes it.
 func TestConfirm(t *testing.T) {
 	c := newCluster(t, "192.168.2.2")
 	c.publish(t, "one")
@@ -250,8 +250,15 @@ func TestConfirm(t *testing.T) {
 	if w := serve(c.srv, req); w.Code != http.StatusNoContent {
 		t.Fatalf("current revision: %d", w.Code)
 	}
+	if missing := c.srv.AwaitReceived([]wgtypes.Key{c.node.PublicKey()}, one, 10*time.Millisecond); missing == nil {
+		t.Error("counted as received before it said it takes it")
+	}
+	req, _, _ = c.request(http.MethodPost, PathTaken+"?rev="+one, c.node, time.Now())
+	if w := serve(c.srv, req); w.Code != http.StatusNoContent {
+		t.Fatalf("taken: %d", w.Code)
+	}
 	if missing := c.srv.AwaitReceived([]wgtypes.Key{c.node.PublicKey()}, one, time.Second); missing != nil {
-		t.Errorf("confirmed but missing: %v", missing)
+		t.Errorf("taken but missing: %v", missing)
 	}
 	c.publish(t, "two")
 	req, _, _ = c.request(http.MethodPost, PathConfirm+"?rev="+one, c.node, time.Now())
@@ -671,5 +678,25 @@ func BenchmarkSync1000(b *testing.B) {
 	b.StopTimer()
 	for _, a := range as {
 		a.hc.CloseIdleConnections()
+	}
+}
+
+// TestAConfirmationCountsOnceDelivered: over a real connection, the
+// master counts a follower's confirmation once its answer got there.
+func TestAConfirmationCountsOnceDelivered(t *testing.T) {
+	c := newCluster(t, "127.0.0.1")
+	c.publish(t, "one")
+	master := loopback(t, c.srv)
+	n := &node{data: []byte("old")}
+	runClient(t, c.client(master, n))
+	if !poll.Until(5*time.Second, func() bool { return n.have() == Revision([]byte("one")) }) {
+		t.Fatal("not taken")
+	}
+	if !poll.Until(5*time.Second, func() bool {
+		c.srv.mu.Lock()
+		defer c.srv.mu.Unlock()
+		return c.srv.followers[c.node.PublicKey()].confirmed == Revision([]byte("one"))
+	}) {
+		t.Error("the confirmation was not counted")
 	}
 }

@@ -37,6 +37,7 @@ import (
 const (
 	PathCluster    = "/v1/cluster"
 	PathConfirm    = "/v1/cluster/confirm"
+	PathTaken      = "/v1/cluster/taken"
 	PathToken      = "/v1/token"
 	HeaderRevision = "Wgk3s-Revision"
 	// DefaultWait is how long a poll waits for a new revision.
@@ -212,38 +213,8 @@ type answer struct {
 	status int
 	rev    string
 	body   []byte
-	// delivered, if set, runs once the follower's kernel acknowledged the
-	// answer (at most deliveryWait after it was written), and not if it
-	// did not.
-	delivered func()
-}
-
-// deliveryWait bounds how long a confirmation waits for its answer to be
-// acknowledged before it counts.
-const deliveryWait = 2 * time.Second
-
-// connKey carries a request's connection in its context.
-type connKey struct{}
-
-// waitDelivered waits until everything written to the request's
-// connection was acknowledged by the follower's kernel, at most d. A
-// request without a TCP connection (a test's) counts as delivered.
-func waitDelivered(r *http.Request, d time.Duration) bool {
-	c, _ := r.Context().Value(connKey{}).(net.Conn)
-	if c == nil {
-		return true
-	}
-	deadline := time.Now().Add(d)
-	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
-		n, ok := unacked(c)
-		if !ok || n == 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pause)
-	}
+	// after, if set, runs once the answer is written out.
+	after func()
 }
 
 func textAnswer(status int, text string) answer {
@@ -256,8 +227,11 @@ func textAnswer(status int, text string) answer {
 //	                                   else waits up to 25 s for one, then 304
 //	POST /v1/cluster/confirm?rev=REV   204 if REV is still what the master
 //	                                   serves, 409 if not; asked just before
-//	                                   a follower takes REV (&staging=1: only
-//	                                   writes it for its next start)
+//	                                   a follower takes REV
+//	POST /v1/cluster/taken?rev=REV     204; the follower, which has the answer
+//	                                   to its confirmation, takes REV now
+//	                                   (&staging=1: only writes it for its
+//	                                   next start)
 //	GET  /v1/token                     the k3s token for the node's role
 //
 // A request that does not prove a listed node's key is answered 403 (not
@@ -267,6 +241,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathCluster, s.authed(s.serveCluster))
 	mux.HandleFunc("POST "+PathConfirm, s.authed(s.serveConfirm))
+	mux.HandleFunc("POST "+PathTaken, s.authed(s.serveTaken))
 	mux.HandleFunc("GET "+PathToken, s.authed(s.serveToken))
 	return mux
 }
@@ -299,11 +274,18 @@ func (s *Server) serveConfirm(r *http.Request, f *follower) answer {
 	if rev != current {
 		return answer{status: http.StatusConflict, rev: current}
 	}
+	return answer{status: http.StatusNoContent, rev: current}
+}
+
+// serveTaken records that a follower takes (or stages) a revision. A
+// follower says so after it has the answer to its confirmation, so that a
+// master that changes its key as soon as every follower has said so cuts
+// no answer off; it is noted once this answer is written out, for the
+// same reason.
+func (s *Server) serveTaken(r *http.Request, f *follower) answer {
+	rev := r.URL.Query().Get("rev")
 	staging := r.URL.Query().Get("staging") == "1"
-	// It counts once the follower has the answer: a master that changes
-	// its key as soon as every follower confirmed must not cut off an
-	// answer still on its way.
-	return answer{status: http.StatusNoContent, rev: current, delivered: func() {
+	return answer{status: http.StatusNoContent, after: func() {
 		s.noteHeard(f.Key, func(f *follower) {
 			if f.confirmed = rev; staging {
 				f.staged = rev
@@ -375,12 +357,9 @@ func (s *Server) authed(h func(*http.Request, *follower) answer) http.HandlerFun
 		}
 		w.WriteHeader(a.status)
 		w.Write(a.body)
-		if a.delivered == nil {
-			return
-		}
-		http.NewResponseController(w).Flush()
-		if waitDelivered(r, deliveryWait) {
-			a.delivered()
+		if a.after != nil {
+			http.NewResponseController(w).Flush()
+			a.after()
 		}
 	}
 }
@@ -463,7 +442,6 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 	}
 	go func() {
 		<-ctx.Done()

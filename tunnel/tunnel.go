@@ -254,9 +254,11 @@ func (t *Tunnel) failClosed(want []netip.Prefix) error {
 			continue
 		}
 		if err := t.host.deleteBlackhole(p); err != nil {
-			return fmt.Errorf("removing the fail-closed route for %s, which this file no longer has: %w", p, err)
+			return fmt.Errorf("removing the fail-closed route for %s: %w", p, err)
 		}
-		t.log.Info("removed a fail-closed route this file no longer has", "network", p)
+		if want != nil { // at a stop every route goes, and that is no news
+			t.log.Info("removed a fail-closed route this file no longer has", "network", p)
+		}
 	}
 	return nil
 }
