@@ -30,5 +30,14 @@ fi
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$APPLIANCE_BIN" ./cmd/appliance
 # nfpm expands ${VERSION} and ${RELEASE} itself, but not paths in contents.
 sed "s#\${APPLIANCE_BIN}#$APPLIANCE_BIN#" rpm/nfpm.yaml > "$out/nfpm.yaml"
+if [ "$format" = rpm ] && [ -n "$RPM_SIGNING_KEY" ]; then
+  # Refuse a key CentOS 7 cannot verify before building anything.
+  go run ./rpm/seal --check-key "$RPM_SIGNING_KEY"
+fi
 go tool nfpm package --config "$out/nfpm.yaml" --packager "$format" --target "$out/" >&2
+if [ "$format" = rpm ]; then
+  # nfpm writes only the SHA256 header digest, which rpm reads from 4.14 on:
+  # add the SHA1 and MD5 digests CentOS 7's rpm 4.11 checks, and sign.
+  go run ./rpm/seal ${RPM_SIGNING_KEY:+--key "$RPM_SIGNING_KEY"} "$out"/*.rpm
+fi
 ls "$out"/*."$format"

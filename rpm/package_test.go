@@ -91,6 +91,9 @@ func TestRPMMetadata(t *testing.T) {
 	if !strings.Contains(req, "iptables") {
 		t.Errorf("the package does not require iptables, which the appliance runs:\n%s", req)
 	}
+	if !strings.Contains(req, "/bin/sh") {
+		t.Errorf("the package does not require /bin/sh, which runs its scriptlets:\n%s", req)
+	}
 }
 
 func TestRPMFiles(t *testing.T) {
@@ -103,11 +106,12 @@ func TestRPMFiles(t *testing.T) {
 		"/etc/wgk3s.yaml -rw-r--r-- cn",
 		"/usr/bin/appliance -rwxr-xr-x ",
 		"/usr/lib/systemd/system/wgk3s.service -rw-r--r-- ",
-		"/usr/share/doc/wgk3s/LICENSE -rw-r--r-- ",
-		"/usr/share/doc/wgk3s/README.md -rw-r--r-- ",
+		"/usr/share/doc/wgk3s drwxr-xr-x ", // owned: erase removes it
+		"/usr/share/doc/wgk3s/LICENSE -rw-r--r-- d",
+		"/usr/share/doc/wgk3s/README.md -rw-r--r-- d",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("files (path mode flags; c = config, n = noreplace) (-want +got):\n%s", diff)
+		t.Errorf("files (path mode flags; c = config, n = noreplace, d = doc) (-want +got):\n%s", diff)
 	}
 }
 
@@ -208,7 +212,7 @@ func TestDeb(t *testing.T) {
 	}
 }
 
-// TestScriptlets runs the scriptlets against a stub systemctl, in a mount
+// TestScriptlets runs the scriptlets against a stub systemctl and appliance, in a mount
 // namespace whose /run has /run/systemd/system (systemd is "running").
 func TestScriptlets(t *testing.T) {
 	need(t, "unshare", "sh")
@@ -218,16 +222,18 @@ func TestScriptlets(t *testing.T) {
 	stub := t.TempDir()
 	log := filepath.Join(stub, "calls")
 	os.WriteFile(filepath.Join(stub, "systemctl"), []byte("#!/bin/sh\necho \"$*\" >> "+log+"\n"), 0o755)
+	// The appliance too: the real one would clean up this host.
+	os.WriteFile(filepath.Join(stub, "appliance"), []byte("#!/bin/sh\necho \"appliance $*\" >> "+log+"\n"), 0o755)
 	tests := []struct {
 		script, arg string
 		want        []string
 	}{
-		{"postinstall", "1", []string{"daemon-reload"}},                                   // rpm install
-		{"postinstall", "2", []string{"daemon-reload"}},                                   // rpm upgrade
-		{"postinstall", "configure", []string{"daemon-reload"}},                           // deb
-		{"preremove", "0", []string{"--no-reload disable --now wgk3s.service"}},           // rpm erase
-		{"preremove", "1", nil},                                                           // rpm upgrade
-		{"preremove", "remove", []string{"--no-reload disable --now wgk3s.service"}},      // deb remove
+		{"postinstall", "1", []string{"daemon-reload"}},                                                    // rpm install
+		{"postinstall", "2", []string{"daemon-reload"}},                                                    // rpm upgrade
+		{"postinstall", "configure", []string{"daemon-reload"}},                                            // deb
+		{"preremove", "0", []string{"--no-reload disable --now wgk3s.service", "appliance cleanup --all"}}, // rpm erase
+		{"preremove", "1", nil}, // rpm upgrade
+		{"preremove", "remove", []string{"--no-reload disable --now wgk3s.service", "appliance cleanup --all"}}, // deb remove
 		{"preremove", "upgrade", nil},                                                     // deb upgrade
 		{"postremove", "0", []string{"daemon-reload"}},                                    // rpm erase
 		{"postremove", "1", []string{"daemon-reload", "try-restart wgk3s.service"}},       // rpm upgrade
@@ -262,33 +268,93 @@ func TestScriptlets(t *testing.T) {
 
 // TestSignedRPM builds the RPM with a throwaway OpenPGP key and checks it
 // the way yum's gpgcheck does; the default build stays unsigned.
-func TestSignedRPM(t *testing.T) {
-	need(t, "go", "gpg", "rpmkeys")
-	dir := t.TempDir()
+// gpgKey makes an OpenPGP key with gpg --quick-gen-key (algo, usage;
+// addSub, if set, adds a subkey with that algorithm and usage) and returns
+// the secret and public key files.
+func gpgKey(t *testing.T, algo, usage, addSub string) (secret, public string) {
+	t.Helper()
+	// A short path: gpg-agent's socket lives in the home directory, and a
+	// subtest's TempDir can be longer than a socket path may be.
+	dir, err := os.MkdirTemp("", "gpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("gpgconf", "--homedir", filepath.Join(dir, "gnupg"), "--kill", "gpg-agent").Run()
+		os.RemoveAll(dir)
+	})
 	gnupg := filepath.Join(dir, "gnupg")
 	os.Mkdir(gnupg, 0o700)
 	gpg := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("gpg", append([]string{"--batch", "--homedir", gnupg}, args...)...)
+		cmd := exec.Command("gpg", append([]string{"--batch", "--homedir", gnupg, "--passphrase", "", "--pinentry-mode", "loopback"}, args...)...)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("gpg %s: %v", strings.Join(args, " "), err)
 		}
 		return string(out)
 	}
-	gpg("--passphrase", "", "--quick-gen-key", "wgk3s test <test@example.org>", "rsa2048", "sign", "never")
-	key := filepath.Join(dir, "secret.asc")
-	os.WriteFile(key, []byte(gpg("--armor", "--export-secret-keys")), 0o600)
-	pub := filepath.Join(dir, "public.asc")
-	os.WriteFile(pub, []byte(gpg("--armor", "--export")), 0o644)
+	gpg("--quick-gen-key", "wgk3s test <test@example.org>", algo, usage, "never")
+	if addSub != "" {
+		fpr := ""
+		for _, l := range strings.Split(gpg("--with-colons", "--list-secret-keys"), "\n") {
+			if f := strings.Split(l, ":"); len(f) > 9 && f[0] == "fpr" && fpr == "" {
+				fpr = f[9]
+			}
+		}
+		sub := strings.Fields(addSub)
+		gpg("--quick-add-key", fpr, sub[0], sub[1], "never")
+	}
+	secret = filepath.Join(dir, "secret.asc")
+	os.WriteFile(secret, []byte(gpg("--armor", "--export-secret-keys")), 0o600)
+	public = filepath.Join(dir, "public.asc")
+	os.WriteFile(public, []byte(gpg("--armor", "--export")), 0o644)
+	return secret, public
+}
 
-	cmd := exec.Command("./build.sh", "rpm", filepath.Join(dir, "out"))
+// buildSigned runs build.sh for the RPM with RPM_SIGNING_KEY=key.
+func buildSigned(t *testing.T, key string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("./build.sh", "rpm", filepath.Join(t.TempDir(), "out"))
 	cmd.Env = append(os.Environ(), "VERSION="+version, "RELEASE=1", "RPM_SIGNING_KEY="+key)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	b, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("signed build: %v\n%s", err, b)
+		return stderr.String(), err
 	}
-	signed := strings.TrimSpace(string(b))
+	return strings.TrimSpace(string(b)), nil
+}
+
+// TestKeysCentOS7CannotVerifyAreRefused: build.sh refuses, before it
+// builds, a key whose signatures rpm 4.11 cannot check, and says which
+// key works.
+func TestKeysCentOS7CannotVerifyAreRefused(t *testing.T) {
+	need(t, "go", "gpg")
+	for _, tt := range []struct {
+		name, algo, usage, sub, want string
+	}{
+		{"ed25519", "ed25519", "sign", "", "not an RSA key"},
+		{"a signing subkey", "rsa2048", "cert", "rsa2048 sign", "signs with a subkey"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			key, _ := gpgKey(t, tt.algo, tt.usage, tt.sub)
+			out, err := buildSigned(t, key)
+			if err == nil || !strings.Contains(out, tt.want) || !strings.Contains(out, "rsa4096 sign never") {
+				t.Errorf("build.sh with %s: %v\n%s", tt.name, err, out)
+			}
+		})
+	}
+}
+
+func TestSignedRPM(t *testing.T) {
+	need(t, "go", "gpg", "rpmkeys")
+	dir := t.TempDir()
+	key, pub := gpgKey(t, "rsa2048", "sign", "")
+	signed, err := buildSigned(t, key)
+	if err != nil {
+		t.Fatalf("signed build: %v\n%s", err, signed)
+	}
 	db := filepath.Join(dir, "rpmdb")
 	run(t, "rpmkeys", "--dbpath", db, "--import", pub)
 	if out := run(t, "rpmkeys", "--dbpath", db, "--checksig", signed); !strings.Contains(out, "signatures OK") {
@@ -297,4 +363,116 @@ func TestSignedRPM(t *testing.T) {
 	if out, _ := exec.Command("rpmkeys", "--dbpath", db, "--checksig", pkg(t, "rpm")).CombinedOutput(); strings.Contains(string(out), "signatures") {
 		t.Errorf("the default build is signed:\n%s", out)
 	}
+}
+
+// TestWithRPM411 checks the RPM the way CentOS 7 reads it, with upstream
+// rpm 4.11.3 (../shared/rpm411/build.sh builds it) named by $RPM411, in a
+// scratch root and database; skipped without it.
+func TestWithRPM411(t *testing.T) {
+	rpm411 := os.Getenv("RPM411")
+	if rpm411 == "" {
+		t.Skip("set RPM411 to rpm 4.11.3's bin/rpm to check the RPM as CentOS 7 reads it (../shared/rpm411/build.sh builds it)")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("rpm --root needs root")
+	}
+	need(t, "go", "gpg")
+	rpm := func(args ...string) (string, error) {
+		out, err := exec.Command(rpm411, args...).CombinedOutput()
+		return string(out), err
+	}
+	unsigned := pkg(t, "rpm")
+	dir := t.TempDir()
+
+	t.Run("-K checks the digests of the unsigned package", func(t *testing.T) {
+		out, err := rpm("-K", unsigned)
+		if err != nil || !strings.Contains(out, "sha1 md5 OK") {
+			t.Errorf("rpm 4.11 -K: %v\n%s", err, out)
+		}
+	})
+	t.Run("a tampered header or payload is refused", func(t *testing.T) {
+		b, _ := os.ReadFile(unsigned)
+		header := append([]byte{}, b...)
+		i := strings.Index(string(header), "One k3s cluster")
+		header[i] = 'X'
+		payload := append([]byte{}, b...)
+		payload[len(payload)-100] ^= 0xff
+		for name, data := range map[string][]byte{"header": header, "payload": payload} {
+			p := filepath.Join(dir, name+".rpm")
+			os.WriteFile(p, data, 0o644)
+			if out, err := rpm("-K", p); err == nil || !strings.Contains(out, "NOT OK") {
+				t.Errorf("a tampered %s passes rpm 4.11 -K: %v\n%s", name, err, out)
+			}
+			if out, err := rpm("--root", t.TempDir(), "-i", "--nodeps", "--noscripts", p); err == nil {
+				t.Errorf("a tampered %s installs:\n%s", name, out)
+			}
+		}
+	})
+	t.Run("the signed package verifies after rpm --import, with its date", func(t *testing.T) {
+		key, pub := gpgKey(t, "rsa2048", "sign", "")
+		signed, err := buildSigned(t, key)
+		if err != nil {
+			t.Fatalf("signed build: %v\n%s", err, signed)
+		}
+		db := filepath.Join(dir, "keydb")
+		if out, err := rpm("--dbpath", db, "--initdb"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if out, err := rpm("--dbpath", db, "-K", signed); err == nil || !strings.Contains(out, "MISSING KEYS") {
+			t.Errorf("signed, before the key is imported: %v\n%s", err, out)
+		}
+		if out, err := rpm("--dbpath", db, "--import", pub); err != nil {
+			t.Fatalf("rpm 4.11 --import: %v\n%s", err, out)
+		}
+		out, err := rpm("--dbpath", db, "-K", signed)
+		if err != nil || !strings.Contains(out, "rsa sha1 (md5) pgp md5 OK") {
+			t.Errorf("rpm 4.11 -K of the signed package: %v\n%s", err, out)
+		}
+		info, _ := rpm("--dbpath", db, "-qpi", signed)
+		if !strings.Contains(info, "RSA/SHA256, ") || strings.Contains(info, "1970") {
+			t.Errorf("the signature's date:\n%s", info)
+		}
+	})
+	t.Run("install, upgrade with an edited config, erase", func(t *testing.T) {
+		root := t.TempDir()
+		if out, err := rpm("--root", root, "--initdb"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		// --noscripts: a scriptlet would run the appliance on this host
+		// (TestScriptlets runs them against stubs).
+		if out, err := rpm("--root", root, "-i", "--nodeps", "--noscripts", unsigned); err != nil {
+			t.Fatalf("rpm 4.11 -i: %v\n%s", err, out)
+		}
+		docs, _ := rpm("--root", root, "-qd", "wgk3s")
+		if !strings.Contains(docs, "/usr/share/doc/wgk3s/README.md") {
+			t.Errorf("rpm -qd lists no documentation:\n%s", docs)
+		}
+		os.WriteFile(filepath.Join(root, "etc/wgk3s.yaml"), []byte("# edited\n"), 0o644)
+		cmd := exec.Command("./build.sh", "rpm", filepath.Join(t.TempDir(), "v2"))
+		cmd.Env = append(os.Environ(), "VERSION=1.2.4", "RELEASE=1")
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("build.sh 1.2.4: %v", err)
+		}
+		if out, err := rpm("--root", root, "-U", "--nodeps", "--noscripts", strings.TrimSpace(string(b))); err != nil {
+			t.Fatalf("rpm 4.11 -U: %v\n%s", err, out)
+		}
+		if got, _ := os.ReadFile(filepath.Join(root, "etc/wgk3s.yaml")); string(got) != "# edited\n" {
+			t.Error("the upgrade replaced the edited /etc/wgk3s.yaml")
+		}
+		if out, _ := rpm("--root", root, "-q", "wgk3s"); !strings.Contains(out, "wgk3s-1.2.4-1") {
+			t.Errorf("after the upgrade: %s", out)
+		}
+		if out, err := rpm("--root", root, "-e", "--noscripts", "wgk3s"); err != nil {
+			t.Fatalf("rpm 4.11 -e: %v\n%s", err, out)
+		}
+		for _, gone := range []string{"usr/bin/appliance", "usr/share/doc/wgk3s", "usr/lib/systemd/system/wgk3s.service"} {
+			if _, err := os.Stat(filepath.Join(root, gone)); err == nil {
+				t.Errorf("/%s is left after erase", gone)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(root, "etc/wgk3s.yaml.rpmsave")); err != nil {
+			t.Errorf("the edited config was not kept as .rpmsave: %v", err)
+		}
+	})
 }

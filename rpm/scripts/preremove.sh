@@ -6,8 +6,11 @@ case "$1" in
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
       systemctl --no-reload disable --now wgk3s.service >/dev/null 2>&1 || :
     fi
-    # The appliance will not run again: no fail-closed route stays behind.
-    /usr/bin/appliance cleanup --all >/dev/null 2>&1 || :
+    # The appliance will not run again: nothing it or k3s made stays
+    # behind (fail-closed routes, k3s's pods and their mounts).
+    if command -v appliance >/dev/null 2>&1; then
+      appliance cleanup --all >/dev/null 2>&1 || :
+    fi
     ;;
 esac
 exit 0
