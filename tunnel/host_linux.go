@@ -127,6 +127,14 @@ func (netlinkHost) createUserspace(cfg Config, log *slog.Logger) (io.Closer, err
 	}
 	u := &userspace{name: name, log: log, done: make(chan struct{})}
 	u.dev = device.NewDevice(dev, bind, wgLogger(log, name))
+	// Up now, not when the TUN reports the link up: a device that is up
+	// binds its UDP port when the listen port is set, so a busy port fails
+	// the configuration at once. Brought up later by the TUN's event, it
+	// would only log that it cannot bind and run with no socket.
+	if err := u.dev.Up(); err != nil {
+		u.dev.Close()
+		return nil, fmt.Errorf("starting wireguard-go: %w", err)
+	}
 	log.Info("wireguard-go memory bounds", "interface", name, "batch_size", u.dev.BatchSize(), "inflight_packets", cfg.Inflight)
 	if err := u.listen(); err != nil {
 		u.dev.Close()

@@ -2,10 +2,13 @@ package bounded
 
 import (
 	"os"
+
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgk3s/wgk3s/internal/poll"
 )
 
 func script(t *testing.T, body string) string {
@@ -33,10 +36,13 @@ func TestAChildHoldingTheOutputDoesNotHold(t *testing.T) {
 	}
 	b, _ := os.ReadFile(pidFile)
 	pid := strings.TrimSpace(string(b))
-	if _, err := os.Stat("/proc/" + pid); err == nil {
-		if st, _ := os.ReadFile("/proc/" + pid + "/stat"); !strings.Contains(string(st), ") Z ") {
-			t.Errorf("the background child %s still runs", pid)
-		}
+	// SIGKILL is sent; the process is gone (or a zombie) once the kernel
+	// has run its exit.
+	if !poll.Until(10*time.Second, func() bool {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		return err != nil || strings.Contains(string(st), ") Z ")
+	}) {
+		t.Errorf("the background child %s still runs", pid)
 	}
 }
 
