@@ -5,7 +5,7 @@ BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: help demo build deps test unit e2e systemd-test kernel-test fuzz lint rpm deb packages bench bench-smoke bench-bins clean
+.PHONY: help demo build deps test unit e2e systemd-test kernel-test real-test fuzz lint rpm deb packages bench bench-smoke bench-bins clean
 
 help:
 	@echo "make demo    a simulated three-cloud cluster in network namespaces, narrated, then removed (root)"
@@ -15,6 +15,7 @@ help:
 	@echo "make e2e     the end-to-end tests in network namespaces only (root)"
 	@echo "make systemd-test  the .deb in Debian containers booted with systemd (systemd-nspawn, mmdebstrap; root, ~1.5 min)"
 	@echo "make kernel-test  the e2e suite in kernel mode, in Debian's kernel booted under QEMU (root, ~3 min emulated)"
+	@echo "make real-test  a real k3s cluster in the simulated clouds (root; WGK3S_K3S_BINARY=/path/to/k3s; not part of make test)"
 	@echo "make bench   throughput, start time, reload cost, memory; writes BENCHMARKS.md (root, ~8 min)"
 	@echo "make fuzz    fuzz the cluster file parser for FUZZTIME ($(FUZZTIME)) and the k3s extra-args check for 10s"
 	@echo "make lint    gofmt + go vet"
@@ -56,6 +57,12 @@ systemd-test: deps
 # boots under QEMU; the e2e suite runs in kernel mode inside.
 kernel-test: deps
 	WGK3S_KERNEL_TEST=1 $(GO) test -count=1 -timeout 30m -v ./e2e/kernelvm/
+
+# A real k3s (WGK3S_K3S_BINARY; README "A real k3s"): its tests skip, with
+# the reason, without it. Not part of make test: CI has no k3s.
+real-test:
+	@scripts/deps.sh real
+	$(GO) test -count=1 -timeout 60m -v ./e2e/realk3s/
 
 test: deps lint packages unit systemd-test kernel-test fuzz bench-smoke
 
