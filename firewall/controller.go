@@ -351,8 +351,13 @@ func (c *Controller) removeChain(table, builtin, chain string) (bool, error) {
 const watchedPeriod = time.Minute
 
 // settle is how long a check waits after a notified change for the rest
-// of a burst (an iptables-restore of kube-proxy's rules is many events).
-const settle = 200 * time.Millisecond
+// of a burst (an iptables-restore of kube-proxy's rules is many events);
+// minGap keeps rules that change all the time (kube-proxy under churn)
+// from costing more than one check a second.
+const (
+	settle = 200 * time.Millisecond
+	minGap = time.Second
+)
 
 // Run checks the rules and puts back what someone else deleted (a
 // firewalld reload, `iptables -F`): on every notified change where the
@@ -373,20 +378,21 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(period)
 	defer tick.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return c.CleanUp()
 		case <-tick.C:
-			c.reconcile()
 		case <-changed:
 			select {
 			case <-ctx.Done():
 				return c.CleanUp()
-			case <-time.After(settle):
+			case <-time.After(max(settle, minGap-time.Since(last))):
 			}
-			c.reconcile()
 		}
+		c.reconcile()
+		last = time.Now()
 	}
 }
 
