@@ -34,6 +34,11 @@ func peerChanges(from, to []resolvedPeer) []wgtypes.PeerConfig {
 		}
 		op := peerConfig(p)
 		op.UpdateOnly = existed
+		if existed && prev.addr == p.addr {
+			// Only the allowed IPs or the keepalive changed: the endpoint
+			// WireGuard roamed to is the one that works, keep it.
+			op.Endpoint = nil
+		}
 		ops = append(ops, op)
 	}
 	for _, p := range from {
@@ -69,7 +74,7 @@ func ipNets(ps []netip.Prefix) []net.IPNet {
 // deviceChanges returns the wgctrl configuration that turns state from into
 // state to, or nil when nothing about the WireGuard device differs.
 func deviceChanges(from, to state) *wgtypes.Config {
-	c := wgtypes.Config{Peers: peerChanges(from.peers, to.peers)}
+	c := wgtypes.Config{Peers: peerChanges(from.effective(), to.effective())}
 	changed := len(c.Peers) > 0
 	if from.cfg.PrivateKey != to.cfg.PrivateKey {
 		k := to.cfg.PrivateKey
@@ -85,11 +90,12 @@ func deviceChanges(from, to state) *wgtypes.Config {
 	return &c
 }
 
-// state is what the tunnel last applied: the desired config plus the
-// addresses its DNS endpoints resolved to.
+// state is what the tunnel last applied: the desired config, the
+// addresses its DNS endpoints resolved to, and the paths (paths.go).
 type state struct {
 	cfg   Config
 	peers []resolvedPeer
+	paths map[wgtypes.Key]Path
 }
 
 // staleHandshake is how old a handshake may be before a DNS endpoint is

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -251,6 +253,14 @@ func (w *fakeWG) ConfigureDevice(name string, c wgtypes.Config) error {
 		}
 		if pc.ReplaceAllowedIPs {
 			p.AllowedIPs = nil
+		}
+		// An allowed IP belongs to one peer: adding it moves it.
+		for j := range w.dev.Peers {
+			if j != i {
+				w.dev.Peers[j].AllowedIPs = slices.DeleteFunc(w.dev.Peers[j].AllowedIPs, func(n net.IPNet) bool {
+					return slices.ContainsFunc(pc.AllowedIPs, func(m net.IPNet) bool { return m.String() == n.String() })
+				})
+			}
 		}
 		p.AllowedIPs = append(p.AllowedIPs, pc.AllowedIPs...)
 	}

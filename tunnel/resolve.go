@@ -136,15 +136,16 @@ func (t *Tunnel) reresolve(ctx context.Context) {
 			p.addr = addr
 			continue
 		}
-		moved := *p
-		moved.addr = addr
-		op := peerConfig(moved)
+		next := t.state
+		next.peers = slices.Clone(t.state.peers)
+		next.peers[i].addr = addr
+		op := peerConfig(next.effective()[i]) // with its allowed IPs as its path has them
 		op.UpdateOnly = true
 		if err := t.wg.ConfigureDevice(t.state.cfg.Name, wgtypes.Config{Peers: []wgtypes.PeerConfig{op}}); err != nil {
 			t.log.Warn("updating endpoint failed", "peer", p.Name, "err", err)
 			continue
 		}
 		t.log.Info("peer endpoint re-resolved", "peer", p.Name, "endpoint", p.Endpoint.String(), "from", from, "to", addr)
-		p.addr = addr
+		t.state = next
 	}
 }

@@ -203,18 +203,19 @@ func (t *Tunnel) record(name string) error {
 
 // configure applies cfg to a freshly created link.
 func (t *Tunnel) configure(ctx context.Context, cfg Config) error {
-	return t.configureResolved(cfg, t.resolveAll(ctx, nil, cfg.Peers, t.opts.ResolveAttempts))
+	return t.configureResolved(state{cfg: cfg, peers: t.resolveAll(ctx, nil, cfg.Peers, t.opts.ResolveAttempts)})
 }
 
-// configureResolved applies cfg with peers already resolved, and puts the
-// fail-closed route for the mesh in place.
-func (t *Tunnel) configureResolved(cfg Config, peers []resolvedPeer) error {
+// configureResolved applies st (peers already resolved, paths as learned),
+// and puts the fail-closed route for the mesh in place.
+func (t *Tunnel) configureResolved(st state) error {
+	cfg := st.cfg
 	wcfg := wgtypes.Config{
 		PrivateKey:   &cfg.PrivateKey,
 		ListenPort:   &cfg.ListenPort,
 		ReplacePeers: true,
 	}
-	for _, p := range peers {
+	for _, p := range st.effective() {
 		wcfg.Peers = append(wcfg.Peers, peerConfig(p))
 	}
 	if err := t.wg.ConfigureDevice(cfg.Name, wcfg); err != nil {
@@ -232,7 +233,7 @@ func (t *Tunnel) configureResolved(cfg Config, peers []resolvedPeer) error {
 	if err := t.failClosed(cfg.FailClosed); err != nil {
 		return err
 	}
-	t.state = state{cfg: cfg, peers: peers}
+	t.state = st
 	return nil
 }
 
@@ -298,7 +299,7 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 		return errors.New("tunnel is closed")
 	}
 	old := t.state
-	next := state{cfg: cfg, peers: peers}
+	next := state{cfg: cfg, peers: peers, paths: old.paths}
 	var undo []func() error
 	rollback := func(err error) error {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -457,7 +458,7 @@ func (t *Tunnel) recreate() error {
 	if err := t.record(cfg.Name); err != nil {
 		return err
 	}
-	return t.configureResolved(cfg, t.state.peers)
+	return t.configureResolved(t.state)
 }
 
 // Recreations counts how often the link was recreated after someone
