@@ -1,0 +1,321 @@
+// Package paths decides how this node reaches each peer: directly, or
+// relayed through the master when no direct handshake happens, as with two
+// nodes behind NATs that let nothing in that they did not send out to.
+//
+// A peer is live when something came from it directly within a window (two
+// keepalives and some slack): its byte counter grew or it handshook. A live
+// peer is reached directly; any other is relayed, its allowed IPs on the
+// master's entry, while its own entry keeps its endpoint and keepalive so
+// that a direct handshake can still happen. A relayed peer is probed (a
+// handshake is started) when it gets a new endpoint and every ProbeEvery.
+// Both sides of a pair see the same handshakes, so they agree.
+//
+// A peer the file gives no endpoint is reached at the endpoint the master
+// sees it at, learned over the sync (SetLearned). On the master itself the
+// manager only watches where each node is seen from and hands that to
+// Observed, for the sync to serve.
+package paths
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/wgk3s/wgk3s/tunnel"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Peer is one other node.
+type Peer struct {
+	Name string
+	Key  wgtypes.Key
+	// Configured says the file gives its endpoint: a learned one is not
+	// used for it.
+	Configured bool
+}
+
+// Set is what the cluster file says, for this node.
+type Set struct {
+	// Relay is the master's key; zero on the master itself, which relays
+	// and decides nothing.
+	Relay     wgtypes.Key
+	RelayName string
+	Peers     []Peer
+	// Keepalive is the file's persistent keepalive; 0 turns relaying off
+	// (without keepalives a quiet direct path looks dead).
+	Keepalive time.Duration
+}
+
+// Device is the tunnel, as the manager uses it.
+type Device interface {
+	Device() (*wgtypes.Device, error)
+	SetPaths(map[wgtypes.Key]tunnel.Path) error
+	Probe([]wgtypes.Key) error
+}
+
+// Options tune a Manager; the zero value is the production behaviour.
+type Options struct {
+	Log *slog.Logger
+	Now func() time.Time
+	// Every is how often the device is read (default: half the keepalive,
+	// from 1 to 5 s).
+	Every time.Duration
+	// ProbeEvery is how often a relayed peer is tried directly again
+	// (default 60 s; WireGuard retries a handshake for 90 s by itself).
+	ProbeEvery time.Duration
+	// Observed is called on the master with where each node is seen from,
+	// whenever that changes.
+	Observed func(map[wgtypes.Key]netip.AddrPort)
+}
+
+// Status is how this node reaches one peer.
+type Status struct {
+	Relayed bool
+	Via     string // the relay's name, when relayed
+	// Learned is the endpoint the master sees the peer at, when this node
+	// uses it (the file gives none).
+	Learned netip.AddrPort
+	// Since is when the path last changed.
+	Since time.Time
+}
+
+// Manager keeps the paths. Run does the work; the setters may be called
+// from any goroutine.
+type Manager struct {
+	dev  Device
+	opts Options
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu       sync.Mutex
+	set      Set
+	learned  map[wgtypes.Key]netip.AddrPort
+	peers    map[wgtypes.Key]*peer
+	observed map[wgtypes.Key]netip.AddrPort
+	// applied is what the tunnel has; failed means it may not.
+	applied map[wgtypes.Key]tunnel.Path
+	failed  bool
+}
+
+// peer is what the manager knows of one peer.
+type peer struct {
+	rx        int64
+	handshake time.Time
+	heard     time.Time // last time something came from it directly
+	path      tunnel.Path
+	since     time.Time
+	probed    time.Time
+	relayed   bool
+}
+
+// New returns a manager for dev.
+func New(dev Device, opts Options) *Manager {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ProbeEvery == 0 {
+		opts.ProbeEvery = time.Minute
+	}
+	return &Manager{dev: dev, opts: opts, log: opts.Log, kick: make(chan struct{}, 1),
+		learned: map[wgtypes.Key]netip.AddrPort{}, peers: map[wgtypes.Key]*peer{}}
+}
+
+// SetPeers takes the file's nodes (at start and at every reload).
+func (m *Manager) SetPeers(s Set) {
+	m.mu.Lock()
+	m.set = s
+	m.mu.Unlock()
+	m.poke()
+}
+
+// SetLearned takes where the master sees each node. A node the master no
+// longer lists (it restarted and has not heard from it yet) keeps the
+// endpoint learned before.
+func (m *Manager) SetLearned(eps map[wgtypes.Key]netip.AddrPort) {
+	m.mu.Lock()
+	for k, ap := range eps {
+		if ap.IsValid() {
+			m.learned[k] = ap
+		}
+	}
+	m.mu.Unlock()
+	m.poke()
+}
+
+func (m *Manager) poke() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns how each peer is reached, by key.
+func (m *Manager) Status() map[wgtypes.Key]Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[wgtypes.Key]Status, len(m.peers))
+	for k, p := range m.peers {
+		st := Status{Relayed: p.relayed, Since: p.since, Learned: p.path.Endpoint}
+		if p.relayed {
+			st.Via = m.set.RelayName
+		}
+		out[k] = st
+	}
+	return out
+}
+
+func (m *Manager) every() time.Duration {
+	if m.opts.Every > 0 {
+		return m.opts.Every
+	}
+	m.mu.Lock()
+	k := m.set.Keepalive
+	m.mu.Unlock()
+	return min(max(k/2, time.Second), 5*time.Second)
+}
+
+// Run reads the device and moves paths until ctx is cancelled.
+func (m *Manager) Run(ctx context.Context) error {
+	timer := time.NewTimer(m.every())
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.kick:
+		case <-timer.C:
+		}
+		m.Tick()
+		timer.Reset(m.every())
+	}
+}
+
+// Tick reads the device once and changes what needs changing.
+func (m *Manager) Tick() {
+	dev, err := m.dev.Device()
+	if err != nil {
+		m.log.Warn("paths: cannot read the WireGuard device", "err", err)
+		return
+	}
+	now := m.opts.Now()
+	m.mu.Lock()
+	set := m.set
+	seen := map[wgtypes.Key]wgtypes.Peer{}
+	for _, p := range dev.Peers {
+		seen[p.PublicKey] = p
+	}
+	observed := map[wgtypes.Key]netip.AddrPort{}
+	for k, dp := range seen {
+		if dp.Endpoint != nil {
+			ap := dp.Endpoint.AddrPort()
+			observed[k] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	if set.Relay == (wgtypes.Key{}) {
+		changed := !maps.Equal(observed, m.observed)
+		m.observed = observed
+		m.mu.Unlock()
+		if changed && m.opts.Observed != nil {
+			m.opts.Observed(observed)
+		}
+		return
+	}
+	_, relayUp := seen[set.Relay]
+	window := 2*set.Keepalive + 5*time.Second
+	next := map[wgtypes.Key]tunnel.Path{}
+	var probe []wgtypes.Key
+	keep := map[wgtypes.Key]bool{}
+	for _, np := range set.Peers {
+		if np.Key == set.Relay {
+			continue
+		}
+		keep[np.Key] = true
+		p := m.peers[np.Key]
+		if p == nil {
+			p = &peer{since: now}
+			m.peers[np.Key] = p
+		}
+		dp := seen[np.Key]
+		if dp.ReceiveBytes > p.rx {
+			p.heard = now
+		}
+		if dp.LastHandshakeTime.After(p.handshake) && dp.LastHandshakeTime.After(p.heard) {
+			p.heard = dp.LastHandshakeTime
+		}
+		p.rx, p.handshake = dp.ReceiveBytes, dp.LastHandshakeTime
+		live := !p.heard.IsZero() && now.Sub(p.heard) < window
+
+		path := tunnel.Path{Endpoint: p.path.Endpoint}
+		moved := false
+		if learned, ok := m.learned[np.Key]; ok && !np.Configured && learned != p.path.Endpoint {
+			// Take a new learned endpoint unless a live path roamed
+			// somewhere else that works.
+			if !live || observed[np.Key] == p.path.Endpoint || !p.path.Endpoint.IsValid() {
+				path.Endpoint, moved = learned, true
+			}
+		}
+		relay := set.Keepalive > 0 && relayUp && !live
+		if relay {
+			path.Via = set.Relay
+		}
+		if relay != p.relayed {
+			p.relayed, p.since = relay, now
+			if relay {
+				m.log.Info("paths: no direct handshake with a peer; relaying its traffic through the master",
+					"peer", np.Name, "via", set.RelayName, "endpoint", endpointText(path.Endpoint, observed[np.Key]))
+			} else {
+				m.log.Info("paths: a direct handshake with a peer; reaching it directly", "peer", np.Name,
+					"endpoint", endpointText(observed[np.Key], path.Endpoint))
+			}
+		}
+		p.path = path
+		next[np.Key] = path
+		if relay && (moved || now.Sub(p.probed) >= m.opts.ProbeEvery) {
+			probe = append(probe, np.Key)
+			p.probed = now
+		}
+	}
+	for k := range m.peers {
+		if !keep[k] {
+			delete(m.peers, k)
+		}
+	}
+	same := !m.failed && maps.Equal(next, m.applied)
+	m.mu.Unlock()
+
+	if !same {
+		err := m.dev.SetPaths(next)
+		m.mu.Lock()
+		if m.failed = err != nil; !m.failed {
+			m.applied = next
+		}
+		m.mu.Unlock()
+		if err != nil {
+			m.log.Warn("paths: cannot change the paths; trying again", "err", err)
+			return
+		}
+	}
+	if len(probe) > 0 {
+		slices.SortFunc(probe, func(a, b wgtypes.Key) int { return slices.Compare(a[:], b[:]) })
+		if err := m.dev.Probe(probe); err != nil {
+			m.log.Warn("paths: cannot start a handshake", "err", err)
+		}
+	}
+}
+
+func endpointText(a, b netip.AddrPort) string {
+	switch {
+	case a.IsValid():
+		return a.String()
+	case b.IsValid():
+		return b.String()
+	}
+	return "(none known)"
+}
