@@ -122,7 +122,7 @@ func TestOnlyTheNodesAppliancesAreServed(t *testing.T) {
 			t.Errorf("leaked: %q", b)
 		}
 	}
-	for _, path := range []string{PathCluster, PathToken} {
+	for _, path := range []string{PathCluster, PathToken, PathEndpoints} {
 		t.Run("no authentication"+path, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodGet, path, nil)
 			req.RemoteAddr = "192.168.2.2:40000"

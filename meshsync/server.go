@@ -44,13 +44,13 @@ const (
 	DefaultWait = 25 * time.Second
 )
 
-// Connection caps: a follower needs one connection for its poll and one
-// for a token or a confirmation; more from one address is a misbehaving
-// process, and is closed at accept.
+// Connection caps: a follower needs one connection for each of its two
+// polls and one for a token or a confirmation; more from one address is a
+// misbehaving process, and is closed at accept.
 const (
 	MaxConnsPerAddr = 8
 	minConnsTotal   = 64
-	connsPerNode    = 2
+	connsPerNode    = 3
 )
 
 // Revision names a cluster file's content: the first 12 hex digits of its
@@ -94,9 +94,14 @@ type Server struct {
 	// waiting counts the polls waiting on changed, until they answered.
 	waiting *sync.WaitGroup
 	// heard is closed and replaced whenever a follower asks or confirms.
-	heard  chan struct{}
-	served uint64 // authenticated requests answered
-	denied uint64 // requests refused before authentication
+	heard chan struct{}
+	// epData is where the master sees each node from (endpoints.go);
+	// epChanged is closed and replaced when it changes.
+	epData    []byte
+	epRev     string
+	epChanged chan struct{}
+	served    uint64 // authenticated requests answered
+	denied    uint64 // requests refused before authentication
 }
 
 // follower is a Node and what the server knows of it.
@@ -113,7 +118,8 @@ type follower struct {
 // NewServer returns a server; token reads the token a node is handed.
 func NewServer(log *slog.Logger, token func(Node) ([]byte, error)) *Server {
 	return &Server{log: log, token: token, wait: DefaultWait, now: time.Now, changed: make(chan struct{}),
-		waiting: &sync.WaitGroup{}, heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{}}
+		waiting: &sync.WaitGroup{}, heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{},
+		epChanged: make(chan struct{}), epRev: Revision(nil)}
 }
 
 // Update publishes p. Waiting polls answer at once with the new file; the
@@ -233,6 +239,8 @@ func textAnswer(status int, text string) answer {
 //	                                   (&staging=1: only writes it for its
 //	                                   next start)
 //	GET  /v1/token                     the k3s token for the node's role
+//	GET  /v1/endpoints?have=REV        where the master sees each node
+//	                                   from, long-polled like the file
 //
 // A request that does not prove a listed node's key is answered 403 (not
 // a node) or 401 (bad or replayed authentication, or a clock too far off)
@@ -243,6 +251,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathConfirm, s.authed(s.serveConfirm))
 	mux.HandleFunc("POST "+PathTaken, s.authed(s.serveTaken))
 	mux.HandleFunc("GET "+PathToken, s.authed(s.serveToken))
+	mux.HandleFunc("GET "+PathEndpoints, s.authed(s.serveEndpoints))
 	return mux
 }
 

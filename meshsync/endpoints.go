@@ -1,0 +1,138 @@
+package meshsync
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// PathEndpoints is where the master serves where it sees each node from:
+// the address and port a node's packets arrive from, which for a node
+// behind NAT is its router's public mapping. A node the file gives no
+// endpoint is reached there (package paths).
+const PathEndpoints = "/v1/endpoints"
+
+// Endpoints are where the master sees each node from, by public key.
+type Endpoints map[wgtypes.Key]netip.AddrPort
+
+// encodeEndpoints renders eps as sorted "key address:port" lines, so that
+// the same endpoints always give the same revision.
+func encodeEndpoints(eps Endpoints) []byte {
+	lines := make([]string, 0, len(eps))
+	for k, ap := range eps {
+		if ap.IsValid() {
+			lines = append(lines, k.String()+" "+ap.String()+"\n")
+		}
+	}
+	slices.Sort(lines)
+	return []byte(strings.Join(lines, ""))
+}
+
+func decodeEndpoints(data []byte) (Endpoints, error) {
+	eps := Endpoints{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		key, addr, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			return nil, fmt.Errorf("endpoints line %d: not \"key address:port\"", n)
+		}
+		k, err := wgtypes.ParseKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("endpoints line %d: %w", n, err)
+		}
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("endpoints line %d: %w", n, err)
+		}
+		eps[k] = ap
+	}
+	return eps, sc.Err()
+}
+
+// SetEndpoints publishes where the master sees each node from; waiting
+// polls answer at once when that changed.
+func (s *Server) SetEndpoints(eps Endpoints) {
+	data := encodeEndpoints(eps)
+	rev := Revision(data)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rev == s.epRev {
+		return
+	}
+	s.epData, s.epRev = data, rev
+	close(s.epChanged)
+	s.epChanged = make(chan struct{})
+}
+
+// serveEndpoints answers with the endpoints when their revision is not the
+// one asked with; else it waits for a change up to 25 s, then says 304.
+func (s *Server) serveEndpoints(r *http.Request, _ *follower) answer {
+	have := r.URL.Query().Get("have")
+	s.mu.Lock()
+	data, rev, changed := s.epData, s.epRev, s.epChanged
+	s.mu.Unlock()
+	if rev == have {
+		timer := time.NewTimer(s.wait)
+		defer timer.Stop()
+		select {
+		case <-changed:
+			s.mu.Lock()
+			data, rev = s.epData, s.epRev
+			s.mu.Unlock()
+		case <-timer.C:
+			return answer{status: http.StatusNotModified, rev: rev}
+		case <-r.Context().Done():
+			return answer{status: http.StatusServiceUnavailable}
+		}
+	}
+	return answer{status: http.StatusOK, rev: rev, body: data}
+}
+
+// FollowEndpoints long-polls where the master sees each node from and
+// hands every new list to take, until ctx is cancelled. A failed poll is
+// retried after Retry; it is logged once, as Run's are.
+func (c *Client) FollowEndpoints(ctx context.Context, take func(Endpoints)) error {
+	hc := &http.Client{Timeout: DefaultWait + 15*time.Second, Transport: c.Transport}
+	defer hc.CloseIdleConnections()
+	have := ""
+	for {
+		status, rev, data, err := c.do(ctx, hc, http.MethodGet, PathEndpoints+"?have="+have)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			c.Log.Debug("sync: cannot fetch the endpoints the master sees; retrying", "err", err)
+		case status == http.StatusNotModified:
+			continue
+		case status != http.StatusOK:
+			c.Log.Debug("sync: the master answered the endpoints poll", "status", status)
+		case Revision(data) != rev:
+			c.Log.Warn("sync: the master's endpoints do not match their revision", "revision", rev)
+		default:
+			eps, err := decodeEndpoints(data)
+			if err != nil {
+				c.Log.Warn("sync: cannot read the master's endpoints", "err", err)
+				break
+			}
+			changed := rev != have
+			have = rev
+			if changed {
+				take(eps)
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(c.retry()):
+		}
+	}
+}
