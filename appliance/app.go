@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/meshsync"
+	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/status"
 )
 
@@ -63,6 +64,8 @@ type App struct {
 	syncServer *meshsync.Server
 	syncClient *meshsync.Client
 	relisten   chan struct{} // the sync server listens again (wg0 recreated)
+	// paths keeps each peer direct or relayed through the master.
+	paths *paths.Manager
 	// keyHandOverWait is keyHandOverWait; tests shorten it.
 	keyHandOverWait time.Duration
 
@@ -222,6 +225,7 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	if err := a.startSync(p); err != nil {
 		return err
 	}
+	a.startPaths(p)
 	if metricsL != nil {
 		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
 		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
@@ -277,6 +281,7 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 		}
 	}
 	a.setPlan(p)
+	a.paths.SetPeers(p.Paths)
 	a.publish(p)
 	if a.syncClient != nil {
 		a.syncClient.Changed() // a local reload: follow the master again

@@ -120,6 +120,7 @@ type fakeTunnel struct {
 	ipc        sync.Mutex // held by Apply and Device, like wireguard-go's
 	mu         sync.Mutex
 	cfg        tunnel.Config
+	paths      map[wgtypes.Key]tunnel.Path
 	fail       chan error // a value makes Run return it
 }
 
@@ -158,6 +159,15 @@ func (t *fakeTunnel) config() tunnel.Config {
 }
 
 func (t *fakeTunnel) Recreations() int { return 0 }
+
+func (t *fakeTunnel) SetPaths(p map[wgtypes.Key]tunnel.Path) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.paths = p
+	return nil
+}
+
+func (t *fakeTunnel) Probe([]wgtypes.Key) error { return nil }
 
 func (t *fakeTunnel) Choice() tunnel.Choice {
 	return tunnel.Choice{Mode: configs.ModeUserspace, Reason: "fake"}

@@ -27,6 +27,10 @@ type Tunnel interface {
 	Device() (*wgtypes.Device, error)
 	// Recreations counts the links recreated after someone deleted them.
 	Recreations() int
+	// SetPaths and Probe are package paths' levers (relayed or direct,
+	// learned endpoints).
+	SetPaths(map[wgtypes.Key]tunnel.Path) error
+	Probe([]wgtypes.Key) error
 }
 
 // Firewall is the sysctls and iptables rules as the lifecycle uses them.

@@ -15,6 +15,7 @@ import (
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/firewall"
 	"github.com/wgk3s/wgk3s/meshsync"
+	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/supervisor"
 	"github.com/wgk3s/wgk3s/tunnel"
 )
@@ -34,6 +35,9 @@ type Plan struct {
 	Firewall firewall.Desired
 	K3s      K3sCommand
 	Sync     SyncPlan
+	// Paths is what package paths needs from the file: the relay and the
+	// peers, with whether the file gives each an endpoint.
+	Paths paths.Set
 	// Facts are the platform details found on the host, and Notes what
 	// the appliance does about them, for `appliance check`.
 	Facts Facts
@@ -141,6 +145,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 			p.Sync.Followers = append(p.Sync.Followers, meshsync.Node{Name: n.Name, Key: n.PublicKey, Addr: n.Address, Role: string(n.Role)})
 		}
 	}
+	p.Paths = pathsSet(cfg)
 	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
 		p.Problems = append(p.Problems, err)
 	}
@@ -220,4 +225,18 @@ func RestartRequired(running, next *Plan) error {
 		}
 	}
 	return nil
+}
+
+// pathsSet is the file's view for package paths: the master relays for
+// every other node, and decides nothing itself.
+func pathsSet(cfg *configs.Config) paths.Set {
+	s := paths.Set{Keepalive: cfg.Cluster.Interface.PersistentKeepalive}
+	if cfg.Self.Role != configs.RoleMaster {
+		m := cfg.Cluster.Master()
+		s.Relay, s.RelayName = m.PublicKey, m.Name
+	}
+	for _, n := range cfg.Peers() {
+		s.Peers = append(s.Peers, paths.Peer{Name: n.Name, Key: n.PublicKey, Configured: n.Endpoint.Host != ""})
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/meshsync"
+	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/status"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -52,6 +53,7 @@ func (a *App) Report() status.Report {
 		for _, p := range dev.Peers {
 			r.Peers = append(r.Peers, peerStatus(p, names[p.PublicKey], now))
 		}
+		a.addPaths(r.Peers, dev.Peers)
 	}
 	k := a.k3s.Status()
 	r.K3s = status.K3s{Binary: k.Binary, Args: k.Args, Running: k.Running, PID: k.PID, Restarts: k.Restarts, LastExit: k.LastExit}
@@ -113,3 +115,26 @@ func (a *App) StatusLine() string {
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// addPaths says for each peer how it is reached. A relayed peer counts as
+// reachable when the relay is.
+func (a *App) addPaths(ps []status.Peer, dev []wgtypes.Peer) {
+	var st map[wgtypes.Key]paths.Status
+	if a.paths != nil {
+		st = a.paths.Status()
+	}
+	reachable := map[string]bool{}
+	for _, p := range ps {
+		reachable[p.Name] = p.Reachable
+	}
+	for i := range ps {
+		path := st[dev[i].PublicKey]
+		ps[i].Path = "direct"
+		if path.Learned.IsValid() {
+			ps[i].LearnedEndpoint = path.Learned.String()
+		}
+		if path.Relayed {
+			ps[i].Path, ps[i].Via, ps[i].Reachable = "relayed", path.Via, reachable[path.Via]
+		}
+	}
+}

@@ -61,8 +61,10 @@ type Device interface {
 type Options struct {
 	Log *slog.Logger
 	Now func() time.Time
-	// Every is how often the device is read (default: half the keepalive,
-	// from 1 to 5 s).
+	// Every is how often the device is read (default: every second while a
+	// peer is relayed, so that both sides of a pair go direct within about
+	// a second of each other, a direct pair's loss; else half the
+	// keepalive, from 1 to 5 s).
 	Every time.Duration
 	// ProbeEvery is how often a relayed peer is tried directly again
 	// (default 60 s; WireGuard retries a handshake for 90 s by itself).
@@ -176,9 +178,13 @@ func (m *Manager) every() time.Duration {
 		return m.opts.Every
 	}
 	m.mu.Lock()
-	k := m.set.Keepalive
-	m.mu.Unlock()
-	return min(max(k/2, time.Second), 5*time.Second)
+	defer m.mu.Unlock()
+	for _, p := range m.peers {
+		if p.relayed {
+			return time.Second
+		}
+	}
+	return min(max(m.set.Keepalive/2, time.Second), 5*time.Second)
 }
 
 // Run reads the device and moves paths until ctx is cancelled.
@@ -257,7 +263,8 @@ func (m *Manager) Tick() {
 		if learned, ok := m.learned[np.Key]; ok && !np.Configured && learned != p.path.Endpoint {
 			// Take a new learned endpoint unless a live path roamed
 			// somewhere else that works.
-			if !live || observed[np.Key] == p.path.Endpoint || !p.path.Endpoint.IsValid() {
+			cur := observed[np.Key]
+			if !live || cur == p.path.Endpoint || cur == learned || !p.path.Endpoint.IsValid() {
 				path.Endpoint, moved = learned, true
 			}
 		}

@@ -24,7 +24,8 @@ func newCollector(source func() Report) *collector {
 		"handshake": d("peer_last_handshake_seconds", "Seconds since the peer's latest handshake (-1: none yet).", "peer"),
 		"rx":        d("peer_receive_bytes_total", "Bytes received from the peer.", "peer"),
 		"tx":        d("peer_transmit_bytes_total", "Bytes sent to the peer.", "peer"),
-		"reachable": d("peer_reachable", "1 if the peer's latest handshake is recent enough for a live session.", "peer"),
+		"reachable": d("peer_reachable", "1 if the peer's latest handshake is recent enough for a live session (a relayed peer's: the relay's).", "peer"),
+		"relayed":   d("peer_relayed", "1 while the peer is reached through the relay (no direct handshake), 0 when directly.", "peer", "via"),
 		"restarts":  d("k3s_restarts_total", "Times k3s was started again: after it exited, or asked for (its command line changed, the WireGuard interface was recreated)."),
 		"running":   d("k3s_running", "1 while the k3s child runs."),
 		"reloads":   d("reloads_total", "SIGHUP reloads handled."),
@@ -50,6 +51,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		m("rx", prometheus.CounterValue, float64(p.ReceiveBytes), p.Name)
 		m("tx", prometheus.CounterValue, float64(p.TransmitBytes), p.Name)
 		m("reachable", prometheus.GaugeValue, boolF(p.Reachable), p.Name)
+		m("relayed", prometheus.GaugeValue, boolF(p.Path == "relayed"), p.Name, p.Via)
 	}
 	m("restarts", prometheus.CounterValue, float64(r.K3s.Restarts))
 	m("running", prometheus.GaugeValue, boolF(r.K3s.Running))

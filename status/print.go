@@ -59,7 +59,7 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if r.PeersUnavailable != "" {
 		fmt.Fprintf(w, "  (%s)\n", r.PeersUnavailable)
 	}
-	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %s\n", "NAME", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX", "REACHABLE")
+	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %-9s  %s\n", "NAME", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX", "REACHABLE", "PATH")
 	for _, p := range r.Peers {
 		hs := "never"
 		if p.HandshakeAgeSeconds >= 0 {
@@ -73,8 +73,15 @@ func Print(w io.Writer, r Report, now time.Time) {
 		if p.Reachable {
 			reach = "yes"
 		}
-		fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %s\n", p.Name, ep, strings.Join(p.AllowedIPs, ","), hs,
-			byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes), reach)
+		if p.LearnedEndpoint != "" && p.Endpoint == "" {
+			ep = p.LearnedEndpoint + " (learned)"
+		}
+		path := p.Path
+		if p.Via != "" {
+			path += " via " + p.Via
+		}
+		fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %-9s  %s\n", p.Name, ep, strings.Join(p.AllowedIPs, ","), hs,
+			byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes), reach, path)
 	}
 }
 

@@ -87,7 +87,14 @@ type Peer struct {
 	HandshakeAgeSeconds float64 `json:"handshake_age_seconds"`
 	ReceiveBytes        int64   `json:"receive_bytes"`
 	TransmitBytes       int64   `json:"transmit_bytes"`
-	Reachable           bool    `json:"reachable"`
+	// Reachable: a recent handshake, directly or (relayed) with the relay.
+	Reachable bool `json:"reachable"`
+	// Path is "direct" or "relayed" (then Via names the relay).
+	Path string `json:"path"`
+	Via  string `json:"via,omitempty"`
+	// LearnedEndpoint is where the master sees the peer from, used
+	// because the file gives it no endpoint.
+	LearnedEndpoint string `json:"learned_endpoint,omitempty"`
 }
 
 // Firewall is the firewall's state.

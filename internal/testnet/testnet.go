@@ -90,8 +90,10 @@ type Server struct {
 	Router    string // its router's namespace
 	PublicIP  netip.Addr
 	PrivateIP netip.Addr
-	idx       int
-	holder    *exec.Cmd
+	// NAT is how its router maps it to the public address.
+	NAT    NAT
+	idx    int
+	holder *exec.Cmd
 	// A machine (AddMachine): its directory, cgroups and init.
 	machine bool
 	dir     string
@@ -152,7 +154,12 @@ func (n *Net) AddServer(name string, idx int) *Server {
 
 func (n *Net) addServer(name string, idx int, holder bool) *Server {
 	n.t.Helper()
-	s := &Server{net: n, Name: name, idx: idx,
+	return n.addBehind(name, idx, holder, OneToOne)
+}
+
+func (n *Net) addBehind(name string, idx int, holder bool, nat NAT) *Server {
+	n.t.Helper()
+	s := &Server{net: n, Name: name, idx: idx, NAT: nat,
 		PublicIP:  netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", 10*idx)),
 		PrivateIP: netip.MustParseAddr(fmt.Sprintf("10.%d.1.2", idx)),
 	}
@@ -172,10 +179,8 @@ func (n *Net) addServer(name string, idx int, holder bool) *Server {
 	n.ip(s.NS, "addr", "add", s.PrivateIP.String()+"/24", "dev", "eth0")
 	n.ip(s.NS, "link", "set", "eth0", "up")
 	n.ip(s.NS, "route", "add", "default", "via", gw)
-	// The provider's 1:1 NAT between the public and the private address.
 	n.must("ip", "netns", "exec", s.Router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	n.iptables(s.Router, "-t", "nat", "-A", "PREROUTING", "-d", s.PublicIP.String(), "-j", "DNAT", "--to-destination", s.PrivateIP.String())
-	n.iptables(s.Router, "-t", "nat", "-A", "POSTROUTING", "-s", s.PrivateIP.String(), "-o", "up0", "-j", "SNAT", "--to-source", s.PublicIP.String())
+	s.natRules()
 	// `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over
 	// /etc/resolv.conf; it must exist before the holder starts. The default
 	// points at the internet namespace, where a test may run a DNS server.
@@ -412,16 +417,17 @@ func (s *Server) SetResolvConf(contents string) {
 }
 
 // SetPublicIP gives the server's router a new public address, as a provider
-// does when an instance is stopped and started: the old address is gone,
-// the 1:1 NAT uses the new one, and the router's NAT state is flushed.
+// does when an instance is stopped and started (or a home ISP at will): the
+// old address is gone, the NAT uses the new one, and the router's NAT
+// state is flushed.
 func (s *Server) SetPublicIP(ip netip.Addr) {
 	n := s.net
 	n.t.Helper()
 	n.ip(s.Router, "addr", "del", s.PublicIP.String()+"/24", "dev", "up0")
 	n.ip(s.Router, "addr", "add", ip.String()+"/24", "dev", "up0")
 	n.iptables(s.Router, "-t", "nat", "-F")
-	n.iptables(s.Router, "-t", "nat", "-A", "PREROUTING", "-d", ip.String(), "-j", "DNAT", "--to-destination", s.PrivateIP.String())
-	n.iptables(s.Router, "-t", "nat", "-A", "POSTROUTING", "-s", s.PrivateIP.String(), "-o", "up0", "-j", "SNAT", "--to-source", ip.String())
+	s.PublicIP = ip
+	s.natRules()
 	h, err := netns.GetFromName(s.Router)
 	if err != nil {
 		n.t.Fatal(err)
@@ -435,7 +441,6 @@ func (s *Server) SetPublicIP(ip netip.Addr) {
 	if err := nl.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
 		n.t.Fatalf("flushing conntrack in %s: %v", s.Router, err)
 	}
-	s.PublicIP = ip
 }
 
 // Close removes everything now instead of when the test ends (the test's
