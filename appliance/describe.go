@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
 )
@@ -29,7 +30,7 @@ func (p *Plan) Print(w io.Writer) {
 	for _, n := range peers {
 		ep := n.Endpoint.String()
 		if n.Endpoint.Host == "" {
-			ep = "(none: learned when it connects)"
+			ep = "(none: where the master sees it, or when it connects)"
 		} else if _, isIP := n.Endpoint.IP(); !isIP {
 			ep += " (DNS, re-resolved while the handshake is stale)"
 		}
@@ -55,6 +56,11 @@ func (p *Plan) Print(w io.Writer) {
 	}
 
 	fmt.Fprintf(w, "\nSync (edit once)\n  %s\n", p.syncLine())
+
+	fmt.Fprintf(w, "\nPaths (nodes behind NAT)\n")
+	for _, l := range p.pathLines() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 
 	fmt.Fprintf(w, "\nMetrics\n  %s\n", metricsLine(cl.Metrics))
 
@@ -135,6 +141,43 @@ func (p *Plan) syncLine() string {
 	}
 	return fmt.Sprintf("following the master at %s over %s: its file replaces this one when it changes (validated as a reload would; one that needs a restart is written for the next start); requests and answers are authenticated with this node's WireGuard key",
 		s.Master, p.Tunnel.Name)
+}
+
+// pathLines say how this node reaches peers the file gives no endpoint,
+// and how they reach it.
+func (p *Plan) pathLines() []string {
+	cfg, cl := p.Config, p.Config.Cluster
+	var homeless []string
+	for _, n := range cl.Nodes {
+		if n.Endpoint.Host == "" {
+			homeless = append(homeless, n.Name)
+		}
+	}
+	k := cl.Interface.PersistentKeepalive
+	var lines []string
+	if cfg.Self.Role == configs.RoleMaster {
+		lines = append(lines, "this node relays between nodes that cannot reach each other directly (both behind NATs that let nothing in): "+
+			"wg0 to wg0, between the file's nodes only; it tells every node where it sees the others from")
+	} else if k > 0 {
+		lines = append(lines, fmt.Sprintf("a peer heard from directly within %s (two keepalives and 5 s) is reached directly; any other through %s, "+
+			"until a direct handshake (tried at once with a new endpoint, then every minute)", 2*k+5*time.Second, cl.Master().Name))
+	} else {
+		lines = append(lines, "interface.persistent_keepalive is 0: no relaying (a quiet direct path would look dead); every peer is reached directly")
+	}
+	if cfg.Self.Endpoint.Host == "" {
+		lines = append(lines, fmt.Sprintf("this node has no endpoint (behind NAT, or no fixed address): it keeps its NAT mapping open with a keepalive every %s "+
+			"to the peers that have one, and is reached where the master sees it or through the master; k3s gets no --node-external-ip", keepalive(cl)))
+	}
+	switch {
+	case len(homeless) == 0:
+		lines = append(lines, "every node has an endpoint")
+	case !cl.Sync:
+		lines = append(lines, fmt.Sprintf("without an endpoint: %s; sync is off, so nobody learns where they are: two of them reach each other through the master only",
+			strings.Join(homeless, ", ")))
+	default:
+		lines = append(lines, "without an endpoint: "+strings.Join(homeless, ", ")+"; their endpoints are learned from the master over the sync")
+	}
+	return lines
 }
 
 // runtimeLines describe the runtime section as it applies on this host.

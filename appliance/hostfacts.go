@@ -89,6 +89,15 @@ func warnings(cfg *configs.Config, f Facts) []string {
 			out = append(out, fmt.Sprintf("k3s %s does not run pods on kernel %s (k3s-io/k3s#5912); install v1.24.4 or later", f.K3sVersion, f.Kernel))
 		}
 	}
+	if cfg.Cluster.Interface.PersistentKeepalive == 0 {
+		for _, n := range cfg.Cluster.Nodes {
+			if n.Endpoint.Host == "" {
+				out = append(out, fmt.Sprintf("interface.persistent_keepalive is 0 and %s has no endpoint: its NAT mapping closes when it is quiet, "+
+					"and no peer is relayed; set persistent_keepalive: 25s", n.Name))
+				break
+			}
+		}
+	}
 	if m := cfg.Cluster.Metrics; m.Enabled {
 		host, _, _ := net.SplitHostPort(m.Listen)
 		if ip, err := netip.ParseAddr(host); host == "" || err != nil || !ip.IsLoopback() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -171,5 +172,53 @@ func TestPlanRefusesAnAddressHeldElsewhere(t *testing.T) {
 	p = NewPlan(c.config(t, 2, 0, nil), fakeHost{addrs: map[string][]string{"192.168.2.1": {"wg0"}}})
 	if err := p.Err(); err != nil {
 		t.Errorf("the address on wg0: %v", err)
+	}
+}
+
+// TestAHomeNodeWithoutEndpoint: a node the file gives no endpoint gets no
+// --node-external-ip, is relayed by the master for the others, and check
+// says so.
+func TestAHomeNodeWithoutEndpoint(t *testing.T) {
+	c := newCluster(t, 3)
+	noEndpoint := func(s string) string { return strings.Replace(s, "    endpoint: 203.0.113.12:5418\n", "", 1) }
+	home := c.plan(t, 3, 2, noEndpoint)
+	if slices.Contains(home.K3s.Args, "--node-external-ip") {
+		t.Errorf("a node without an endpoint gets --node-external-ip: %v", home.K3s.Args)
+	}
+	if home.Paths.Relay != c.keys[0].PublicKey() || home.Paths.RelayName != "node-0" {
+		t.Errorf("the home node's relay = %s %s, want the master", home.Paths.RelayName, home.Paths.Relay)
+	}
+	cloud := c.plan(t, 3, 1, noEndpoint)
+	want := map[string]bool{"node-0": true, "node-2": false}
+	for _, p := range cloud.Paths.Peers {
+		if want[p.Name] != p.Configured {
+			t.Errorf("cloud's peer %s configured = %v", p.Name, p.Configured)
+		}
+	}
+	master := c.plan(t, 3, 0, noEndpoint)
+	if master.Paths.Relay != (wgtypes.Key{}) {
+		t.Error("the master has a relay")
+	}
+	for _, tc := range []struct {
+		p    *Plan
+		want []string
+	}{
+		{home, []string{"this node has no endpoint", "no --node-external-ip", "through node-0", "without an endpoint: node-2"}},
+		{master, []string{"this node relays between nodes", "between the file's nodes only"}},
+		{cloud, []string{"reached directly; any other through node-0", "learned from the master"}},
+	} {
+		var out bytes.Buffer
+		tc.p.Print(&out)
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("check for %s does not say %q:\n%s", tc.p.Config.Self.Name, w, out.String())
+			}
+		}
+	}
+	off := c.plan(t, 3, 1, func(s string) string {
+		return strings.Replace(noEndpoint(s), "  listen_port: 5418\n", "  listen_port: 5418\n  persistent_keepalive: 0\n", 1)
+	})
+	if !slices.ContainsFunc(off.Warnings, func(w string) bool { return strings.Contains(w, "node-2 has no endpoint") }) {
+		t.Errorf("keepalive 0 with a node without endpoint: warnings %q", off.Warnings)
 	}
 }
