@@ -9,6 +9,7 @@
 package realk3s
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/wgk3s/wgk3s/internal/realk3s"
 	"github.com/wgk3s/wgk3s/internal/testnet"
+	"github.com/wgk3s/wgk3s/status"
 )
 
 var applianceBin string
@@ -68,6 +70,26 @@ func (c *cluster) waitReady(n *testnet.Node, within time.Duration) {
 	}
 }
 
+// peerPath is how n reaches the peer named peer, from its status:
+// "direct" or "relayed via NAME".
+func peerPath(t *testing.T, n *testnet.Node, peer string) string {
+	t.Helper()
+	out := n.Srv.Run(applianceBin, "status", "--json")
+	var r status.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%s: status --json: %v\n%s", n.Name, err, out)
+	}
+	for _, p := range r.Peers {
+		if p.Name == peer {
+			if p.Via != "" {
+				return p.Path + " via " + p.Via
+			}
+			return p.Path
+		}
+	}
+	return ""
+}
+
 var rttRE = regexp.MustCompile(`round-trip min/avg/max = [\d.]+/([\d.]+)/`)
 
 // counters adds, on every node, rules that count what leaves by wg0 as
@@ -110,13 +132,17 @@ func counters(nodes []*testnet.Node) func(n *testnet.Node) (wg0, clear int) {
 // flannel's VXLAN runs over wg0; pods on every node ping each other through
 // wg0 and nothing leaves eth0 in the clear; a ClusterIP Service answers a
 // pod on another node; a node added by a SIGHUP on the master joins while
-// pods ping each other with no loss; SIGTERM stops everything.
+// pods ping each other with no loss (that node is at home, behind a
+// symmetric NAT, with no endpoint); its pods ping the others' directly and,
+// when the direct path is blocked, through the master; SIGTERM stops
+// everything.
 func TestRealCluster(t *testing.T) {
 	c := newCluster(t)
 	m := c.Add("k3s-master", "master", "192.168.2.1", 1)
 	n1 := c.Add("k3s-node-1", "agent", "192.168.2.2", 2)
 	n2 := c.Add("k3s-node-2", "agent", "192.168.2.3", 3)
-	n3 := c.Add("k3s-node-3", "agent", "192.168.2.4", 4)
+	// node-3 is at home: behind a symmetric NAT, with no endpoint.
+	n3 := c.AddBehind("k3s-node-3", "agent", "192.168.2.4", 4, testnet.Symmetric)
 	first := []*testnet.Node{m, n1, n2}
 	for _, n := range first {
 		n.WriteConfig(first, c.File)
@@ -228,6 +254,46 @@ spec:
 		if !strings.Contains(flow.Output(), " 0% packet loss") {
 			t.Errorf("pods lost packets while node-3 was added:\n%s", flow.Output())
 		}
+	})
+
+	t.Run("the home node's pods ping the cloud nodes' pods, directly and through the relay", func(t *testing.T) {
+		c.Deploy(realk3s.Pod("pod-k3s-node-3", n3.Name, "app: pinger", realk3s.Sleeper), "pod-k3s-node-3")
+		podPing := func(to string) string {
+			out, err := c.Kubectl("exec", "pod-k3s-node-3", "--", "ping", "-c", "5", "-W", "2", ips[to])
+			if err != nil || !strings.Contains(out, "5 packets received") {
+				t.Errorf("pod on the home node -> %s (%s): %v\n%s", to, ips[to], err, out)
+				return ""
+			}
+			if m := rttRE.FindStringSubmatch(out); m != nil {
+				return m[1] + " ms"
+			}
+			return "?"
+		}
+		for _, to := range []string{"pod-k3s-master", "pod-k3s-node-1", "pod-k3s-node-2"} {
+			t.Logf("timing: pod on the home node -> %s directly: RTT %s", to, podPing(to))
+		}
+		if p := peerPath(t, n2, n3.Name); p != "direct" {
+			t.Errorf("node-2 reaches the home node %q, want direct (its NAT lets a reply to its own packets in)", p)
+		}
+		// The home router drops everything to and from node-2: that pair
+		// falls back to the master.
+		block := func(op string) {
+			for _, dir := range []string{"-d", "-s"} {
+				n3.Srv.RunRouter("iptables", "-w", op, "FORWARD", dir, n2.Srv.PublicIP.String(), "-j", "DROP")
+			}
+		}
+		block("-I")
+		defer block("-D")
+		blocked := time.Now()
+		var p string
+		if !testnet.Eventually(2*time.Minute, func() bool { p = peerPath(t, n2, n3.Name); return p == "relayed via k3s-master" }) {
+			t.Fatalf("node-2 reaches the home node %q 2 minutes after the direct path was blocked", p)
+		}
+		if !testnet.Eventually(30*time.Second, func() bool { return peerPath(t, n3, n2.Name) == "relayed via k3s-master" }) {
+			t.Fatalf("the home node reaches node-2 %q", peerPath(t, n3, n2.Name))
+		}
+		t.Logf("timing: relayed %s after the direct path was blocked (keepalive 25 s)", time.Since(blocked).Round(time.Second))
+		t.Logf("timing: pod on the home node -> pod-k3s-node-2 through the master: RTT %s", podPing("pod-k3s-node-2"))
 	})
 
 	t.Run("SIGTERM stops the appliance, k3s and wg0; cleanup --all leaves nothing", func(t *testing.T) {

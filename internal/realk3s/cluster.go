@@ -48,7 +48,17 @@ func NewCluster(t testnet.T, appliance, k3s, binDir string) *Cluster {
 // its image and containerd drop-in in place.
 func (c *Cluster) Add(name, role, address string, idx int) *testnet.Node {
 	c.t.Helper()
-	n := testnet.NewNode(c.t, c.Net.AddMachine(name, idx, name), c.Bins, name, role, address)
+	return c.AddBehind(name, role, address, idx, testnet.OneToOne)
+}
+
+// AddBehind is Add on a machine behind a router with the given NAT; a node
+// behind a home NAT (Cone, Symmetric) gets no endpoint in the file.
+func (c *Cluster) AddBehind(name, role, address string, idx int, nat testnet.NAT) *testnet.Node {
+	c.t.Helper()
+	n := testnet.NewNode(c.t, c.Net.AddMachineBehind(name, idx, name, nat), c.Bins, name, role, address)
+	if nat != testnet.OneToOne {
+		n.Endpoint = ""
+	}
 	n.StopWithin = 2 * time.Minute
 	for path, data := range map[string][]byte{ImagesTar: c.image, ContainerdDropIn: []byte(ContainerdConfig)} {
 		if err := os.MkdirAll(filepath.Dir(n.Srv.HostPath(path)), 0o755); err != nil {

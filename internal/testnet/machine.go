@@ -52,7 +52,14 @@ var machineBinds = []string{"/var/lib/rancher", "/etc/rancher", "/var/lib/kubele
 // machine of its own (see above) with hostname hostname.
 func (n *Net) AddMachine(name string, idx int, hostname string) *Server {
 	n.t.Helper()
-	s := n.addServer(name, idx, false)
+	return n.AddMachineBehind(name, idx, hostname, OneToOne)
+}
+
+// AddMachineBehind is AddMachine behind a router with the given NAT (a
+// home machine: Cone or Symmetric, see AddHome).
+func (n *Net) AddMachineBehind(name string, idx int, hostname string, nat NAT) *Server {
+	n.t.Helper()
+	s := n.addBehind(name, idx, false, nat)
 	s.machine = true
 	dir, err := os.MkdirTemp("", n.id+"-"+name+"-") // Sweep knows it by the prefix
 	if err != nil {
