@@ -3,7 +3,9 @@
 // nodes behind NATs that let nothing in that they did not send out to.
 //
 // A peer is live when something came from it directly within a window (two
-// keepalives and some slack): its byte counter grew or it handshook. A live
+// keepalives and some slack): its byte counter grew or it handshook; and
+// when data sent to it did not go unanswered for 15 s (a path in use that
+// breaks shows that fast). A live
 // peer is reached directly; any other is relayed, its allowed IPs on the
 // master's entry, while its own entry keeps its endpoint and keepalive so
 // that a direct handshake can still happen. A relayed peer is probed (a
@@ -28,6 +30,17 @@ import (
 	"github.com/wgk3s/wgk3s/tunnel"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
+
+// keepaliveBytes is the size of a WireGuard keepalive (a transport header
+// and an empty payload's tag): more sent than that in one tick is data or
+// a handshake, which a live peer answers.
+const keepaliveBytes = 32
+
+// unanswered is how long data or a handshake may go unanswered before the
+// direct path counts as dead: WireGuard's KEEPALIVE_TIMEOUT (10 s: a peer
+// that received data sends at least a keepalive) plus REKEY_TIMEOUT (5 s),
+// the point at which WireGuard itself starts a new handshake.
+const unanswered = 15 * time.Second
 
 // Peer is one other node.
 type Peer struct {
@@ -105,9 +118,13 @@ type Manager struct {
 
 // peer is what the manager knows of one peer.
 type peer struct {
-	rx        int64
+	rx, tx    int64
 	handshake time.Time
 	heard     time.Time // last time something came from it directly
+	// asked is when this node first sent the peer more than a keepalive
+	// (data or a handshake) after it last heard from it; zero when it
+	// heard since.
+	asked time.Time
 	path      tunnel.Path
 	since     time.Time
 	probed    time.Time
@@ -249,14 +266,21 @@ func (m *Manager) Tick() {
 			m.peers[np.Key] = p
 		}
 		dp := seen[np.Key]
+		if dp.TransmitBytes-p.tx > keepaliveBytes && p.asked.IsZero() {
+			p.asked = now
+		}
 		if dp.ReceiveBytes > p.rx {
-			p.heard = now
+			p.heard, p.asked = now, time.Time{}
 		}
 		if dp.LastHandshakeTime.After(p.handshake) && dp.LastHandshakeTime.After(p.heard) {
 			p.heard = dp.LastHandshakeTime
 		}
-		p.rx, p.handshake = dp.ReceiveBytes, dp.LastHandshakeTime
-		live := !p.heard.IsZero() && now.Sub(p.heard) < window
+		p.rx, p.tx, p.handshake = dp.ReceiveBytes, dp.TransmitBytes, dp.LastHandshakeTime
+		// Live: heard from within the window, and not asked in vain: a
+		// peer that gets data answers within 10 s (WireGuard's passive
+		// keepalive), so a path in use that fails shows in about 15 s.
+		live := !p.heard.IsZero() && now.Sub(p.heard) < window &&
+			(p.asked.IsZero() || now.Sub(p.asked) < unanswered)
 
 		path := tunnel.Path{Endpoint: p.path.Endpoint}
 		moved := false

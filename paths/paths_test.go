@@ -300,3 +300,61 @@ func TestTheMasterReportsWhereNodesAreSeen(t *testing.T) {
 		t.Error("the master set paths: it relays and decides nothing")
 	}
 }
+
+// TestAPathInUseThatBreaksIsRelayedIn15s: data sent and nothing back for
+// 15 s means the direct path is dead, long before the keepalive window.
+func TestAPathInUseThatBreaksIsRelayedIn15s(t *testing.T) {
+	r := newRig(t)
+	send := func(n int64) {
+		r.dev.mu.Lock()
+		r.dev.peers[r.home].TransmitBytes += n
+		r.dev.mu.Unlock()
+	}
+	r.dev.hear(r.home, 32)
+	r.m.Tick()
+	// Our own keepalives alone are no question: no answer is due.
+	for range 3 {
+		r.clk.advance(5 * time.Second)
+		send(32)
+		r.m.Tick()
+	}
+	if r.path(r.home).Relayed() {
+		t.Fatal("relayed after 15 s of our keepalives only, within the keepalive window")
+	}
+	// Data goes out, answers come back: live.
+	r.clk.advance(time.Second)
+	r.dev.hear(r.home, 32)
+	send(1400)
+	r.m.Tick()
+	for range 3 {
+		r.clk.advance(5 * time.Second)
+		send(1400)
+		r.dev.hear(r.home, 100)
+		r.m.Tick()
+	}
+	if r.path(r.home).Relayed() {
+		t.Fatal("a peer answering data was relayed")
+	}
+	// The path breaks: data goes out, nothing comes back.
+	r.clk.advance(time.Second)
+	send(1400)
+	r.m.Tick()
+	r.clk.advance(14 * time.Second)
+	send(1400)
+	r.m.Tick()
+	if r.path(r.home).Relayed() {
+		t.Fatal("relayed 14 s after data went unanswered")
+	}
+	r.clk.advance(time.Second)
+	r.m.Tick()
+	if !r.path(r.home).Relayed() {
+		t.Fatal("data unanswered for 15 s, still direct")
+	}
+	// Something comes back directly: direct again.
+	r.clk.advance(time.Second)
+	r.dev.hear(r.home, 32)
+	r.m.Tick()
+	if r.path(r.home).Relayed() {
+		t.Fatal("still relayed after the peer was heard directly")
+	}
+}

@@ -36,7 +36,7 @@ func main() {
 	flag.StringVar(&o.reference, "wireguard-go", "bin/wireguard-go", "the reference wireguard-go, built from the module version in go.mod")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "where to write the report")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that checks the benchmark works (figures are not meaningful)")
-	flag.StringVar(&o.only, "only", "", "run only these sections (comma-separated): throughput, start, scale, sync, idle, memory, kernel; memory needs throughput for its ratios")
+	flag.StringVar(&o.only, "only", "", "run only these sections (comma-separated): throughput, start, scale, sync, nat, idle, memory, kernel; memory needs throughput for its ratios")
 	flag.BoolVar(&o.rows, "rows", false, "also print each result as a tab-separated line starting wgk3s-bench-row (the kernel section's VM uses it)")
 	flag.StringVar(&o.inVM, "in-vm", "", "set inside the kernel section's VM: what the VM is")
 	pointsFlag := flag.String("points", "", "the memory curve's points, batch:inflight:limit,... (default: the full curve)")
@@ -127,6 +127,7 @@ func (b *bench) runAll() {
 		{"start", "start to first packet", b.startToFirstPacket},
 		{"scale", "memory and reload at scale", b.scale},
 		{"sync", "edit once: the master's file handed round", b.syncSpread},
+		{"nat", "nodes behind NAT: direct and relayed", b.natPaths},
 		{"idle", "an idle master's cost", b.idle},
 		{"memory", "memory limit trade-off under load", b.memoryCurve},
 		{"kernel", "kernel WireGuard against userspace (in a VM where this kernel has none)", b.kernelModes},

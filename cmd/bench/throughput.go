@@ -18,8 +18,13 @@ import (
 
 // iperf runs the client on b against dst and returns received bits/s and bytes.
 func (b *bench) iperf(dst string, streams int) (float64, float64) {
+	return b.iperfFrom(b.b, dst, streams)
+}
+
+// iperfFrom runs the client on from against dst.
+func (b *bench) iperfFrom(from *testnet.Node, dst string, streams int) (float64, float64) {
 	args := []string{"-c", dst, "-t", strconv.Itoa(b.o.seconds), "-P", strconv.Itoa(streams), "-J", "-O", "1"}
-	out, err := b.b.Srv.Try("iperf3", args...)
+	out, err := from.Srv.Try("iperf3", args...)
 	if err != nil {
 		b.Fatalf("iperf3 %v: %v\n%s", args, err, out)
 	}
