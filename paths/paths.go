@@ -124,11 +124,11 @@ type peer struct {
 	// asked is when this node first sent the peer more than a keepalive
 	// (data or a handshake) after it last heard from it; zero when it
 	// heard since.
-	asked time.Time
-	path      tunnel.Path
-	since     time.Time
-	probed    time.Time
-	relayed   bool
+	asked   time.Time
+	path    tunnel.Path
+	since   time.Time
+	probed  time.Time
+	relayed bool
 }
 
 // New returns a manager for dev.
