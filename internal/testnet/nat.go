@@ -56,6 +56,14 @@ func (s *Server) natRules() {
 	case Symmetric:
 		n.iptables(s.Router, "-t", "nat", "-A", "POSTROUTING", "-s", priv, "-o", "up0", "-j", "MASQUERADE", "--random-fully")
 	}
+	if s.NAT != OneToOne && !s.wanFirewall {
+		// A home router's firewall (OpenWrt's default, for one) drops what
+		// the internet sends it unasked. It also matters to the NAT: a
+		// packet that reached the router itself would leave a conntrack
+		// entry that takes the port a later mapping to its sender wants.
+		n.iptables(s.Router, "-A", "INPUT", "-i", "up0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
+		s.wanFirewall = true
+	}
 }
 
 // RunRouter runs a command in the server's router namespace (its NAT and

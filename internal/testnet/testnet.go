@@ -91,9 +91,10 @@ type Server struct {
 	PublicIP  netip.Addr
 	PrivateIP netip.Addr
 	// NAT is how its router maps it to the public address.
-	NAT    NAT
-	idx    int
-	holder *exec.Cmd
+	NAT         NAT
+	wanFirewall bool // its router drops what the internet sends unasked (once)
+	idx         int
+	holder      *exec.Cmd
 	// A machine (AddMachine): its directory, cgroups and init.
 	machine bool
 	dir     string
