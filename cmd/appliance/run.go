@@ -97,6 +97,7 @@ func (r *runner) requestReload() error {
 // load reads and validates the cluster file and plans it for this host.
 // A bad file or a host problem is the operator's to fix (exit 2).
 func (r *runner) load() (*appliance.Plan, error) {
+	r.expireInvites()
 	cfg, err := configs.Load(r.path, r.opts)
 	if err != nil {
 		return nil, err
@@ -131,8 +132,12 @@ func (r *runner) run(plan *appliance.Plan) error {
 	// nodes; hand it back now rather than at the next collection, so that
 	// the idle footprint is the live heap (a full GC, off the loop).
 	go debug.FreeOSMemory()
+	invites := time.NewTicker(inviteCheckEvery)
+	defer invites.Stop()
 	for {
 		select {
+		case <-invites.C:
+			r.checkInvites()
 		case reply := <-r.requests:
 			reply <- r.notifiedReload()
 		case req := <-r.syncs:
