@@ -1,0 +1,167 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wgk3s/wgk3s/internal/testnet"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// cli runs an appliance command in srv with stdin and returns its stdout,
+// stderr and exit code.
+func cli(t *testing.T, srv *testnet.Server, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := srv.Command(ctx, applianceBin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	return out.String(), errb.String(), code
+}
+
+const envFile = "/run/wgk3s/sysconfig-wgk3s"
+
+// joinNode runs `appliance join -` with code on a fresh server and returns
+// the node it made, not started.
+func joinNode(t *testing.T, srv *testnet.Server, name, address, code string) *node {
+	t.Helper()
+	if err := os.MkdirAll(srv.HostPath(standinDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, rc := cli(t, srv, code+"\n", "join", "--config", configPath, "--env-file", envFile, "-")
+	if rc != 0 || !strings.Contains(out, "systemctl enable --now wgk3s") {
+		t.Fatalf("join on %s: exit %d\n%s%s", srv.Name, rc, out, errs)
+	}
+	data, err := os.ReadFile(srv.HostPath(testnet.KeyPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env, _ := os.ReadFile(srv.HostPath(envFile)); !strings.Contains(string(env), "ROLE=agent") {
+		t.Errorf("join wrote %q to the env file", env)
+	}
+	return &node{Srv: srv, Bin: bins(), Name: name, Role: "agent", Address: address, Key: k}
+}
+
+func inviteCode(t *testing.T, m *node, args ...string) string {
+	t.Helper()
+	out, errs, rc := cli(t, m.Srv, "", append([]string{"invite", "--config", configPath}, args...)...)
+	code, ok := strings.CutPrefix(strings.TrimSpace(out), "appliance join ")
+	if rc != 0 || !ok {
+		t.Fatalf("invite %v: exit %d\n%s%s", args, rc, out, errs)
+	}
+	return code
+}
+
+func TestInviteAndJoin(t *testing.T) {
+	testnet.Requirements(t, "wg")
+	net := testnet.New(t)
+	m := newNode(t, net.AddServer("master", 1), "k3s-master", "master", "192.168.2.1")
+	n1 := newNode(t, net.AddServer("node-1", 2), "k3s-node-1", "agent", "192.168.2.2")
+	startAll(t, []*node{m, n1})
+	pingUntil(t, m, n1.Address)
+	srv3 := net.AddServer("node-3", 3)
+	var n3 *node
+
+	t.Run("invite on the master, join on a fresh server: node-3 pings every node within 30 s and follows the master's file", func(t *testing.T) {
+		code := inviteCode(t, m, "k3s-node-3", "--endpoint", fmt.Sprintf("%s:%d", srv3.PublicIP, testnet.Port))
+		if !strings.Contains(m.Proc.Output(), "msg=reloaded") {
+			t.Errorf("the master did not reload on invite:\n%s", m.Proc.Output())
+		}
+		n3 = joinNode(t, srv3, "k3s-node-3", "192.168.2.3", code)
+		began := time.Now()
+		n3.Start(t)
+		for _, pair := range [][2]*node{{n3, m}, {n3, n1}, {m, n3}, {n1, n3}} {
+			pair[0].PingUntil(t, pair[1].Address, 30*time.Second)
+		}
+		t.Logf("timing: node-3 pings every node %.1f s after its appliance started", time.Since(began).Seconds())
+		master, _ := os.ReadFile(m.Srv.HostPath(configPath))
+		if !testnet.Eventually(30*time.Second, func() bool {
+			got, _ := os.ReadFile(srv3.HostPath(configPath))
+			return bytes.Equal(got, master)
+		}) {
+			got, _ := os.ReadFile(srv3.HostPath(configPath))
+			t.Errorf("node-3's file is not the master's:\n%s\n--- master's:\n%s", got, master)
+		}
+		if !testnet.Eventually(30*time.Second, func() bool { return strings.Contains(events(m.Srv), "server accepted k3s-node-3") }) {
+			t.Errorf("node-3's k3s did not join:\n%s", events(m.Srv))
+		}
+		if tok, err := os.ReadFile(srv3.HostPath(agentTokenPath)); err != nil || strings.TrimSpace(string(tok)) != agentToken {
+			t.Errorf("node-3's agent token = %q, %v", tok, err)
+		}
+		// The node made its handshake: the master forgets the invite.
+		m.Reload(t, "msg=reloaded")
+		if !strings.Contains(m.Proc.Output(), "invite used") {
+			t.Errorf("the master did not say the invite was used:\n%s", m.Proc.Output())
+		}
+		if _, err := os.Stat(m.Srv.HostPath("/run/wgk3s/invites.json")); !os.IsNotExist(err) {
+			t.Errorf("invites.json after the invite was used: %v", err)
+		}
+	})
+
+	t.Run("remove node-3: it leaves, and nothing of it stays on the others", func(t *testing.T) {
+		if n3 == nil {
+			t.Skip("node-3 did not join")
+		}
+		if _, errs, rc := cli(t, m.Srv, "", "remove", "--config", configPath, "k3s-node-3"); rc != 0 {
+			t.Fatalf("remove: exit %d: %s", rc, errs)
+		}
+		pub := n3.Key.PublicKey().String()
+		for _, n := range []*node{m, n1} {
+			n := n
+			if !testnet.Eventually(30*time.Second, func() bool {
+				file, _ := os.ReadFile(n.Srv.HostPath(configPath))
+				return !strings.Contains(wgShow(t, n.Srv, "peers"), pub) && !strings.Contains(string(file), "k3s-node-3")
+			}) {
+				t.Errorf("%s still has node-3:\n%s", n.Name, wgShow(t, n.Srv))
+			}
+			if got, _ := n.Srv.Ping(n3.Address, 2, 200*time.Millisecond); got != 0 {
+				t.Errorf("%s still reaches node-3's address", n.Name)
+			}
+		}
+		n3.Stop(t)
+	})
+
+	t.Run("an expired code is refused, and the master drops its node at the next reload", func(t *testing.T) {
+		code := inviteCode(t, m, "k3s-node-4", "--ttl", "2s")
+		time.Sleep(2100 * time.Millisecond) // the code's own deadline, not a guess
+		srv4 := net.AddServer("node-4", 4)
+		out, errs, rc := cli(t, srv4, "", "join", "--config", configPath, "--env-file", envFile, code)
+		if rc != 2 || !strings.Contains(errs, "expired at") {
+			t.Errorf("join with an expired code: exit %d\n%s%s", rc, out, errs)
+		}
+		for _, p := range []string{configPath, testnet.KeyPath, envFile} {
+			if _, err := os.Stat(srv4.HostPath(p)); err == nil {
+				t.Errorf("the refused join wrote %s", p)
+			}
+		}
+		m.Reload(t, "msg=reloaded")
+		if !strings.Contains(m.Proc.Output(), "invite expired before the node's first handshake") {
+			t.Errorf("no log line for the expired invite:\n%s", m.Proc.Output())
+		}
+		file, _ := os.ReadFile(m.Srv.HostPath(configPath))
+		if strings.Contains(string(file), "k3s-node-4") || strings.Contains(wgShow(t, m.Srv, "allowed-ips"), "192.168.2.4/32") {
+			t.Errorf("node-4 stays after its invite expired:\n%s", file)
+		}
+		if _, err := os.Stat(filepath.Join(m.Srv.HostPath("/run/wgk3s"), "invites.json")); !os.IsNotExist(err) {
+			t.Errorf("invites.json left: %v", err)
+		}
+	})
+}
