@@ -7,6 +7,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/testnet"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 func main() {
@@ -139,16 +142,13 @@ func (d *demo) story(appliance, standin string) {
 	d.waitJoin(m, "k3s-node-1")
 	fmt.Println(indent(m.Srv.Run(appliance, "status")))
 
-	d.step("Adding node-2: its entry goes into the master's file only; `systemctl reload` on the master; node-2 starts with a copy of it and no token")
+	d.step("Adding node-2 with two commands: `appliance invite` on the master (it edits the file and reloads), `appliance join` on node-2")
 	flow := m.Srv.Start("ping", "-n", "-q", "-c", "100", "-i", "0.05", "192.168.2.2")
-	m.WriteConfig(nodes, nil)
-	m.Reload(&d.Script, "msg=reloaded")
+	d.joinByInvite(appliance, m, n2)
 	if !n1.Proc.WaitOutput("sync: took the master's cluster file", 10*time.Second) {
 		d.Fatalf("node-1 did not take the master's file:\n%s", n1.Proc.Output())
 	}
 	fmt.Println("   node-1, untouched: " + lastLine(n1.Proc.Output(), "sync: took the master's cluster file"))
-	os.Remove(n2.Srv.HostPath(testnet.AgentTokenPath))
-	n2.WriteConfig(nodes, nil)
 	n2.Start(&d.Script)
 	d.waitJoin(m, "k3s-node-2")
 	fmt.Println("   node-2: " + lastLine(n2.Proc.Output(), "sync: token written"))
@@ -181,6 +181,41 @@ func (d *demo) story(appliance, standin string) {
 		n.Stop(&d.Script)
 		_, err := n.Srv.Try("ip", "link", "show", "wg0")
 		fmt.Printf("   %s: stopped; wg0 present: %v; %s\n", n.Name, err == nil, logLine(n, "msg=\"k3s stopped\""))
+	}
+}
+
+// joinByInvite adds n the two-command way: invite on the master, join
+// on n's server (which starts with no key, no token and no file).
+func (d *demo) joinByInvite(appliance string, m, n *testnet.Node) {
+	for _, p := range []string{testnet.KeyPath, testnet.AgentTokenPath, testnet.ConfigPath} {
+		os.Remove(n.Srv.HostPath(p))
+	}
+	cli := func(srv *testnet.Server, stdin string, args ...string) (string, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := srv.Command(ctx, appliance, args...)
+		var out, errb bytes.Buffer
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errb
+		if err := cmd.Run(); err != nil {
+			d.Fatalf("%s: appliance %s: %v\n%s%s", srv.Name, args[0], err, out.String(), errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	args := []string{"invite", n.Name, "--endpoint", n.Endpoint, "--address", n.Address}
+	fmt.Printf("   master$ appliance %s\n", strings.Join(args, " "))
+	out, errs := cli(m.Srv, "", append(args, "--config", testnet.ConfigPath)...)
+	fmt.Println(indent(errs))
+	code := strings.TrimPrefix(strings.TrimSpace(out), "appliance join ")
+	fmt.Printf("      appliance join %s... (%d characters)\n", code[:20], len(code))
+	fmt.Printf("   %s$ appliance join -   (the code on stdin)\n", strings.TrimPrefix(n.Name, "k3s-"))
+	out, errs = cli(n.Srv, code+"\n", "join", "--config", testnet.ConfigPath, "--env-file", "/run/wgk3s/sysconfig-wgk3s", "-")
+	fmt.Println(indent(errs + out))
+	data, err := os.ReadFile(n.Srv.HostPath(testnet.KeyPath))
+	if err != nil {
+		d.Fatal(err)
+	}
+	if n.Key, err = wgtypes.ParseKey(strings.TrimSpace(string(data))); err != nil {
+		d.Fatal(err)
 	}
 }
 
