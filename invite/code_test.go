@@ -116,3 +116,27 @@ func TestPendingRecords(t *testing.T) {
 		t.Errorf("after dropping all: %+v, %v (the file should be gone)", got, err)
 	}
 }
+
+// FuzzParse: no input makes Parse panic, and what it accepts encodes back
+// to a code that parses to the same thing.
+func FuzzParse(f *testing.F) {
+	k, _ := wgtypes.GeneratePrivateKey()
+	s, _ := Code{Cluster: cluster, Node: "home-1", Key: &k, Expires: time.Unix(1800000000, 0)}.Encode()
+	f.Add(s)
+	f.Add(Prefix)
+	f.Add(Prefix + "AAAA")
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := Parse(in)
+		if err != nil {
+			return
+		}
+		again, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Parse(again)
+		if err != nil || string(d.Cluster) != string(c.Cluster) || d.Node != c.Node || !d.Expires.Equal(c.Expires) || (d.Key == nil) != (c.Key == nil) {
+			t.Fatalf("re-encoded code differs: %v, %v", d, err)
+		}
+	})
+}
