@@ -13,6 +13,7 @@ import (
 	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/status"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Options configure an App.
@@ -33,6 +34,10 @@ type Options struct {
 	// it validates it as a SIGHUP would, calls confirm, writes it and
 	// reloads, or says why not (see meshsync.Client.Apply).
 	SyncApply func(data []byte, confirm func(staging bool) error) error
+	// AcceptKey, if set, lets the master take a node's key change (a node
+	// joined by an invite replacing the invite's key): it records the new
+	// key in the cluster file or says why not; a reload follows the answer.
+	AcceptKey func(n meshsync.Node, next wgtypes.Key) error
 }
 
 // ErrNotRunning is returned by Reload before Start or after a stop.

@@ -60,6 +60,15 @@ func (a *App) startSync(p *Plan) error {
 		return err
 	}
 	a.syncServer = s
+	if accept := a.opts.AcceptKey; accept != nil {
+		s.SetRotate(meshsync.Rotate{Accept: accept, Then: func() {
+			// The node switches when it has the answer; the answer must not
+			// be cut off by wg0 moving to the new key first.
+			if r := a.opts.ReloadRequest; r != nil {
+				time.AfterFunc(meshsync.KeyChangeGrace, func() { r() })
+			}
+		}})
+	}
 	a.publish(p)
 	a.push("sync listener", closer(l))
 	a.run("sync", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Master, p.Tunnel.Name) })
@@ -83,6 +92,27 @@ func (a *App) startPaths(p *Plan) {
 			return c.FollowEndpoints(ctx, func(eps meshsync.Endpoints) { a.paths.SetLearned(eps) })
 		})
 	}
+}
+
+// ChangeKey asks the master to replace this node's public key with next
+// (see meshsync.Client.RotateKey); the caller switches to the matching
+// private key once it said yes.
+func (a *App) ChangeKey(ctx context.Context, next wgtypes.Key) error {
+	c := a.syncClient
+	if c == nil {
+		return errors.New("this node does not follow the master (sync is off, or this is the master)")
+	}
+	return c.RotateKey(ctx, next)
+}
+
+// ReachMaster reports whether the master answers this node with the key
+// it runs now (see meshsync.Client.Reach).
+func (a *App) ReachMaster(ctx context.Context) error {
+	c := a.syncClient
+	if c == nil {
+		return errors.New("this node does not follow the master")
+	}
+	return c.Reach(ctx)
 }
 
 // tokenFor reads the token a follower is handed: agents get the agent
@@ -174,11 +204,14 @@ func keysOf(nodes []meshsync.Node) []wgtypes.Key {
 	return keys
 }
 
-// droppedNodes returns the nodes in old that next does not have, by key.
+// droppedNodes returns the nodes in old that next does not have, by key
+// and by name: a node whose key changes (a node joined by an invite
+// replacing the code's key) is not dropped, and is not waited for: it has
+// switched to its new key already.
 func droppedNodes(old, next []meshsync.Node) []meshsync.Node {
 	var out []meshsync.Node
 	for _, n := range old {
-		if !slices.ContainsFunc(next, func(m meshsync.Node) bool { return m.Key == n.Key }) {
+		if !slices.ContainsFunc(next, func(m meshsync.Node) bool { return m.Key == n.Key || m.Name == n.Name }) {
 			out = append(out, n)
 		}
 	}

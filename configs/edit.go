@@ -245,3 +245,33 @@ func uncomment(n *yaml.Node) {
 		uncomment(c)
 	}
 }
+
+// SetNodeKey returns the cluster file data with the public_key of the
+// entry named name replaced by key, in place: the rest of its line (quotes,
+// comment) and of the file stays as it was.
+func SetNodeKey(data []byte, name, key string) ([]byte, error) {
+	l, err := nodeList(data)
+	if err != nil {
+		return nil, err
+	}
+	i := l.index(name)
+	if i < 0 {
+		return nil, fmt.Errorf("nodes: no node named %q in the file", name)
+	}
+	it := l.items[i]
+	for j := 0; j+1 < len(it.Content); j += 2 {
+		k, v := it.Content[j], it.Content[j+1]
+		if k.Value != "public_key" || v.Kind != yaml.ScalarNode || v.Value == "" {
+			continue
+		}
+		line := l.lines[v.Line-1]
+		at := strings.Index(line[min(v.Column-1, len(line)):], v.Value)
+		if at < 0 {
+			break
+		}
+		at += v.Column - 1
+		l.lines[v.Line-1] = line[:at] + key + line[at+len(v.Value):]
+		return []byte(strings.Join(l.lines, "")), nil
+	}
+	return nil, fmt.Errorf("nodes[%d] (%s, line %d): no public_key written on one line", i, name, it.Line)
+}

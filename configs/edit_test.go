@@ -187,3 +187,41 @@ func TestEditExcerpt(t *testing.T) {
 		t.Error("an excerpt of a node not in the file succeeded")
 	}
 }
+
+func TestEditSetNodeKey(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "edit", "commented.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const next = "5nXqWCBwDUPWhCQzvvnr9exmsCWNpSdRu5KBBa00M0Y="
+	for _, name := range []string{"master", "node-1"} {
+		got, err := SetNodeKey(data, name, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := Parse(got, "got")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := cl.NodeByName(name); n.PublicKey.String() != next {
+			t.Errorf("%s's key = %s", name, n.PublicKey)
+		}
+		// One line changed, and only the key in it: quotes kept.
+		a, b := strings.Split(string(data), "\n"), strings.Split(string(got), "\n")
+		diff := 0
+		for i := range a {
+			if a[i] != b[i] {
+				diff++
+				if !strings.Contains(b[i], next) || len(a[i]) != len(b[i]) {
+					t.Errorf("line %d: %q -> %q", i+1, a[i], b[i])
+				}
+			}
+		}
+		if diff != 1 || len(a) != len(b) {
+			t.Errorf("%s: %d lines changed", name, diff)
+		}
+	}
+	if _, err := SetNodeKey(data, "nope", next); err == nil {
+		t.Error("a missing node's key was set")
+	}
+}

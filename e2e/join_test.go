@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/testnet"
+	"github.com/wgk3s/wgk3s/invite"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -92,11 +93,12 @@ func TestInviteAndJoin(t *testing.T) {
 			pair[0].PingUntil(t, pair[1].Address, 30*time.Second)
 		}
 		t.Logf("timing: node-3 pings every node %.1f s after its appliance started", time.Since(began).Seconds())
-		master, _ := os.ReadFile(m.Srv.HostPath(configPath))
 		if !testnet.Eventually(30*time.Second, func() bool {
+			master, _ := os.ReadFile(m.Srv.HostPath(configPath))
 			got, _ := os.ReadFile(srv3.HostPath(configPath))
 			return bytes.Equal(got, master)
 		}) {
+			master, _ := os.ReadFile(m.Srv.HostPath(configPath))
 			got, _ := os.ReadFile(srv3.HostPath(configPath))
 			t.Errorf("node-3's file is not the master's:\n%s\n--- master's:\n%s", got, master)
 		}
@@ -106,13 +108,61 @@ func TestInviteAndJoin(t *testing.T) {
 		if tok, err := os.ReadFile(srv3.HostPath(agentTokenPath)); err != nil || strings.TrimSpace(string(tok)) != agentToken {
 			t.Errorf("node-3's agent token = %q, %v", tok, err)
 		}
-		// The node made its handshake: the master forgets the invite.
-		m.Reload(t, "msg=reloaded")
-		if !strings.Contains(m.Proc.Output(), "invite used") {
+		// At its first contact node-3 replaced the code's key with its own:
+		// the master's file and every peer list have the new key, the code's
+		// key is nowhere, and the invite is used.
+		c, err := invite.Parse(code)
+		if err != nil || c.Key == nil {
+			t.Fatalf("the code: %v, %v", c, err)
+		}
+		old := c.Key.PublicKey().String()
+		if !testnet.Eventually(30*time.Second, func() bool {
+			k, _ := os.ReadFile(srv3.HostPath(testnet.KeyPath))
+			return len(k) > 0 && strings.TrimSpace(string(k)) != c.Key.String()
+		}) {
+			t.Fatalf("node-3 still uses the code's key:\n%s", n3.Proc.Output())
+		}
+		data, _ := os.ReadFile(srv3.HostPath(testnet.KeyPath))
+		k, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n3.Key = k
+		for _, l := range strings.Split(n3.Proc.Output(), "\n") {
+			if strings.Contains(l, "join:") {
+				t.Logf("node-3: %s", l[strings.Index(l, "level="):])
+			}
+		}
+		pub := k.PublicKey().String()
+		for _, n := range []*node{m, n1} {
+			n := n
+			if !testnet.Eventually(30*time.Second, func() bool {
+				peers := wgShow(t, n.Srv, "peers")
+				file, _ := os.ReadFile(n.Srv.HostPath(configPath))
+				return strings.Contains(peers, pub) && !strings.Contains(peers, old) && strings.Contains(string(file), pub)
+			}) {
+				t.Errorf("%s does not have node-3's own key in place of the code's:\n%s", n.Name, wgShow(t, n.Srv))
+			}
+		}
+		for _, pair := range [][2]*node{{n3, m}, {n3, n1}, {m, n3}, {n1, n3}} {
+			pair[0].PingUntil(t, pair[1].Address, 30*time.Second)
+		}
+		if !testnet.Eventually(30*time.Second, func() bool {
+			master, _ := os.ReadFile(m.Srv.HostPath(configPath))
+			got, _ := os.ReadFile(srv3.HostPath(configPath))
+			return bytes.Equal(got, master) && strings.Contains(string(got), pub)
+		}) {
+			got, _ := os.ReadFile(srv3.HostPath(configPath))
+			t.Errorf("after the key change node-3's file is not the master's:\n%s\n%s", got, n3.Proc.Output())
+		}
+		if !strings.Contains(m.Proc.Output(), "invite used: the node replaced the invite's key with its own") {
 			t.Errorf("the master did not say the invite was used:\n%s", m.Proc.Output())
 		}
 		if _, err := os.Stat(m.Srv.HostPath("/run/wgk3s/invites.json")); !os.IsNotExist(err) {
 			t.Errorf("invites.json after the invite was used: %v", err)
+		}
+		if _, err := os.Stat(srv3.HostPath(testnet.KeyPath + ".invited")); !os.IsNotExist(err) {
+			t.Errorf("node-3 still marks its key as the invite's: %v", err)
 		}
 	})
 

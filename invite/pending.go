@@ -25,6 +25,10 @@ type Record struct {
 	PublicKey string    `json:"public_key"`
 	Invited   time.Time `json:"invited"`
 	Expires   time.Time `json:"expires"`
+	// Rotate: the code carried the node's key, which the node replaces
+	// with one of its own at its first contact (meshsync's /v1/key); the
+	// invite is used then. Otherwise it is used at the first handshake.
+	Rotate bool `json:"rotate,omitempty"`
 }
 
 // Path is the record file for a cluster whose private key file is keyFile.

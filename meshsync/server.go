@@ -100,6 +100,7 @@ type Server struct {
 	epData    []byte
 	epRev     string
 	epChanged chan struct{}
+	rotate    Rotate // key changes (key.go); zero: refused
 	served    uint64 // authenticated requests answered
 	denied    uint64 // requests refused before authentication
 }
@@ -241,6 +242,8 @@ func textAnswer(status int, text string) answer {
 //	GET  /v1/token                     the k3s token for the node's role
 //	GET  /v1/endpoints?have=REV        where the master sees each node
 //	                                   from, long-polled like the file
+//	POST /v1/key?new=KEY               a node joined by an invite replaces
+//	                                   the invite's key (key.go)
 //
 // A request that does not prove a listed node's key is answered 403 (not
 // a node) or 401 (bad or replayed authentication, or a clock too far off)
@@ -252,6 +255,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathTaken, s.authed(s.serveTaken))
 	mux.HandleFunc("GET "+PathToken, s.authed(s.serveToken))
 	mux.HandleFunc("GET "+PathEndpoints, s.authed(s.serveEndpoints))
+	mux.HandleFunc("POST "+PathKey, s.authed(s.serveKey))
 	return mux
 }
 

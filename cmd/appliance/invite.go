@@ -24,6 +24,10 @@ import (
 // DefaultEnvFile is the unit's environment file, where the role is.
 const DefaultEnvFile = "/etc/sysconfig/wgk3s"
 
+// InvitedSuffix names the file beside the key that says the key came in a
+// join code: the appliance replaces it at its first contact with the master.
+const InvitedSuffix = ".invited"
+
 // DefaultInviteTTL is how long a join code works.
 const DefaultInviteTTL = 24 * time.Hour
 
@@ -171,7 +175,7 @@ func runInvite(e *env, args []string) error {
 	if _, err := m.apply(e, next); err != nil {
 		return err
 	}
-	rec := invite.Record{Node: name, PublicKey: pub.String(), Invited: now().UTC().Truncate(time.Second), Expires: expires.UTC()}
+	rec := invite.Record{Node: name, PublicKey: pub.String(), Invited: now().UTC().Truncate(time.Second), Expires: expires.UTC(), Rotate: key != nil}
 	if err := invite.Save(recPath, invite.Put(recs, rec)); err != nil {
 		return fmt.Errorf("%s lists %s now, but recording the invite in %s failed (it will not expire): %w", f.config, name, recPath, err)
 	}
@@ -181,9 +185,9 @@ func runInvite(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "added %s (%s, %s, %s) to %s\n", name, f.role, addr, where, f.config)
 	if key != nil {
-		fmt.Fprintf(e.stderr, "the code holds %s's private key: hand it over as you would a password (`appliance join -` reads it from stdin, out of the shell's history)\n", name)
+		fmt.Fprintf(e.stderr, "the code holds a key for %s that works once: at its first contact the node replaces it with its own; until then hand the code over as you would a password (`appliance join -` reads it from stdin, out of the shell's history)\n", name)
 	}
-	fmt.Fprintf(e.stderr, "it works until %s; if %s has made no handshake by then, the master removes it from the file\n", expires.UTC().Format(time.RFC3339), name)
+	fmt.Fprintf(e.stderr, "it works until %s; if %s has not joined by then (its first contact with the master), the master removes it from the file\n", expires.UTC().Format(time.RFC3339), name)
 	fmt.Fprintf(e.stderr, "run this on the new node (the wgk3s package installed), then systemctl enable --now wgk3s:\n")
 	fmt.Fprintf(e.stdout, "appliance join %s\n", code)
 	return nil
@@ -409,6 +413,13 @@ func runJoin(e *env, args []string) error {
 	if err := writeRole(f.envFile, string(self.Role), f.force); err != nil {
 		undo()
 		return err
+	}
+	if code.Key != nil {
+		// The appliance replaces the code's key with one made here at its
+		// first contact with the master: the code then opens nothing.
+		if err := atomicfile.Write(keyFile+InvitedSuffix, []byte(self.Name+"\n"), 0o600); err != nil {
+			return err
+		}
 	}
 	m := cl.Master()
 	fmt.Fprintf(e.stderr, "joined as %s (%s, %s on %s); the master is %s at %s\n", self.Name, self.Role, self.Address, cl.Interface.Name, m.Name, m.Endpoint)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/invite"
+	"github.com/wgk3s/wgk3s/meshsync"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -147,6 +148,9 @@ func TestInviteJoinRemove(t *testing.T) {
 	if cfg.Self.Name != "home-1" || cfg.PrivateKey.PublicKey() != home.PublicKey || cfg.Cluster.Master().Endpoint.String() != "203.0.113.10:5418" || len(cfg.Cluster.Nodes) != 2 {
 		t.Errorf("joined as %+v with %d nodes", cfg.Self, len(cfg.Cluster.Nodes))
 	}
+	if fi, err := os.Stat(filepath.Join(m.etc, "private.key"+InvitedSuffix)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("join did not mark the key as the invite's (the appliance replaces it): %v", err)
+	}
 	if env, _ := os.ReadFile(m.envFile); !strings.Contains(string(env), "ROLE=agent\n") {
 		t.Errorf("env file = %q", env)
 	}
@@ -197,6 +201,9 @@ func TestInviteWithPublicKeyHoldsNoSecret(t *testing.T) {
 	cfg, err := configs.Load(m.nodeFile, configs.Options{Role: configs.RoleAgent})
 	if err != nil || cfg.Self.Name != "office-1" || cfg.Self.Address.String() != "192.168.2.40" {
 		t.Fatalf("joined: %+v, %v", cfg, err)
+	}
+	if _, err := os.Stat(filepath.Join(m.etc, "private.key"+InvitedSuffix)); err == nil {
+		t.Error("a node with its own key is marked as holding the invite's")
 	}
 	// A node without the invited key is told which key the code wants.
 	os.Remove(m.nodeFile)
@@ -321,4 +328,44 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+func TestTheMasterTakesAnInvitedNodesOwnKey(t *testing.T) {
+	m := newTwoMachines(t, true)
+	codeOf(t, m.invite("home-1"))
+	codeOf(t, m.invite("office-1", "--public-key", "5nXqWCBwDUPWhCQzvvnr9exmsCWNpSdRu5KBBa00M0Y="))
+	cl, _ := configs.Parse(mustRead(t, m.masterFile), "m")
+	home, _ := cl.NodeByName("home-1")
+	office, _ := cl.NodeByName("office-1")
+	var logs bytes.Buffer
+	r := &runner{path: m.masterFile, opts: configs.Options{Role: configs.RoleMaster}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	next, _ := wgtypes.GeneratePrivateKey()
+	ask := func(n configs.Node) error {
+		return r.takeKey(meshsync.Node{Name: n.Name, Key: n.PublicKey, Addr: n.Address, Role: string(n.Role)}, next.PublicKey())
+	}
+	// A code without a key: nothing to replace.
+	if err := ask(office); err == nil || !strings.Contains(err.Error(), "no open invite with this key") {
+		t.Errorf("office-1 (made with --public-key): %v", err)
+	}
+	// An invited node's key change: the file gets it, the invite is used.
+	before := mustRead(t, m.masterFile)
+	if err := ask(home); err != nil {
+		t.Fatal(err)
+	}
+	after := mustRead(t, m.masterFile)
+	cl, _ = configs.Parse(after, "m")
+	if n, _ := cl.NodeByName("home-1"); n.PublicKey != next.PublicKey() || len(before) != len(after) {
+		t.Errorf("home-1's key in the file: %s", n.PublicKey)
+	}
+	recs, _ := invite.Load(filepath.Join(m.etc, invite.FileName))
+	if len(recs) != 1 || recs[0].Node != "office-1" {
+		t.Errorf("open invites = %+v, want office-1's only", recs)
+	}
+	// The code's key again: refused, the file stays.
+	if err := ask(home); err == nil {
+		t.Error("the invite's key changed the key twice")
+	}
+	if !bytes.Equal(after, mustRead(t, m.masterFile)) {
+		t.Error("a refused key change changed the file")
+	}
 }

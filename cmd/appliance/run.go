@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,7 +36,7 @@ func runAppliance(e *env, args []string) error {
 		return usagef("--log-level %q: use debug, info, warn or error", *level)
 	}
 	r := &runner{path: nf.config, opts: opts, host: appliance.SystemHost{Root: e.root}, notify: sdNotify,
-		requests: make(chan chan error), syncs: make(chan syncRequest)}
+		requests: make(chan chan error), syncs: make(chan syncRequest), calls: make(chan func()), joined: make(chan struct{}), over: make(chan struct{})}
 	r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
 	// Said before the host is probed (k3s --version, systemctl), so that a
 	// slow probe is seen as one.
@@ -46,7 +47,7 @@ func runAppliance(e *env, args []string) error {
 		return err
 	}
 	r.app = appliance.New(appliance.Options{Logger: r.log, Version: version, StatusSocket: *sock, ReloadRequest: r.requestReload,
-		SyncApply: r.syncApply})
+		SyncApply: r.syncApply, AcceptKey: r.acceptKey})
 	return r.run(plan)
 }
 
@@ -64,6 +65,32 @@ type runner struct {
 	requests chan chan error
 	// syncs carries files from the master (sync) into the signal loop.
 	syncs chan syncRequest
+	// calls runs other changes of the file in the signal loop (inLoop).
+	calls chan func()
+	// joined is closed once this node no longer runs on a join code's key
+	// (at once, for most nodes): a file from the master is taken after.
+	joined chan struct{}
+	// over is closed when the signal loop has ended: nothing waits on it.
+	over chan struct{}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// inLoop runs f in the signal loop, serialised with reloads, and returns
+// its error.
+func (r *runner) inLoop(f func() error) error {
+	reply := make(chan error, 1)
+	select {
+	case r.calls <- func() { reply <- f() }:
+		return <-reply
+	case <-r.app.Done():
+		return appliance.ErrNotRunning
+	case <-r.over:
+		return appliance.ErrNotRunning
+	}
 }
 
 type syncRequest struct {
@@ -74,11 +101,20 @@ type syncRequest struct {
 
 // syncApply takes a cluster file from the master, in the signal loop.
 func (r *runner) syncApply(data []byte, confirm func(staging bool) error) error {
+	select {
+	case <-r.joined:
+	case <-r.app.Done():
+		return appliance.ErrNotRunning
+	case <-r.over:
+		return appliance.ErrNotRunning
+	}
 	req := syncRequest{data: data, confirm: confirm, reply: make(chan error, 1)}
 	select {
 	case r.syncs <- req:
 		return <-req.reply
 	case <-r.app.Done():
+		return appliance.ErrNotRunning
+	case <-r.over:
 		return appliance.ErrNotRunning
 	}
 }
@@ -90,6 +126,8 @@ func (r *runner) requestReload() error {
 	case r.requests <- reply:
 		return <-reply
 	case <-r.app.Done():
+		return appliance.ErrNotRunning
+	case <-r.over:
 		return appliance.ErrNotRunning
 	}
 }
@@ -114,11 +152,21 @@ func (r *runner) load() (*appliance.Plan, error) {
 // applies the difference. Signals are handled one at a time, so a reload
 // arriving during a reload waits for it.
 func (r *runner) run(plan *appliance.Plan) error {
+	var once sync.Once
+	loopOver := func() { once.Do(func() { close(r.over) }) }
+	defer loopOver()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
 	self := plan.Config.Self
+	keyFile := plan.Config.Cluster.Interface.PrivateKeyFile
+	// A node joined by a code that carried its key replaces that key first
+	// (finishJoin); files from the master wait until it has.
+	joining := self.Role != configs.RoleMaster && exists(keyFile+InvitedSuffix)
+	if !joining {
+		close(r.joined)
+	}
 	r.log.Info("plan ready; bringing the node up", "node", self.Name, "mode", plan.Mode.Mode, "k3s", plan.Facts.K3sVersion)
 	if err := r.app.Start(context.Background(), plan); err != nil {
 		r.notify("STOPPING=1\nSTATUS=start failed: " + oneLine(err))
@@ -134,8 +182,18 @@ func (r *runner) run(plan *appliance.Plan) error {
 	go debug.FreeOSMemory()
 	invites := time.NewTicker(inviteCheckEvery)
 	defer invites.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if joining {
+		go func() {
+			defer close(r.joined)
+			r.finishJoin(ctx, keyFile)
+		}()
+	}
 	for {
 		select {
+		case f := <-r.calls:
+			f()
 		case <-invites.C:
 			r.checkInvites()
 		case reply := <-r.requests:
@@ -150,6 +208,7 @@ func (r *runner) run(plan *appliance.Plan) error {
 			}
 			r.log.Info("stopping", "signal", sig.String())
 			r.notify("STOPPING=1\nSTATUS=stopping")
+			loopOver() // what waits on the loop gives up: the stop waits on it
 			err := r.app.Stop()
 			if err == nil {
 				r.log.Info("stopped")

@@ -152,6 +152,7 @@ func (d *demo) story(appliance, standin string) {
 	n2.Start(&d.Script)
 	d.waitJoin(m, "k3s-node-2")
 	fmt.Println("   node-2: " + lastLine(n2.Proc.Output(), "sync: token written"))
+	d.ownKey(n2)
 	flow.Wait(20 * time.Second)
 	fmt.Printf("   a ping master -> node-1 running through it all: %s\n", lossLine(flow.Output()))
 	d.pingTable(nodes)
@@ -210,6 +211,23 @@ func (d *demo) joinByInvite(appliance string, m, n *testnet.Node) {
 	fmt.Printf("   %s$ appliance join -   (the code on stdin)\n", strings.TrimPrefix(n.Name, "k3s-"))
 	out, errs = cli(n.Srv, code+"\n", "join", "--config", testnet.ConfigPath, "--env-file", "/run/wgk3s/sysconfig-wgk3s", "-")
 	fmt.Println(indent(errs + out))
+	data, err := os.ReadFile(n.Srv.HostPath(testnet.KeyPath))
+	if err != nil {
+		d.Fatal(err)
+	}
+	if n.Key, err = wgtypes.ParseKey(strings.TrimSpace(string(data))); err != nil {
+		d.Fatal(err)
+	}
+}
+
+// ownKey waits until n replaced the join code's key with its own, and
+// takes that key for the files the demo writes later.
+func (d *demo) ownKey(n *testnet.Node) {
+	const line = "join: this node's own key replaces the invite's"
+	if !n.Proc.WaitOutput(line, 30*time.Second) {
+		d.Fatalf("%s kept the code's key:\n%s", n.Name, n.Proc.Output())
+	}
+	fmt.Println("   " + strings.TrimPrefix(n.Name, "k3s-") + ": " + lastLine(n.Proc.Output(), line))
 	data, err := os.ReadFile(n.Srv.HostPath(testnet.KeyPath))
 	if err != nil {
 		d.Fatal(err)

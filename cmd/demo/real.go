@@ -65,6 +65,7 @@ func (d *demo) realStory(appliance, k3s string) {
 	c.Start(n2)
 	c.WaitReady(n2, 10*time.Minute)
 	fmt.Printf("   node-2 Ready %s after its appliance started; %s\n", time.Since(added).Round(time.Second), lastLine(n2.Proc.Output(), "sync: token written"))
+	d.ownKey(n2)
 	fmt.Println(indent(c.MustKubectl("get", "nodes", "-o", "wide")))
 
 	d.step("A pod on every node; they ping each other across the clouds, through flannel's VXLAN over wg0")
