@@ -66,11 +66,7 @@ func (m *masterFile) apply(e *env, next []byte) (running bool, err error) {
 		return false, err
 	}
 	_, ferr := status.Fetch(m.sock)
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(m.path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	if err := atomicfile.Write(m.path, next, mode); err != nil {
+	if err := writeKeepingMode(m.path, next); err != nil {
 		return false, err
 	}
 	if ferr != nil {
@@ -78,7 +74,7 @@ func (m *masterFile) apply(e *env, next []byte) (running bool, err error) {
 		return false, nil
 	}
 	if err := status.Reload(m.sock); err != nil {
-		if werr := atomicfile.Write(m.path, m.data, mode); werr != nil {
+		if werr := writeKeepingMode(m.path, m.data); werr != nil {
 			return true, fmt.Errorf("%w; and putting the old file back failed: %v", err, werr)
 		}
 		return true, fmt.Errorf("%w (%s is as it was)", err, m.path)
@@ -155,7 +151,7 @@ func runInvite(e *env, args []string) error {
 		return usagef("invite: %s: %v", f.config, err)
 	}
 	if f.dryRun {
-		fmt.Fprintf(e.stdout, "would add to %s:\n%s", f.config, added(m.data, next))
+		fmt.Fprintf(e.stdout, "would add to %s:\n%s", f.config, changed(m.data, next))
 		return nil
 	}
 	expires := now().Add(f.ttl).Truncate(time.Second)
@@ -257,35 +253,34 @@ func inviteAddress(cl *configs.Cluster, asked string) (netip.Addr, error) {
 	return netip.Addr{}, usagef("invite: network %s has no free address left; widen it or remove a node", net)
 }
 
-// added renders the lines next has and data has not, as a diff's "+" lines
-// with their line numbers (AddNode only inserts).
-func added(data, next []byte) string {
+// changed renders the lines in which data and next differ: AddNode only
+// inserts ("+" lines of next), RemoveNode only deletes ("-" lines of data),
+// with their line numbers.
+func changed(data, next []byte) string {
 	a, b := strings.SplitAfter(string(data), "\n"), strings.SplitAfter(string(next), "\n")
 	i := 0
 	for i < len(a) && i < len(b) && a[i] == b[i] {
 		i++
 	}
-	n := len(b) - len(a)
+	lines, sign := b, "+"
+	if len(a) > len(b) {
+		lines, sign = a, "-"
+	}
 	var s strings.Builder
-	for j := i; j < i+n && j < len(b); j++ {
-		fmt.Fprintf(&s, "%4d + %s", j+1, b[j])
+	for j := i; j < i+len(lines)-min(len(a), len(b)) && j < len(lines); j++ {
+		fmt.Fprintf(&s, "%4d %s %s", j+1, sign, lines[j])
 	}
 	return s.String()
 }
 
-// removed renders the lines RemoveNode took out as "-" lines.
-func removed(data, next []byte) string {
-	a, b := strings.SplitAfter(string(data), "\n"), strings.SplitAfter(string(next), "\n")
-	i := 0
-	for i < len(a) && i < len(b) && a[i] == b[i] {
-		i++
+// writeKeepingMode replaces path with data in one step, keeping its mode
+// (0644 for a new file).
+func writeKeepingMode(path string, data []byte) error {
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
 	}
-	n := len(a) - len(b)
-	var s strings.Builder
-	for j := i; j < i+n && j < len(a); j++ {
-		fmt.Fprintf(&s, "%4d - %s", j+1, a[j])
-	}
-	return s.String()
+	return atomicfile.Write(path, data, mode)
 }
 
 func runRemove(e *env, args []string) error {
@@ -309,7 +304,7 @@ func runRemove(e *env, args []string) error {
 		return usagef("remove: %s: %v", *config, err)
 	}
 	if *dryRun {
-		fmt.Fprintf(e.stdout, "would remove from %s:\n%s", *config, removed(m.data, next))
+		fmt.Fprintf(e.stdout, "would remove from %s:\n%s", *config, changed(m.data, next))
 		return nil
 	}
 	running, err := m.apply(e, next)

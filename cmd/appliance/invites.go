@@ -63,11 +63,7 @@ func (r *runner) expireInvites() {
 		recs = invite.Drop(recs, rec.Node)
 	}
 	if !bytes.Equal(next, data) {
-		mode := os.FileMode(0o644)
-		if fi, err := os.Stat(r.path); err == nil {
-			mode = fi.Mode().Perm()
-		}
-		if err := atomicfile.Write(r.path, next, mode); err != nil {
+		if err := writeKeepingMode(r.path, next); err != nil {
 			r.log.Warn("invites: cannot write the cluster file without the expired nodes", "err", err)
 			return
 		}
@@ -168,11 +164,7 @@ func (r *runner) takeKey(n meshsync.Node, next wgtypes.Key) error {
 		if _, err := configs.LoadData(nd, r.path, r.opts); err != nil {
 			return fmt.Errorf("the file with %s's new key does not validate: %w", n.Name, err)
 		}
-		mode := os.FileMode(0o644)
-		if fi, err := os.Stat(r.path); err == nil {
-			mode = fi.Mode().Perm()
-		}
-		if err := atomicfile.Write(r.path, nd, mode); err != nil {
+		if err := writeKeepingMode(r.path, nd); err != nil {
 			return err
 		}
 		if err := invite.Save(path, invite.Drop(recs, n.Name)); err != nil {
@@ -201,6 +193,10 @@ func (r *runner) finishJoin(ctx context.Context, keyFile string) {
 	next, err := readOrMakeKey(nextPath)
 	if err != nil {
 		r.log.Warn("join: cannot make this node's own key; the invite's key stays in use", "err", err)
+		return
+	}
+	if next == current { // switched already: stopped before the clean-up
+		r.joinDone(marker, nextPath, next)
 		return
 	}
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
@@ -257,14 +253,10 @@ func (r *runner) useKey(key, was wgtypes.Key) error {
 		if err != nil {
 			return err
 		}
-		mode := os.FileMode(0o644)
-		if fi, err := os.Stat(r.path); err == nil {
-			mode = fi.Mode().Perm()
-		}
 		if err := atomicfile.Write(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
 			return err
 		}
-		if err := atomicfile.Write(r.path, nd, mode); err != nil {
+		if err := writeKeepingMode(r.path, nd); err != nil {
 			atomicfile.Write(keyFile, []byte(was.String()+"\n"), 0o600)
 			return err
 		}
