@@ -119,6 +119,16 @@ func (p *Plan) tokenLines() []string {
 			"agent token   " + k.AgentTokenFile + " (--agent-token-file), " + agent + ": joins agents and nothing else; the agents get it over wg0",
 		}
 	}
+	if p.Config.Self.Role == configs.RoleServer {
+		server := "present"
+		switch {
+		case configs.TokenMissing(k.TokenFile) && p.K3s.FetchToken:
+			server = "missing: fetched from the master over wg0 (0600) before k3s starts"
+		case configs.TokenMissing(k.TokenFile):
+			server = "missing"
+		}
+		return []string{"server token  " + k.TokenFile + " (--token-file), " + server + ": joins this server to the master's etcd; full admin of the cluster"}
+	}
 	agent := "present"
 	switch {
 	case configs.TokenMissing(k.AgentTokenFile) && p.K3s.FetchToken:

@@ -59,7 +59,7 @@ var brokenOnKernel310 = []string{"v1.24.2+k3s1", "v1.24.2+k3s2", "v1.24.3+k3s1"}
 // file's, with the notes that explain them.
 func platformArgs(cfg *configs.Config, f Facts) (args, notes []string) {
 	extra := cfg.Cluster.K3s.AgentArgs
-	if cfg.Self.Role == configs.RoleMaster {
+	if cfg.Self.Role.ControlPlane() {
 		extra = cfg.Cluster.K3s.ServerArgs
 	}
 	if f.Cgroup != 1 {
@@ -97,6 +97,12 @@ func warnings(cfg *configs.Config, f Facts) []string {
 				break
 			}
 		}
+	}
+	switch servers := len(cfg.Cluster.Servers()); {
+	case servers == 2:
+		out = append(out, "two k3s servers (the master and one server) tolerate no failure: etcd needs a majority, 2 of 2, so losing either stops the API; add a third server in another cloud")
+	case servers > 2 && servers%2 == 0:
+		out = append(out, fmt.Sprintf("%d k3s servers tolerate no more failures than %d: etcd needs a majority; use an odd number", servers, servers-1))
 	}
 	if m := cfg.Cluster.Metrics; m.Enabled {
 		host, _, _ := net.SplitHostPort(m.Listen)

@@ -68,14 +68,15 @@ type K3sCommand struct {
 	Binary string
 	// Args is argv without the binary: "server ..." or "agent ...".
 	Args []string
-	// WaitFor is the master's API address an agent waits for through the
-	// tunnel before its first start ("" on the master).
-	WaitFor   string
+	// WaitFor are the API addresses a node waits for through the tunnel
+	// before its first start, one of which must answer: every server's on
+	// an agent, the master's on a server, none on the master.
+	WaitFor   []string
 	StopGrace time.Duration
 	// TokenFile is the token k3s reads (--token-file): the server token on
-	// the master, the agent token on an agent.
+	// the master and the servers, the agent token on an agent.
 	TokenFile string
-	// FetchToken: an agent with sync on fetches a missing TokenFile from
+	// FetchToken: a follower with sync on fetches a missing TokenFile from
 	// the master before k3s first starts.
 	FetchToken bool
 	// AgentTokenFile is the agent token the master gives k3s
@@ -118,7 +119,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	if len(platform) > 0 {
 		// After the appliance's own flags, before the operator's.
 		extra := len(cl.K3s.AgentArgs)
-		if cfg.Self.Role == configs.RoleMaster {
+		if cfg.Self.Role.ControlPlane() {
 			extra = len(cl.K3s.ServerArgs)
 		}
 		at := len(p.K3s.Args) - extra
@@ -131,10 +132,19 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 			"an agent needs only the agent token (%s): remove it (rm %s) and, if it held the server token, rotate that on the master (README: \"Tokens\")",
 			cl.K3s.TokenFile, cl.K3s.AgentTokenFile, cl.K3s.TokenFile))
 	}
-	if cfg.Self.Role == configs.RoleMaster {
+	switch cfg.Self.Role {
+	case configs.RoleMaster:
 		p.K3s.TokenFile, p.K3s.AgentTokenFile = cl.K3s.TokenFile, cl.K3s.AgentTokenFile
-	} else {
-		p.K3s.WaitFor = net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)
+	case configs.RoleServer:
+		// A server joins the master's etcd: it waits for the master.
+		p.K3s.WaitFor = []string{net.JoinHostPort(cl.Master().Address.String(), supervisor.APIPort)}
+		p.K3s.TokenFile = cl.K3s.TokenFile
+		p.K3s.FetchToken = cl.Sync
+	default:
+		// An agent starts against whichever server answers first.
+		for _, n := range cl.Servers() {
+			p.K3s.WaitFor = append(p.K3s.WaitFor, net.JoinHostPort(n.Address.String(), supervisor.APIPort))
+		}
 		p.K3s.TokenFile = cl.K3s.AgentTokenFile
 		p.K3s.FetchToken = cl.Sync
 	}

@@ -15,11 +15,11 @@ import (
 func TestNewPlan(t *testing.T) {
 	c := newCluster(t, 3)
 	master := c.plan(t, 3, 0, nil)
-	if master.K3s.Role() != "server" || master.K3s.WaitFor != "" || master.Egress != "eth0" || len(master.Tunnel.Peers) != 2 {
+	if master.K3s.Role() != "server" || len(master.K3s.WaitFor) != 0 || master.Egress != "eth0" || len(master.Tunnel.Peers) != 2 {
 		t.Errorf("master plan: role %s, wait for %q, egress %s, %d peers", master.K3s.Role(), master.K3s.WaitFor, master.Egress, len(master.Tunnel.Peers))
 	}
 	agent := c.plan(t, 3, 2, nil)
-	if agent.K3s.Role() != "agent" || agent.K3s.WaitFor != "192.168.2.1:6443" || agent.Tunnel.Address.String() != "192.168.2.3/24" {
+	if agent.K3s.Role() != "agent" || !slices.Equal(agent.K3s.WaitFor, []string{"192.168.2.1:6443"}) || agent.Tunnel.Address.String() != "192.168.2.3/24" {
 		t.Errorf("agent plan: role %s, wait for %q, address %s", agent.K3s.Role(), agent.K3s.WaitFor, agent.Tunnel.Address)
 	}
 	if master.Mode.Mode != configs.ModeUserspace || !strings.Contains(master.Mode.Reason, "older than") {
@@ -27,6 +27,61 @@ func TestNewPlan(t *testing.T) {
 	}
 	if len(master.Problems) != 0 {
 		t.Errorf("problems on a good host: %v", master.Problems)
+	}
+}
+
+// TestServersPlan: with servers in the file the master starts etcd, a
+// server joins it with the server token (fetched over wg0), and an agent
+// waits for whichever server answers; the sync hands each role its token.
+func TestServersPlan(t *testing.T) {
+	c := newCluster(t, 4)
+	servers := func(s string) string { // node-1 and node-2 become servers
+		s = strings.Replace(s, "role: agent", "role: server", 2)
+		return s
+	}
+	master, server, agent := c.plan(t, 4, 0, servers), c.plan(t, 4, 1, servers), c.plan(t, 4, 3, servers)
+	has := func(args []string, want ...string) bool {
+		for i := 0; i+len(want) <= len(args); i++ {
+			if slices.Equal(args[i:i+len(want)], want) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, want := range [][]string{{"--cluster-init"}, {"--etcd-arg=heartbeat-interval=300"}, {"--etcd-arg=election-timeout=3000"},
+		{"--token-file", "/etc/wgk3s/token"}, {"--agent-token-file", "/etc/wgk3s/agent-token"}} {
+		if !has(master.K3s.Args, want...) {
+			t.Errorf("master argv %q lacks %q", master.K3s.Args, want)
+		}
+	}
+	if got := server.K3s.Args; got[0] != "server" || !has(got, "--server", "https://192.168.2.1:6443") || !has(got, "--token-file", "/etc/wgk3s/token") ||
+		has(got, "--cluster-init") || has(got, "--agent-token-file", "/etc/wgk3s/agent-token") || !has(got, "--node-ip", "192.168.2.2") || !has(got, "--etcd-arg=election-timeout=3000") {
+		t.Errorf("server argv = %q", got)
+	}
+	if !slices.Equal(server.K3s.WaitFor, []string{"192.168.2.1:6443"}) || server.K3s.TokenFile != "/etc/wgk3s/token" || !server.K3s.FetchToken {
+		t.Errorf("server waits for %q, token %s (fetch %v)", server.K3s.WaitFor, server.K3s.TokenFile, server.K3s.FetchToken)
+	}
+	if want := []string{"192.168.2.1:6443", "192.168.2.2:6443", "192.168.2.3:6443"}; !slices.Equal(agent.K3s.WaitFor, want) || agent.K3s.TokenFile != "/etc/wgk3s/agent-token" {
+		t.Errorf("agent waits for %q, want %q; token %s", agent.K3s.WaitFor, want, agent.K3s.TokenFile)
+	}
+	if len(master.Warnings) != 0 {
+		t.Errorf("three servers: warnings %q", master.Warnings)
+	}
+	// Two servers: no fault tolerance, said; the operator's own etcd args win.
+	two := c.plan(t, 4, 0, func(s string) string {
+		s = strings.Replace(s, "role: agent", "role: server", 1)
+		return strings.Replace(s, "k3s:\n", "k3s:\n  server_args: [\"--etcd-arg=election-timeout=9000\"]\n", 1)
+	})
+	if !slices.ContainsFunc(two.Warnings, func(w string) bool { return strings.Contains(w, "tolerate no failure") }) {
+		t.Errorf("two servers: warnings %q", two.Warnings)
+	}
+	if has(two.K3s.Args, "--etcd-arg=election-timeout=3000") || !has(two.K3s.Args, "--etcd-arg=election-timeout=9000") {
+		t.Errorf("the file's etcd arg did not win: %q", two.K3s.Args)
+	}
+	// The master alone stays on sqlite.
+	alone := c.plan(t, 2, 0, nil)
+	if has(alone.K3s.Args, "--cluster-init") || slices.ContainsFunc(alone.K3s.Args, func(a string) bool { return strings.HasPrefix(a, "--etcd-arg") }) {
+		t.Errorf("a master without servers: %q", alone.K3s.Args)
 	}
 }
 

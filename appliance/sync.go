@@ -119,10 +119,18 @@ func (a *App) ReachMaster(ctx context.Context) error {
 // token, which joins agents and nothing else; the server token never
 // leaves the servers.
 func (a *App) tokenFor(n meshsync.Node) ([]byte, error) {
-	if n.Role != string(configs.RoleAgent) {
+	var path string
+	switch configs.Role(n.Role) {
+	case configs.RoleAgent:
+		path = a.Plan().K3s.AgentTokenFile
+	case configs.RoleServer:
+		// A server joins etcd and serves the API: it needs the server
+		// token, and is a listed node proving its key like any other.
+		path = a.Plan().K3s.TokenFile
+	default:
 		return nil, fmt.Errorf("no token is handed to a node with role %s", n.Role)
 	}
-	tok, err := configs.ReadToken(a.Plan().K3s.AgentTokenFile)
+	tok, err := configs.ReadToken(path)
 	return []byte(tok), err
 }
 

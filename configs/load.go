@@ -120,6 +120,16 @@ func checkTokens(cfg *Config, c *collector) {
 		}
 		return
 	}
+	if cfg.Self.Role == RoleServer {
+		// A server reads the server token, fetched from the master over wg0
+		// when missing (sync on).
+		if c.has("k3s.token_file") || cfg.Cluster.Sync && TokenMissing(k.TokenFile) {
+			return
+		}
+		checkTokenFile("k3s.token_file", k.TokenFile,
+			"copy the master's "+k.TokenFile+" here and chmod 600 it, or turn sync on so that it is fetched over wg0", c)
+		return
+	}
 	if c.has("k3s.agent_token_file") || cfg.Cluster.Sync && TokenMissing(k.AgentTokenFile) {
 		return
 	}

@@ -149,7 +149,7 @@ func TestParseBad(t *testing.T) {
 		{"no nodes", "nodes:", "nodes: []\nx_nodes:", "", 0, "", ""}, // unknown key + empty list; checked below
 		{"no master", "role: master", "role: agent", "nodes", 0, "no node has role master", "exactly one"},
 		{"two masters", "role: agent", "role: master", "nodes[1].role", 14, "a second master", "role: agent"},
-		{"bad role", "role: agent", "role: worker", "nodes[1].role", 14, `"worker" is not a role`, "master or agent"},
+		{"bad role", "role: agent", "role: worker", "nodes[1].role", 14, `"worker" is not a role`, "master, server (another k3s server, with etcd) or agent"},
 		{"missing role", "    role: agent\n", "", "nodes[1].role", 13, "missing", "role: agent"},
 		{"duplicate name", "name: k3s-node-1", "name: k3s-master", "nodes[1].name", 13, "already used by nodes[0]", "its own name"},
 		{"bad name", "name: k3s-node-1", "name: K3s_Node", "nodes[1].name", 13, "not a valid Kubernetes node name", "lower-case"},

@@ -42,7 +42,14 @@ type Role string
 const (
 	RoleMaster Role = "master"
 	RoleAgent  Role = "agent"
+	// RoleServer is a k3s server beside the master: it joins the master's
+	// embedded etcd and holds the server token. With servers in the file
+	// the master starts k3s with --cluster-init.
+	RoleServer Role = "server"
 )
+
+// ControlPlane reports whether a node of this role runs `k3s server`.
+func (r Role) ControlPlane() bool { return r == RoleMaster || r == RoleServer }
 
 // Mode selects the WireGuard implementation.
 type Mode string
@@ -224,6 +231,18 @@ func (c *Cluster) Master() Node {
 		}
 	}
 	return Node{}
+}
+
+// Servers returns the nodes that run `k3s server`: the master first, then
+// the servers in file order.
+func (c *Cluster) Servers() []Node {
+	out := []Node{c.Master()}
+	for _, n := range c.Nodes {
+		if n.Role == RoleServer {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // NodeByName returns the node called name.

@@ -233,11 +233,11 @@ func validateNodes(rs []rawNode, network netip.Prefix, c *collector) []Node {
 		switch n.Role {
 		case RoleMaster:
 			masters = append(masters, i)
-		case RoleAgent:
+		case RoleAgent, RoleServer:
 		case "":
-			c.add(p+".role", "add `role: master` or `role: agent`", "missing")
+			c.add(p+".role", "add `role: master`, `role: server` or `role: agent`", "missing")
 		default:
-			c.add(p+".role", "use master or agent", "%q is not a role", r.Role)
+			c.add(p+".role", "use master, server (another k3s server, with etcd) or agent", "%q is not a role", r.Role)
 		}
 		n.Address = validateAddress(p, r.Address, network, addrs, i, c)
 		n.Endpoint = validateEndpoint(p, r, c)
@@ -253,7 +253,7 @@ func validateNodes(rs []rawNode, network netip.Prefix, c *collector) []Node {
 		}
 	default:
 		for _, i := range masters[1:] {
-			c.add(fmt.Sprintf("nodes[%d].role", i), fmt.Sprintf("keep exactly one master (%s) and make the others `role: agent`", nodes[masters[0]].Name), "a second master")
+			c.add(fmt.Sprintf("nodes[%d].role", i), fmt.Sprintf("keep exactly one master (%s) and make the others `role: server` or `role: agent`", nodes[masters[0]].Name), "a second master")
 		}
 	}
 	return nodes

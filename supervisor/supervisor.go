@@ -32,9 +32,11 @@ type Options struct {
 	// ResetAfter is how long the child must run for the delay to go back to
 	// BackoffMin (default 1 min).
 	ResetAfter time.Duration
-	// WaitFor, when set, is a host:port (the master's API server through
-	// the tunnel) that must accept a TCP connection before the first start.
-	WaitFor string
+	// WaitFor, when set, are host:port addresses (the k3s servers' API
+	// through the tunnel, the master's first): one must accept a TCP
+	// connection before the first start. The child's --server then names
+	// the one that answered (k3s's own load balancer finds the others).
+	WaitFor []string
 	// WaitTimeout bounds that wait (default 5 min); k3s then starts anyway
 	// and retries by itself.
 	WaitTimeout time.Duration
@@ -215,10 +217,14 @@ func (s *Supervisor) reason() string {
 // backoff, until ctx is cancelled; then it stops the child (SIGTERM, then
 // SIGKILL after the grace period) and returns.
 func (s *Supervisor) Run(ctx context.Context) error {
-	if s.opts.WaitFor != "" {
-		if err := s.waitForServer(ctx); err != nil {
+	if len(s.opts.WaitFor) > 0 {
+		addr, err := s.waitForServer(ctx)
+		if err != nil {
 			return nil // cancelled while waiting
 		}
+		s.mu.Lock()
+		s.args = pointServer(s.args, addr)
+		s.mu.Unlock()
 	}
 	if s.opts.BeforeStart != nil {
 		if err := s.opts.BeforeStart(ctx); err != nil {
@@ -453,36 +459,73 @@ func childEnv(env []string) []string {
 	return out
 }
 
-// waitForServer polls the master's API port through the tunnel until it
-// accepts a connection, logging progress, for at most WaitTimeout.
-func (s *Supervisor) waitForServer(ctx context.Context) error {
-	addr := s.opts.WaitFor
+// waitForServer polls the servers' API ports through the tunnel, all at
+// once every second, until one accepts a connection, logging progress, for
+// at most WaitTimeout. It returns the one that answered (the first listed
+// when none did).
+func (s *Supervisor) waitForServer(ctx context.Context) (string, error) {
+	addrs := s.opts.WaitFor
 	deadline := time.Now().Add(s.opts.WaitTimeout)
-	s.log.Info("waiting for the k3s server through the tunnel before starting the agent", "server", addr)
+	s.log.Info("waiting for the k3s server through the tunnel before starting", "server", strings.Join(addrs, ", "))
 	lastLog := time.Now()
 	for attempt := 1; ; attempt++ {
-		d := net.Dialer{Timeout: 2 * time.Second}
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		addr, err := dialAny(ctx, addrs)
 		if err == nil {
-			conn.Close()
 			s.log.Info("k3s server is reachable", "server", addr, "attempts", attempt)
-			return nil
+			return addr, nil
 		}
 		if time.Now().After(deadline) {
-			s.log.Warn("k3s server still unreachable; starting the agent anyway (it retries by itself)",
-				"server", addr, "waited", s.opts.WaitTimeout, "err", err)
-			return nil
+			s.log.Warn("k3s server still unreachable; starting anyway (k3s retries by itself)",
+				"server", addrs[0], "waited", s.opts.WaitTimeout, "err", err)
+			return addrs[0], nil
 		}
 		if time.Since(lastLog) >= 10*time.Second {
-			s.log.Info("still waiting for the k3s server", "server", addr, "attempts", attempt, "err", err)
+			s.log.Info("still waiting for the k3s server", "server", strings.Join(addrs, ", "), "attempts", attempt, "err", err)
 			lastLog = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// dialAny dials every address at once (2 s each) and returns the first,
+// in list order, that accepted.
+func dialAny(ctx context.Context, addrs []string) (string, error) {
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{Timeout: 2 * time.Second}
+			conn, err := d.DialContext(ctx, "tcp", a)
+			if err == nil {
+				conn.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			return addrs[i], nil
+		}
+	}
+	return "", errors.Join(errs...)
+}
+
+// pointServer makes the argument after --server https://ADDR (ADDR being
+// one of the waited-for servers) name addr instead.
+func pointServer(args []string, addr string) []string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--server" && strings.HasPrefix(args[i+1], "https://") {
+			args[i+1] = "https://" + addr
+		}
+	}
+	return args
 }
 
 // signalName is a signal's name as kill -l writes it (SIGKILL), not its

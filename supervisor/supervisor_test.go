@@ -296,7 +296,7 @@ func TestWaitForServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r := start(t, "/bin/sleep", []string{"100"}, Options{WaitFor: l.Addr().String()})
+	r := start(t, "/bin/sleep", []string{"100"}, Options{WaitFor: []string{l.Addr().String()}})
 	if !poll.Until(10*time.Second, func() bool { return r.sup.Status().Running }) {
 		t.Fatal("not started although the server answers")
 	}
@@ -308,12 +308,38 @@ func TestWaitForServer(t *testing.T) {
 	l2, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := l2.Addr().String()
 	l2.Close()
-	r2 := start(t, "/bin/sleep", []string{"100"}, Options{WaitFor: closed, WaitTimeout: 300 * time.Millisecond})
+	r2 := start(t, "/bin/sleep", []string{"100"}, Options{WaitFor: []string{closed}, WaitTimeout: 300 * time.Millisecond})
 	if !poll.Until(10*time.Second, func() bool { return r2.sup.Status().Running }) {
 		t.Fatal("not started after the wait timed out")
 	}
-	if len(r2.log.find("starting the agent anyway")) != 1 {
+	if len(r2.log.find("starting anyway")) != 1 {
 		t.Error("timeout not logged")
+	}
+}
+
+// TestWaitForAnyServer: with the first server down, the child starts
+// against the one that answers.
+func TestWaitForAnyServer(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := l2.Addr().String()
+	l2.Close()
+	out := filepath.Join(t.TempDir(), "argv")
+	r := start(t, "/bin/sh", []string{"-c", `echo "$@" > ` + out + `; exec sleep 100`, "sh", "agent", "--server", "https://" + down, "--node-ip", "192.168.2.9"},
+		Options{WaitFor: []string{down, up.Addr().String()}})
+	if !poll.Until(10*time.Second, func() bool { b, _ := os.ReadFile(out); return len(b) > 0 }) {
+		t.Fatal("not started although a server answers")
+	}
+	b, _ := os.ReadFile(out)
+	if want := "agent --server https://" + up.Addr().String() + " --node-ip 192.168.2.9\n"; string(b) != want {
+		t.Errorf("argv = %q, want %q", b, want)
+	}
+	if len(r.log.find("k3s server is reachable")) != 1 {
+		t.Error("reachability not logged")
 	}
 }
 

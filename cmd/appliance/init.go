@@ -23,7 +23,7 @@ func runInit(e *env, args []string) error {
 	fs.StringVar(&f.address, "address", "", "this node's wg0 address, inside the cluster's network")
 	fs.StringVar(&f.endpoint, "endpoint", "", "how the other nodes reach this one: PUBLIC-IP-OR-DNS:PORT (required on the master)")
 	fs.StringVar(&f.externalIP, "external-ip", "", "this node's public IP, when the endpoint is a DNS name")
-	fs.StringVar(&f.role, "role", string(configs.RoleAgent), "master or agent")
+	fs.StringVar(&f.role, "role", string(configs.RoleAgent), "master, server (another k3s server; it fetches the server token over wg0) or agent")
 	fs.StringVar(&f.keyFile, "key-file", configs.DefaultPrivateKeyFile, "the private key file (interface.private_key_file)")
 	fs.StringVar(&f.tokenFile, "token-file", configs.DefaultTokenFile, "the k3s server token file (k3s.token_file); created on the master")
 	fs.StringVar(&f.agentTokenFile, "agent-token-file", configs.DefaultAgentTokenFile, "the k3s agent token file (k3s.agent_token_file); created on the master")
@@ -76,9 +76,9 @@ func (f *initFlags) validate() error {
 		if f.endpoint == "" {
 			problems = append(problems, "--endpoint is required on the master: the agents need it, such as --endpoint 203.0.113.10:51820")
 		}
-	case configs.RoleAgent:
+	case configs.RoleAgent, configs.RoleServer:
 	default:
-		problems = append(problems, fmt.Sprintf("--role %q: use master or agent", f.role))
+		problems = append(problems, fmt.Sprintf("--role %q: use master, server or agent", f.role))
 	}
 	if f.endpoint != "" {
 		if _, err := configs.ParseEndpoint(f.endpoint); err != nil {

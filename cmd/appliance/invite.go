@@ -94,7 +94,7 @@ func runInvite(e *env, args []string) error {
 	fs.StringVar(&f.config, "config", configs.DefaultPath, "the master's cluster file")
 	fs.StringVar(&f.sock, "socket", status.DefaultSocket, "the running appliance's status socket")
 	fs.StringVar(&f.endpoint, "endpoint", "", "how the other nodes reach the new one, PUBLIC-IP-OR-DNS:PORT; leave out for a node behind NAT")
-	fs.StringVar(&f.role, "role", string(configs.RoleAgent), "the new node's role: agent")
+	fs.StringVar(&f.role, "role", string(configs.RoleAgent), "the new node's role: agent, or server (a k3s server joining the master's etcd)")
 	fs.StringVar(&f.address, "address", "", "its wg0 address (default: the next free one in network)")
 	fs.StringVar(&f.publicKey, "public-key", "", "its public key, when its key was made on it (`appliance init`); the code then holds no secret")
 	fs.DurationVar(&f.ttl, "ttl", DefaultInviteTTL, "how long the code works; the master removes the node if it has not made a handshake by then")
@@ -107,11 +107,11 @@ func runInvite(e *env, args []string) error {
 		return usagef("invite: %q is not a valid Kubernetes node name: use lower-case letters, digits, '-' and '.'", name)
 	}
 	switch configs.Role(f.role) {
-	case configs.RoleAgent:
+	case configs.RoleAgent, configs.RoleServer:
 	case configs.RoleMaster:
-		return usagef("invite: --role master: a cluster has one master, this one; invite agents")
+		return usagef("invite: --role master: a cluster has one master, this one; invite agents or servers")
 	default:
-		return usagef("invite: --role %q: use agent (servers beside the master are not supported yet)", f.role)
+		return usagef("invite: --role %q: use agent or server", f.role)
 	}
 	if f.ttl <= 0 {
 		return usagef("invite: --ttl %s: give a positive duration such as 24h or 30m", f.ttl)

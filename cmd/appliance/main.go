@@ -43,7 +43,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"run", "--role master|agent [--config FILE] [--node NAME]", "run the appliance (the default when the first argument is a flag)", runAppliance},
+		{"run", "--role master|server|agent [--config FILE] [--node NAME]", "run the appliance (the default when the first argument is a flag)", runAppliance},
 		{"status", "[--json] [--socket PATH]", "show the running appliance: WireGuard mode, peers and handshakes, k3s child, reloads", runStatus},
 		{"reload", "[--socket PATH]", "make the running appliance re-read its cluster file, and wait: prints why a file was rejected (systemd's ExecReload)", runReload},
 		{"check", "[--role master|agent] [--config FILE] [--node NAME]", "validate the cluster file and print this node's plan; changes nothing", runCheck},
@@ -162,20 +162,20 @@ type nodeFlags struct {
 }
 
 func (n *nodeFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&n.role, "role", "", "this node's role: master or agent (must match its entry)")
+	fs.StringVar(&n.role, "role", "", "this node's role: master, server or agent (must match its entry)")
 	fs.StringVar(&n.config, "config", configs.DefaultPath, "the cluster file")
 	fs.StringVar(&n.node, "node", "", "this node's name in the file (default: the entry matching the private key)")
 }
 
 func (n *nodeFlags) options(required bool) (configs.Options, error) {
 	switch configs.Role(n.role) {
-	case configs.RoleMaster, configs.RoleAgent:
+	case configs.RoleMaster, configs.RoleAgent, configs.RoleServer:
 	case "":
 		if required {
-			return configs.Options{}, usagef("--role is required: --role master on the master, --role agent on the others")
+			return configs.Options{}, usagef("--role is required: --role master on the master, --role server on the other k3s servers, --role agent on the others")
 		}
 	default:
-		return configs.Options{}, usagef("--role %q: use master or agent", n.role)
+		return configs.Options{}, usagef("--role %q: use master, server or agent", n.role)
 	}
 	return configs.Options{Role: configs.Role(n.role), Node: n.node}, nil
 }

@@ -7,6 +7,11 @@
 //     agent token: the one in --agent-token-file, else the server token in
 //     --token-file (as k3s does: with an agent token set, the server token
 //     no longer joins agents).
+//     A server started with --server (joining another, as k3s servers join
+//     the first one's etcd) first presents the server token there; only
+//     the server token admits a server, and the answer carries the agent
+//     token it then serves with (k3s's bootstrap data). --cluster-init is
+//     recorded in the argv like any flag.
 //   - `agent`: dials --server (https://IP:6443) through the tunnel, presents
 //     the token from --token-file and keeps the connection open.
 //
@@ -84,13 +89,22 @@ func main() {
 	switch role {
 	case "server":
 		rec.Listen = net.JoinHostPort(flags["--node-ip"], "6443")
+		if master := flags["--server"]; master != "" {
+			u, err := url.Parse(master)
+			if err != nil || u.Host == "" {
+				fail("--server %q is not https://HOST:PORT", master)
+			}
+			rec.Server = u.Host
+			write(dir, rec)
+			agentToken = joinServer(u.Host, token, flags["--node-name"], dir)
+		}
 		l, err := net.Listen("tcp", rec.Listen)
 		if err != nil {
 			fail("listen %s: %v", rec.Listen, err)
 		}
 		write(dir, rec)
 		fmt.Printf("standin k3s server %s listening on %s\n", flags["--node-name"], rec.Listen)
-		go serve(l, agentToken, dir)
+		go serve(l, token, agentToken, dir)
 	case "agent":
 		u, err := url.Parse(flags["--server"])
 		if err != nil || u.Host == "" {
@@ -168,8 +182,10 @@ func password(t string) (string, bool) {
 	return pass, ok && pass != ""
 }
 
-// serve answers "JOIN <token> <node>" with OK or DENIED.
-func serve(l net.Listener, token, dir string) {
+// serve answers "JOIN <token> <node>" (an agent: the agent token) with OK
+// or DENIED, and "SERVER <token> <node>" (a server: the server token only)
+// with "OK <agent token>" or DENIED.
+func serve(l net.Listener, serverToken, agentToken, dir string) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -182,17 +198,48 @@ func serve(l net.Listener, token, dir string) {
 				return
 			}
 			f := strings.Fields(line)
-			if len(f) == 3 && f[0] == "JOIN" && f[1] == token {
+			switch {
+			case len(f) == 3 && f[0] == "JOIN" && f[1] == agentToken:
 				event(dir, "server accepted %s from %s", f[2], c.RemoteAddr())
 				fmt.Printf("standin k3s server: node %s joined from %s\n", f[2], c.RemoteAddr())
 				fmt.Fprintln(c, "OK")
-				// Hold the connection like a real agent tunnel.
-				c.SetReadDeadline(time.Now().Add(time.Hour))
-				bufio.NewReader(c).ReadString('\n')
+			case len(f) == 3 && f[0] == "SERVER" && f[1] == serverToken:
+				event(dir, "server accepted server %s from %s", f[2], c.RemoteAddr())
+				fmt.Printf("standin k3s server: server %s joined from %s\n", f[2], c.RemoteAddr())
+				fmt.Fprintln(c, "OK "+agentToken)
+			case len(f) == 3 && f[0] == "SERVER":
+				event(dir, "server refused server %s from %s: not the server token", f[2], c.RemoteAddr())
+				fmt.Fprintln(c, "DENIED")
+				return
+			default:
+				fmt.Fprintln(c, "DENIED")
 				return
 			}
-			fmt.Fprintln(c, "DENIED")
+			// Hold the connection like a real agent tunnel.
+			c.SetReadDeadline(time.Now().Add(time.Hour))
+			bufio.NewReader(c).ReadString('\n')
 		}()
+	}
+}
+
+// joinServer dials the server a joining server names until it admits it,
+// and returns the agent token it answered with.
+func joinServer(server, token, node, dir string) string {
+	for {
+		c, err := net.DialTimeout("tcp", server, 2*time.Second)
+		if err != nil {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		fmt.Fprintf(c, "SERVER %s %s\n", token, node)
+		reply, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if agent, ok := strings.CutPrefix(strings.TrimSpace(reply), "OK "); ok {
+			event(dir, "server %s joined %s", node, server)
+			fmt.Printf("standin k3s server %s joined %s\n", node, server)
+			return agent
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
