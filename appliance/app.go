@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -292,6 +293,10 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 		a.syncClient.Changed() // a local reload: follow the master again
 	}
 	a.parts.SetMemoryLimit(p.Config.Cluster.Runtime, a.log)
+	if !slices.Contains(old.K3s.Args, "--cluster-init") && slices.Contains(p.K3s.Args, "--cluster-init") {
+		a.log.Warn("the file now lists k3s servers: k3s on this master restarts with --cluster-init, and at that start moves its sqlite datastore into embedded etcd, which the servers then join; the API is down until it is back",
+			"servers", len(p.Config.Cluster.Servers())-1)
+	}
 	a.k3s.Update(p.K3s.Binary, p.K3s.Args) // restarts k3s, and says why, if its command line changed
 	return nil
 }

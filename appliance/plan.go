@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
@@ -126,6 +127,14 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.K3s.Args = append(p.K3s.Args[:at:at], append(platform, p.K3s.Args[at:]...)...)
 	}
 	p.Notes = append(notes, hostNotes(cfg, p.Facts)...)
+	if servers := cl.Servers(); len(servers) > 1 {
+		names := make([]string, len(servers))
+		for i, n := range servers {
+			names[i] = n.Name
+		}
+		p.Notes = append(p.Notes, fmt.Sprintf("k3s servers: %s, in embedded etcd (the master starts it with --cluster-init; a master that ran alone on sqlite moves its data into etcd at that start, which the reload that adds the first server makes); etcd %s, %s ms",
+			strings.Join(names, ", "), supervisor.EtcdHeartbeat, supervisor.EtcdElection))
+	}
 	p.Warnings = warnings(cfg, p.Facts)
 	if cfg.Self.Role == configs.RoleAgent && h.FileExists(cl.K3s.TokenFile) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("this agent holds %s, which is where the k3s server token lives (full admin of the cluster, joins servers); "+

@@ -84,7 +84,10 @@ type Supervisor struct {
 
 	mu     sync.Mutex
 	binary string
-	args   []string
+	args   []string // as planned; Update compares with these
+	// server is the API address (host:port) that answered the wait: the
+	// child's --server names it (see pointServer).
+	server string
 	status Status
 	// why is the reason of the restart asked for, logged once when it
 	// happens; restart is signalled with it.
@@ -223,7 +226,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return nil // cancelled while waiting
 		}
 		s.mu.Lock()
-		s.args = pointServer(s.args, addr)
+		s.server = addr
 		s.mu.Unlock()
 	}
 	if s.opts.BeforeStart != nil {
@@ -281,7 +284,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 func (s *Supervisor) command() (string, []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.binary, slices.Clone(s.args)
+	args := slices.Clone(s.args)
+	if s.server != "" {
+		args = pointServer(args, s.server)
+	}
+	return s.binary, args
 }
 
 // child is one run of the process.

@@ -432,3 +432,28 @@ func TestRunningMeansAlive(t *testing.T) {
 		t.Fatalf("after the child exited: %+v", r.sup.Status())
 	}
 }
+
+// TestPointedServerIsNoChange: the --server an agent started against is
+// not a change of its command line: an Update with the planned argv does
+// not restart it.
+func TestPointedServerIsNoChange(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := l2.Addr().String()
+	l2.Close()
+	args := []string{"-c", "exec sleep 100", "sh", "agent", "--server", "https://" + down}
+	r := start(t, "/bin/sh", args, Options{WaitFor: []string{down, up.Addr().String()}})
+	if !poll.Until(10*time.Second, func() bool { return r.sup.Status().Running }) {
+		t.Fatal("not started")
+	}
+	if r.sup.Update("/bin/sh", args) {
+		t.Error("the planned argv again counts as a change")
+	}
+	if _, got := r.sup.command(); got[len(got)-1] != "https://"+up.Addr().String() {
+		t.Errorf("the child's argv = %q", got)
+	}
+}

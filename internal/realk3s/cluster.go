@@ -97,7 +97,12 @@ func (c *Cluster) KubectlArgs(args ...string) []string {
 
 // Kubectl runs kubectl on the master.
 func (c *Cluster) Kubectl(args ...string) (string, error) {
-	return c.Nodes[0].Srv.Try("env", c.KubectlArgs(args...)...)
+	return c.KubectlOn(c.Nodes[0], args...)
+}
+
+// KubectlOn runs kubectl on a server node n, against its own API server.
+func (c *Cluster) KubectlOn(n *testnet.Node, args ...string) (string, error) {
+	return n.Srv.Try("env", c.KubectlArgs(args...)...)
 }
 
 // MustKubectl is Kubectl that fails on an error.
