@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/status"
@@ -215,11 +216,18 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 		}
 	}
 	var beforeStart func(context.Context) error
-	if p.Sync.Enabled && !p.Sync.Serve {
+	if p.Sync.Enabled && p.Sync.Follow {
 		a.syncClient = a.newSyncClient(p)
 		if p.K3s.FetchToken {
+			server := p.Config.Self.Role == configs.RoleServer
 			beforeStart = func(ctx context.Context) error {
-				return meshsync.EnsureToken(ctx, a.syncClient, p.K3s.TokenFile, a.log)
+				if err := meshsync.EnsureToken(ctx, a.syncClient, p.K3s.TokenFile, a.log); err != nil {
+					return err
+				}
+				if server { // it serves the agents their token in turn
+					return meshsync.EnsureTokenOf(ctx, a.syncClient, meshsync.TokenAgent, p.Config.Cluster.K3s.AgentTokenFile, a.log)
+				}
+				return nil
 			}
 		}
 	}

@@ -55,11 +55,20 @@ type Plan struct {
 // tokens around over wg0 (package meshsync).
 type SyncPlan struct {
 	Enabled bool
-	// Serve is true on the master.
+	// Serve is true on the master and the servers: they serve the file
+	// they run and the tokens.
 	Serve bool
+	// Follow is true on every node but the master: it follows the master's
+	// file (a server follows it too, and serves what it took).
+	Follow bool
 	// Master is where the master serves: its wg address, meshsync's port.
 	Master netip.AddrPort
-	// Followers are the nodes the master serves (every other node), known
+	// Listen is where this node serves (its wg address), when it serves.
+	Listen netip.AddrPort
+	// Sources are who a follower asks: the master, then the servers (not
+	// itself), each by its key.
+	Sources []meshsync.Source
+	// Followers are the nodes this node serves (every other node), known
 	// by their keys; each is handed the token of its role.
 	Followers []meshsync.Node
 }
@@ -158,8 +167,14 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.K3s.FetchToken = cl.Sync
 	}
 	if cl.Sync {
-		p.Sync = SyncPlan{Enabled: true, Serve: cfg.Self.Role == configs.RoleMaster,
-			Master: netip.AddrPortFrom(cl.Master().Address, meshsync.DefaultPort)}
+		p.Sync = SyncPlan{Enabled: true, Serve: cfg.Self.Role.ControlPlane(), Follow: cfg.Self.Role != configs.RoleMaster,
+			Master: netip.AddrPortFrom(cl.Master().Address, meshsync.DefaultPort),
+			Listen: netip.AddrPortFrom(cfg.Self.Address, meshsync.DefaultPort)}
+		for _, n := range cl.Servers() {
+			if n.Name != cfg.Self.Name {
+				p.Sync.Sources = append(p.Sync.Sources, meshsync.Source{Name: n.Name, Addr: netip.AddrPortFrom(n.Address, meshsync.DefaultPort), Key: n.PublicKey})
+			}
+		}
 		for _, n := range cfg.Peers() {
 			p.Sync.Followers = append(p.Sync.Followers, meshsync.Node{Name: n.Name, Key: n.PublicKey, Addr: n.Address, Role: string(n.Role)})
 		}

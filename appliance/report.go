@@ -30,14 +30,18 @@ func (a *App) Report() status.Report {
 		Reloads:  reloads, Recreations: a.tun.Recreations(),
 	}
 	switch {
+	case a.syncClient != nil:
+		st := a.syncClient.Status()
+		r.Sync = &status.Sync{Role: "following", Master: st.Master, Following: st.Following, Revision: st.Revision, LastContact: st.LastContact,
+			LastApplied: st.LastApplied, Refused: st.Refused, Staged: st.Staged, LastError: st.LastError, Polls: st.Polls}
+		if a.syncServer != nil { // a server: it follows, and serves what it took
+			ss := a.syncServer.Stats()
+			r.Sync.Role, r.Sync.Nodes, r.Sync.Served, r.Sync.Denied = "following and serving", ss.Nodes, ss.Served, ss.Denied
+		}
 	case a.syncServer != nil:
 		st := a.syncServer.Stats()
 		r.Sync = &status.Sync{Role: "serving", Master: p.Sync.Master.String(), Revision: meshsync.Revision(cl.Data), Nodes: st.Nodes,
 			Served: st.Served, Denied: st.Denied}
-	case a.syncClient != nil:
-		st := a.syncClient.Status()
-		r.Sync = &status.Sync{Role: "following", Master: st.Master, Revision: st.Revision, LastContact: st.LastContact,
-			LastApplied: st.LastApplied, Refused: st.Refused, Staged: st.Staged, LastError: st.LastError, Polls: st.Polls}
 	}
 	names := map[wgtypes.Key]string{}
 	for _, n := range cfg.Peers() {

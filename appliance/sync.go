@@ -37,7 +37,8 @@ func (a *App) newSyncClient(p *Plan) *meshsync.Client {
 		}
 	}
 	return &meshsync.Client{Master: p.Sync.Master, Log: a.log, Apply: apply,
-		Have: func() string { return meshsync.Revision(a.Plan().Config.Cluster.Data) },
+		Sources: func() []meshsync.Source { return a.Plan().Sync.Sources },
+		Have:    func() string { return meshsync.Revision(a.Plan().Config.Cluster.Data) },
 		Keys: func() (wgtypes.Key, wgtypes.Key) {
 			cfg := a.Plan().Config
 			return cfg.PrivateKey.Key(), cfg.Cluster.Master().PublicKey
@@ -50,17 +51,23 @@ func (a *App) startSync(p *Plan) error {
 	if !p.Sync.Enabled {
 		return nil
 	}
-	if !p.Sync.Serve {
+	if p.Sync.Follow {
 		a.run("sync", a.syncClient.Run)
+	}
+	if !p.Sync.Serve {
 		return nil
 	}
 	s := meshsync.NewServer(a.log, a.tokenFor)
-	l, err := a.parts.ListenSync(p.Sync.Master, p.Tunnel.Name)
+	s.SetAgentToken(func() ([]byte, error) {
+		tok, err := configs.ReadToken(a.Plan().Config.Cluster.K3s.AgentTokenFile)
+		return []byte(tok), err
+	})
+	l, err := a.parts.ListenSync(p.Sync.Listen, p.Tunnel.Name)
 	if err != nil {
 		return err
 	}
 	a.syncServer = s
-	if accept := a.opts.AcceptKey; accept != nil {
+	if accept := a.opts.AcceptKey; accept != nil && !p.Sync.Follow { // the master's alone
 		s.SetRotate(meshsync.Rotate{Accept: accept, Then: func() {
 			// The node switches when it has the answer; the answer must not
 			// be cut off by wg0 moving to the new key first.
@@ -71,8 +78,8 @@ func (a *App) startSync(p *Plan) error {
 	}
 	a.publish(p)
 	a.push("sync listener", closer(l))
-	a.run("sync", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Master, p.Tunnel.Name) })
-	a.log.Info("sync: serving the cluster file and the tokens over wg0", "listen", p.Sync.Master, "nodes", len(p.Sync.Followers))
+	a.run("sync serving", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Listen, p.Tunnel.Name) })
+	a.log.Info("sync: serving the cluster file and the tokens over wg0", "listen", p.Sync.Listen, "nodes", len(p.Sync.Followers))
 	return nil
 }
 
@@ -120,13 +127,14 @@ func (a *App) ReachMaster(ctx context.Context) error {
 // leaves the servers.
 func (a *App) tokenFor(n meshsync.Node) ([]byte, error) {
 	var path string
+	k := a.Plan().Config.Cluster.K3s
 	switch configs.Role(n.Role) {
 	case configs.RoleAgent:
-		path = a.Plan().K3s.AgentTokenFile
+		path = k.AgentTokenFile
 	case configs.RoleServer:
 		// A server joins etcd and serves the API: it needs the server
 		// token, and is a listed node proving its key like any other.
-		path = a.Plan().K3s.TokenFile
+		path = k.TokenFile
 	default:
 		return nil, fmt.Errorf("no token is handed to a node with role %s", n.Role)
 	}

@@ -47,9 +47,17 @@ func TestSeveralServers(t *testing.T) {
 	m := newNode(t, net.AddServer("master", 1), "k3s-master", "master", "192.168.2.1")
 	s1 := newNode(t, net.AddServer("server-1", 2), "k3s-server-1", "server", "192.168.2.2")
 	a := newNode(t, net.AddServer("node-1", 3), "k3s-node-1", "agent", "192.168.2.3")
-	os.Remove(s1.Srv.HostPath(agentTokenPath))
-	os.Remove(a.Srv.HostPath(agentTokenPath))
-	startAll(t, []*node{m, s1, a})
+	a2 := newNode(t, net.AddServer("node-2", 4), "k3s-node-2", "agent", "192.168.2.4")
+	for _, n := range []*node{s1, a, a2} {
+		os.Remove(n.Srv.HostPath(agentTokenPath))
+	}
+	all := []*node{m, s1, a, a2}
+	for _, n := range all {
+		n.WriteConfig(all, nil)
+	}
+	for _, n := range all[:3] { // node-2 starts while the master is down
+		n.Start(t)
+	}
 
 	t.Run("the master starts etcd, the server joins it with the server token fetched over wg0", func(t *testing.T) {
 		if argv := argvOf(t, m.Srv); !hasArgs(argv, "--cluster-init") || !hasArgs(argv, "--etcd-arg=election-timeout=3000") {
@@ -70,8 +78,9 @@ func TestSeveralServers(t *testing.T) {
 		if fi, err := os.Stat(s1.Srv.HostPath(tokenPath)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("the server's token file mode: %v, %v", fi, err)
 		}
-		if _, err := os.Stat(s1.Srv.HostPath(agentTokenPath)); err == nil {
-			t.Error("the server was handed the agent token too")
+		// It serves agents in turn: it holds their token too.
+		if tok, err := os.ReadFile(s1.Srv.HostPath(agentTokenPath)); err != nil || strings.TrimSpace(string(tok)) != agentToken {
+			t.Errorf("the server's agent token file: %q, %v", tok, err)
 		}
 	})
 
@@ -100,22 +109,50 @@ func TestSeveralServers(t *testing.T) {
 		}
 	})
 
-	t.Run("with the master down, a starting agent joins the server", func(t *testing.T) {
-		a.Stop(t)
+	t.Run("with the master down, nodes follow the server, and a new agent gets its token there and joins it", func(t *testing.T) {
 		m.Stop(t)
-		before := len(records(t, a.Srv))
-		a.Start(t)
-		if !a.Proc.WaitOutput(`msg="k3s server is reachable" server=192.168.2.2:6443`, 30*time.Second) {
-			t.Fatalf("the agent did not wait for the server:\n%s", a.Proc.Output())
+		if !testnet.Eventually(60*time.Second, func() bool {
+			st := statusJSON(t, a)
+			return st.Sync != nil && strings.Contains(st.Sync.Following, "k3s-server-1")
+		}) {
+			t.Errorf("node-1 does not follow the server:\n%+v\n%s", statusJSON(t, a).Sync, a.Proc.Output())
 		}
-		if !testnet.Eventually(15*time.Second, func() bool { return len(records(t, a.Srv)) > before }) {
-			t.Fatal("the agent's k3s did not start")
+		a2.Start(t)
+		if !a2.Proc.WaitOutput(`msg="k3s server is reachable" server=192.168.2.2:6443`, 60*time.Second) {
+			t.Fatalf("node-2 did not wait for the server:\n%s", a2.Proc.Output())
 		}
-		if argv := argvOf(t, a.Srv); !hasArgs(argv, "--server", "https://192.168.2.2:6443") {
-			t.Errorf("the agent's k3s argv: %q", argv)
+		if !a2.Proc.WaitOutput("sync: token written", 60*time.Second) {
+			t.Fatalf("node-2 got no token:\n%s", a2.Proc.Output())
 		}
-		if !testnet.Eventually(30*time.Second, func() bool { return strings.Contains(events(s1.Srv), "server accepted k3s-node-1") }) {
-			t.Errorf("the agent did not join the server:\n%s", events(s1.Srv))
+		if tok, err := os.ReadFile(a2.Srv.HostPath(agentTokenPath)); err != nil || strings.TrimSpace(string(tok)) != agentToken {
+			t.Errorf("node-2's agent token from the server: %q, %v", tok, err)
+		}
+		if argv := argvOf(t, a2.Srv); !hasArgs(argv, "--server", "https://192.168.2.2:6443") {
+			t.Errorf("node-2's k3s argv: %q", argv)
+		}
+		if !testnet.Eventually(30*time.Second, func() bool { return strings.Contains(events(s1.Srv), "server accepted k3s-node-2") }) {
+			t.Errorf("node-2 did not join the server:\n%s", events(s1.Srv))
+		}
+		if !strings.Contains(s1.Proc.Output(), "sync: handed its token to a node") {
+			t.Errorf("the server did not hand node-2 its token:\n%s", s1.Proc.Output())
+		}
+	})
+
+	t.Run("the master back: its next edit reaches every node", func(t *testing.T) {
+		m.Start(t)
+		m.WriteConfig(all, func(s string) string {
+			return strings.Replace(s, "persistent_keepalive: 25s", "persistent_keepalive: 24s", 1)
+		})
+		m.Reload(t, "msg=reloaded")
+		want, _ := os.ReadFile(m.Srv.HostPath(configPath))
+		for _, n := range all[1:] {
+			n := n
+			if !testnet.Eventually(90*time.Second, func() bool {
+				got, _ := os.ReadFile(n.Srv.HostPath(configPath))
+				return string(got) == string(want)
+			}) {
+				t.Errorf("%s does not have the master's edit:\n%s", n.Name, n.Proc.Output())
+			}
 		}
 	})
 }

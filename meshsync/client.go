@@ -43,6 +43,9 @@ var errNotListed = errors.New("the master refuses this node: its file does not l
 // Status is what a client knows of its sync with the master.
 type Status struct {
 	Master string `json:"master"`
+	// Following names the server followed while the master does not
+	// answer ("" when it is the master).
+	Following string `json:"following,omitempty"`
 	// Revision is the revision of the cluster file this node runs.
 	Revision string `json:"revision"`
 	// LastContact is the last time the master answered.
@@ -69,7 +72,13 @@ type Status struct {
 // after RetryRefused (the host may have been fixed).
 type Client struct {
 	Master netip.AddrPort
-	Log    *slog.Logger
+	// Sources, if set, lists the nodes that serve the file, the master
+	// first (it is Master), then the servers: when the one followed does
+	// not answer, the next is asked; the master is asked again after
+	// SourceRetry. Tokens and the file fail over; a key change, Reach and
+	// the endpoints are the master's alone.
+	Sources func() []Source
+	Log     *slog.Logger
 	// Keys returns this node's WireGuard private key and the master's
 	// public key, from the file this node runs.
 	Keys func() (private, master wgtypes.Key)
@@ -94,10 +103,66 @@ type Client struct {
 
 	nudge   chan struct{} // the local revision changed: ask again now
 	mu      sync.Mutex
+	cur     int       // the source followed (index in Sources())
+	since   time.Time // when it became the one followed
 	status  Status
 	pending *pending
 	offset  time.Duration // the master's clock minus ours
 	lastErr string
+}
+
+// Source is a node that serves the sync: its name, where it listens and
+// its public key (which the requests and answers are bound to).
+type Source struct {
+	Name string
+	Addr netip.AddrPort
+	Key  wgtypes.Key
+}
+
+// SourceRetry is how long a follower follows a server before it asks the
+// master again.
+const SourceRetry = 30 * time.Second
+
+// source returns the source to ask: the one followed, or the master again
+// once SourceRetry has passed.
+func (c *Client) source() Source {
+	if c.Sources == nil {
+		return c.master()
+	}
+	list := c.Sources()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur >= len(list) || c.cur != 0 && c.now().Sub(c.since) >= SourceRetry {
+		c.cur = 0
+	}
+	if len(list) == 0 {
+		return Source{Addr: c.Master}
+	}
+	return list[c.cur]
+}
+
+// master is the first source: the master.
+func (c *Client) master() Source {
+	_, key := c.Keys()
+	return Source{Name: "master", Addr: c.Master, Key: key}
+}
+
+// unanswered moves on from src, which did not answer, to the next source.
+func (c *Client) unanswered(src Source) {
+	if c.Sources == nil {
+		return
+	}
+	list := c.Sources()
+	c.mu.Lock()
+	if len(list) < 2 || c.cur >= len(list) || list[c.cur].Addr != src.Addr {
+		c.mu.Unlock()
+		return
+	}
+	c.cur = (c.cur + 1) % len(list)
+	c.since = c.now()
+	next := list[c.cur]
+	c.mu.Unlock()
+	c.Log.Info("sync: asking another node that serves the file", "unanswered", src.Name, "now", next.Name, "at", next.Addr)
 }
 
 // pending is a master's revision this node did not take.
@@ -156,6 +221,11 @@ func (c *Client) Status() Status {
 	defer c.mu.Unlock()
 	st := c.status
 	st.Master = c.Master.String()
+	if c.Sources != nil && c.cur > 0 {
+		if list := c.Sources(); c.cur < len(list) {
+			st.Following = list[c.cur].Name + " (" + list[c.cur].Addr.String() + ")"
+		}
+	}
 	st.Revision = c.Have()
 	return st
 }
@@ -358,14 +428,34 @@ func (c *Client) confirm(ctx context.Context, hc *http.Client, rev string, stagi
 // authentication. It learns the master's clock from every answer, and
 // asks once more when the master refused the request's time.
 func (c *Client) do(ctx context.Context, hc *http.Client, method, uri string) (status int, rev string, body []byte, err error) {
+	src := c.source()
+	status, rev, body, err = c.doAt(ctx, hc, src, method, uri)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errNotListed) {
+		var ae *authError
+		if !errors.As(err, &ae) {
+			c.unanswered(src)
+		}
+	}
+	return status, rev, body, err
+}
+
+// authError is an answer that came but failed its checks.
+type authError struct{ err error }
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+// doAt is do against one source.
+func (c *Client) doAt(ctx context.Context, hc *http.Client, src Source, method, uri string) (status int, rev string, body []byte, err error) {
 	for attempt := 0; ; attempt++ {
-		private, master := c.Keys()
+		private, _ := c.Keys()
+		responder := src.Key
 		self := private.PublicKey()
-		k, err := derive(private, master, self, master)
+		k, err := derive(private, responder, self, responder)
 		if err != nil {
 			return 0, "", nil, fmt.Errorf("this node's key and the master's: %w", err)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Master.String()+uri, nil)
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+src.Addr.String()+uri, nil)
 		if err != nil {
 			return 0, "", nil, err
 		}
@@ -391,7 +481,7 @@ func (c *Client) do(ctx context.Context, hc *http.Client, method, uri string) (s
 		}
 		mtime, err := verifyAnswer(resp.Header, k, nonce, resp.StatusCode, body)
 		if err != nil {
-			return 0, "", nil, err
+			return 0, "", nil, &authError{err}
 		}
 		c.mu.Lock()
 		c.offset = mtime.Sub(c.now())
@@ -412,9 +502,21 @@ func (c *Client) do(ctx context.Context, hc *http.Client, method, uri string) (s
 
 // FetchToken fetches this node's k3s token from the master.
 func (c *Client) FetchToken(ctx context.Context) ([]byte, error) {
+	return c.fetchToken(ctx, "")
+}
+
+// TokenAgent asks for the agent token whatever this node's role: a server
+// serves it to agents (GET /v1/token?kind=agent; servers only).
+const TokenAgent = "agent"
+
+func (c *Client) fetchToken(ctx context.Context, kind string) ([]byte, error) {
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.Transport}
 	defer hc.CloseIdleConnections()
-	status, _, body, err := c.do(ctx, hc, http.MethodGet, PathToken)
+	uri := PathToken
+	if kind != "" {
+		uri += "?kind=" + kind
+	}
+	status, _, body, err := c.do(ctx, hc, http.MethodGet, uri)
 	if err != nil {
 		return nil, err
 	}
@@ -432,13 +534,19 @@ func (c *Client) FetchToken(ctx context.Context) ([]byte, error) {
 // missing or empty, and writes it 0600. It retries until ctx is done, with
 // a growing pause: k3s cannot start without it. The token is never logged.
 func EnsureToken(ctx context.Context, c *Client, path string, log *slog.Logger) error {
+	return EnsureTokenOf(ctx, c, "", path, log)
+}
+
+// EnsureTokenOf is EnsureToken for a kind of token ("" is this node's
+// role's; TokenAgent the agent token, for a server).
+func EnsureTokenOf(ctx context.Context, c *Client, kind, path string, log *slog.Logger) error {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
 		return nil
 	}
 	log.Info("sync: no token here; fetching it from the master over wg0", "master", c.Master, "token_file", path)
 	pause := 2 * time.Second
 	for attempt := 1; ; attempt++ {
-		token, err := c.FetchToken(ctx)
+		token, err := c.fetchToken(ctx, kind)
 		if err == nil {
 			if err := writeSecret(path, append(token, '\n')); err != nil {
 				return err

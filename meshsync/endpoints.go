@@ -104,7 +104,8 @@ func (c *Client) FollowEndpoints(ctx context.Context, take func(Endpoints)) erro
 	defer hc.CloseIdleConnections()
 	have := ""
 	for {
-		status, rev, data, err := c.do(ctx, hc, http.MethodGet, PathEndpoints+"?have="+have)
+		// The master is the one that sees every node: only it is asked.
+		status, rev, data, err := c.doAt(ctx, hc, c.master(), http.MethodGet, PathEndpoints+"?have="+have)
 		switch {
 		case ctx.Err() != nil:
 			return nil

@@ -64,7 +64,7 @@ func (s *Server) serveKey(r *http.Request, f *follower) answer {
 func (c *Client) RotateKey(ctx context.Context, next wgtypes.Key) error {
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.Transport}
 	defer hc.CloseIdleConnections()
-	status, _, body, err := c.do(ctx, hc, http.MethodPost, PathKey+"?new="+url.QueryEscape(next.String()))
+	status, _, body, err := c.doAt(ctx, hc, c.master(), http.MethodPost, PathKey+"?new="+url.QueryEscape(next.String()))
 	if err != nil {
 		return err
 	}
@@ -79,6 +79,6 @@ func (c *Client) RotateKey(ctx context.Context, next wgtypes.Key) error {
 func (c *Client) Reach(ctx context.Context) error {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: c.Transport}
 	defer hc.CloseIdleConnections()
-	_, _, _, err := c.do(ctx, hc, http.MethodPost, PathConfirm+"?rev=reach")
+	_, _, _, err := c.doAt(ctx, hc, c.master(), http.MethodPost, PathConfirm+"?rev=reach")
 	return err
 }

@@ -101,8 +101,10 @@ type Server struct {
 	epRev     string
 	epChanged chan struct{}
 	rotate    Rotate // key changes (key.go); zero: refused
-	served    uint64 // authenticated requests answered
-	denied    uint64 // requests refused before authentication
+	// agentToken, if set, hands servers the agent token (SetAgentToken).
+	agentToken func() ([]byte, error)
+	served     uint64 // authenticated requests answered
+	denied     uint64 // requests refused before authentication
 }
 
 // follower is a Node and what the server knows of it.
@@ -307,7 +309,30 @@ func (s *Server) serveTaken(r *http.Request, f *follower) answer {
 	}}
 }
 
-func (s *Server) serveToken(_ *http.Request, f *follower) answer {
+// SetAgentToken lets servers ask for the agent token (to serve agents in
+// their turn): GET /v1/token?kind=agent, refused to every other role.
+func (s *Server) SetAgentToken(f func() ([]byte, error)) {
+	s.mu.Lock()
+	s.agentToken = f
+	s.mu.Unlock()
+}
+
+func (s *Server) serveToken(r *http.Request, f *follower) answer {
+	if r.URL.Query().Get("kind") == TokenAgent {
+		s.mu.Lock()
+		get := s.agentToken
+		s.mu.Unlock()
+		if get == nil || f.Role != "server" {
+			return textAnswer(http.StatusBadRequest, "the agent token is handed to servers only")
+		}
+		token, err := get()
+		if err != nil {
+			s.log.Error("sync: cannot read the agent token for a server", "node", f.Name, "err", err)
+			return textAnswer(http.StatusInternalServerError, "cannot read the agent token")
+		}
+		s.log.Info("sync: handed the agent token to a server", "node", f.Name)
+		return answer{status: http.StatusOK, body: token}
+	}
 	token, err := s.token(f.Node)
 	if err != nil {
 		s.log.Error("sync: cannot read the token for a node", "node", f.Name, "err", err)

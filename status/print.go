@@ -38,6 +38,12 @@ func Print(w io.Writer, r Report, now time.Time) {
 				s.Revision, s.Nodes, s.Master, s.Served, s.Denied)
 		} else {
 			fmt.Fprintf(w, "\nsync       following %s, running revision %s", s.Master, s.Revision)
+			if s.Following != "" {
+				fmt.Fprintf(w, "\n           the master does not answer: following %s meanwhile", s.Following)
+			}
+			if s.Nodes > 0 {
+				fmt.Fprintf(w, "\n           serving it to %d node(s) in turn; %d request(s) answered, %d refused", s.Nodes, s.Served, s.Denied)
+			}
 			if !s.LastContact.IsZero() {
 				fmt.Fprintf(w, ", master answered %s ago", age(now.Sub(s.LastContact)))
 			}

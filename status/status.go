@@ -54,9 +54,13 @@ type Report struct {
 // Sync is the cluster file's hand-over over wg0: served by the master,
 // followed by the others.
 type Sync struct {
-	// Role is "serving" (the master) or "following".
+	// Role is "serving" (the master), "following", or "following and
+	// serving" (a server).
 	Role   string `json:"role"`
 	Master string `json:"master"`
+	// Following names the server a follower asks while the master does
+	// not answer.
+	Following string `json:"following,omitempty"`
 	// Revision is the file this node runs (serves, on the master).
 	Revision    string    `json:"revision"`
 	Nodes       int       `json:"nodes,omitempty"`

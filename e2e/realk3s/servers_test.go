@@ -3,6 +3,7 @@
 package realk3s
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/wgk3s/wgk3s/internal/realk3s"
 	"github.com/wgk3s/wgk3s/internal/testnet"
+	"github.com/wgk3s/wgk3s/status"
 )
 
 // TestSeveralServers: three k3s servers in three clouds (the master and
@@ -117,6 +119,18 @@ func TestSeveralServers(t *testing.T) {
 		t.Logf("timing: the API took a write on k3s-server-1 %.1f s after the master's cloud was cut off", failover.Seconds())
 		if failover > 30*time.Second {
 			t.Errorf("API failover took %s, want within 30 s", failover.Round(time.Second))
+		}
+		// The agent's sync turns to a server meanwhile.
+		following := func() string {
+			out, err := a.Srv.Try(applianceBin, "status", "--json")
+			var r status.Report
+			if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Sync == nil {
+				return ""
+			}
+			return r.Sync.Following
+		}
+		if !testnet.Eventually(60*time.Second, func() bool { return strings.Contains(following(), "k3s-server-") }) {
+			t.Errorf("the agent's sync does not follow a server while the master is away: %q", following())
 		}
 		// The agent stays Ready past the node controller's grace period.
 		notReady := 0
