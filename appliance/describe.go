@@ -145,12 +145,23 @@ func (p *Plan) syncLine() string {
 	switch {
 	case !s.Enabled:
 		return "off (sync: false): copy the cluster file to every node and reload each after an edit; copy the agent token to the agents"
-	case s.Serve:
+	case s.Serve && !s.Follow:
 		return fmt.Sprintf("serving this file and the agent token on %s (bound to %s) to %d node(s); each request must carry a MAC keyed by that node's WireGuard key",
-			s.Master, p.Tunnel.Name, len(s.Followers))
+			s.Listen, p.Tunnel.Name, len(s.Followers))
 	}
-	return fmt.Sprintf("following the master at %s over %s: its file replaces this one when it changes (validated as a reload would; one that needs a restart is written for the next start); requests and answers are authenticated with this node's WireGuard key",
+	line := fmt.Sprintf("following the master at %s over %s: its file replaces this one when it changes (validated as a reload would; one that needs a restart is written for the next start); requests and answers are authenticated with this node's WireGuard key",
 		s.Master, p.Tunnel.Name)
+	if len(s.Sources) > 1 {
+		names := make([]string, 0, len(s.Sources)-1)
+		for _, src := range s.Sources[1:] {
+			names = append(names, src.Name)
+		}
+		line += "; while the master does not answer, it asks " + strings.Join(names, ", ")
+	}
+	if s.Serve {
+		line += fmt.Sprintf("; as a server it serves what it took, and the tokens, on %s to %d node(s)", s.Listen, len(s.Followers))
+	}
+	return line
 }
 
 // pathLines say how this node reaches peers the file gives no endpoint,
