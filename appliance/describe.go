@@ -127,7 +127,12 @@ func (p *Plan) tokenLines() []string {
 		case configs.TokenMissing(k.TokenFile):
 			server = "missing"
 		}
-		return []string{"server token  " + k.TokenFile + " (--token-file), " + server + ": joins this server to the master's etcd; full admin of the cluster"}
+		agent := "present"
+		if configs.TokenMissing(k.AgentTokenFile) {
+			agent = "missing: fetched from the master over wg0 (0600) with the server token"
+		}
+		return []string{"server token  " + k.TokenFile + " (--token-file), " + server + ": joins this server to the master's etcd; full admin of the cluster",
+			"agent token   " + k.AgentTokenFile + ", " + agent + ": this server hands it to agents while the master does not answer"}
 	}
 	agent := "present"
 	switch {
