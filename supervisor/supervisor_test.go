@@ -317,25 +317,36 @@ func TestWaitForServer(t *testing.T) {
 	}
 }
 
-// TestWaitForAnyServer: with the first server down, the child starts
-// against the one that answers.
-func TestWaitForAnyServer(t *testing.T) {
-	up, err := net.Listen("tcp", "127.0.0.1:0")
+// upAndDown returns the address of a listener (closed when the test
+// ends) and of a port where nothing listens.
+func upAndDown(t *testing.T) (up, down string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
-	l2, _ := net.Listen("tcp", "127.0.0.1:0")
-	down := l2.Addr().String()
+	t.Cleanup(func() { l.Close() })
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down = l2.Addr().String()
 	l2.Close()
+	return l.Addr().String(), down
+}
+
+// TestWaitForAnyServer: with the first server down, the child starts
+// against the one that answers.
+func TestWaitForAnyServer(t *testing.T) {
+	up, down := upAndDown(t)
 	out := filepath.Join(t.TempDir(), "argv")
 	r := start(t, "/bin/sh", []string{"-c", `echo "$@" > ` + out + `; exec sleep 100`, "sh", "agent", "--server", "https://" + down, "--node-ip", "192.168.2.9"},
-		Options{WaitFor: []string{down, up.Addr().String()}})
+		Options{WaitFor: []string{down, up}})
 	if !poll.Until(10*time.Second, func() bool { b, _ := os.ReadFile(out); return len(b) > 0 }) {
 		t.Fatal("not started although a server answers")
 	}
 	b, _ := os.ReadFile(out)
-	if want := "agent --server https://" + up.Addr().String() + " --node-ip 192.168.2.9\n"; string(b) != want {
+	if want := "agent --server https://" + up + " --node-ip 192.168.2.9\n"; string(b) != want {
 		t.Errorf("argv = %q, want %q", b, want)
 	}
 	if len(r.log.find("k3s server is reachable")) != 1 {
@@ -437,23 +448,16 @@ func TestRunningMeansAlive(t *testing.T) {
 // not a change of its command line: an Update with the planned argv does
 // not restart it.
 func TestPointedServerIsNoChange(t *testing.T) {
-	up, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	l2, _ := net.Listen("tcp", "127.0.0.1:0")
-	down := l2.Addr().String()
-	l2.Close()
+	up, down := upAndDown(t)
 	args := []string{"-c", "exec sleep 100", "sh", "agent", "--server", "https://" + down}
-	r := start(t, "/bin/sh", args, Options{WaitFor: []string{down, up.Addr().String()}})
+	r := start(t, "/bin/sh", args, Options{WaitFor: []string{down, up}})
 	if !poll.Until(10*time.Second, func() bool { return r.sup.Status().Running }) {
 		t.Fatal("not started")
 	}
 	if r.sup.Update("/bin/sh", args) {
 		t.Error("the planned argv again counts as a change")
 	}
-	if _, got := r.sup.command(); got[len(got)-1] != "https://"+up.Addr().String() {
+	if _, got := r.sup.command(); got[len(got)-1] != "https://"+up {
 		t.Errorf("the child's argv = %q", got)
 	}
 }
