@@ -120,28 +120,22 @@ func (p *Plan) tokenLines() []string {
 		}
 	}
 	if p.Config.Self.Role == configs.RoleServer {
-		server := "present"
-		switch {
-		case configs.TokenMissing(k.TokenFile) && p.K3s.FetchToken:
-			server = "missing: fetched from the master over wg0 (0600) before k3s starts"
-		case configs.TokenMissing(k.TokenFile):
-			server = "missing"
-		}
-		agent := "present"
-		if configs.TokenMissing(k.AgentTokenFile) {
-			agent = "missing: fetched from the master over wg0 (0600) with the server token"
-		}
-		return []string{"server token  " + k.TokenFile + " (--token-file), " + server + ": joins this server to the master's etcd; full admin of the cluster",
-			"agent token   " + k.AgentTokenFile + ", " + agent + ": this server hands it to agents while the master does not answer"}
+		return []string{"server token  " + k.TokenFile + " (--token-file), " + fetched(k.TokenFile, p.K3s.FetchToken) + ": joins this server to the master's etcd; full admin of the cluster",
+			"agent token   " + k.AgentTokenFile + ", " + fetched(k.AgentTokenFile, p.K3s.FetchToken) + ": this server hands it to agents while the master does not answer"}
 	}
-	agent := "present"
-	switch {
-	case configs.TokenMissing(k.AgentTokenFile) && p.K3s.FetchToken:
-		agent = "missing: fetched from the master over wg0 (0600) before k3s starts"
-	case configs.TokenMissing(k.AgentTokenFile):
-		agent = "missing"
-	}
+	agent := fetched(k.AgentTokenFile, p.K3s.FetchToken)
 	return []string{"agent token   " + k.AgentTokenFile + " (--token-file), " + agent + "; an agent never holds the server token"}
+}
+
+// fetched says whether a follower's token file is there, or fetched.
+func fetched(path string, fetch bool) string {
+	switch {
+	case !configs.TokenMissing(path):
+		return "present"
+	case fetch:
+		return "missing: fetched from the master over wg0 (0600) before k3s starts"
+	}
+	return "missing"
 }
 
 // syncLine says how this node takes part in handing the file round.

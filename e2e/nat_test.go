@@ -75,15 +75,7 @@ func pairsPing(t *testing.T, nodes []*node, timeout time.Duration) time.Duration
 // "direct", "relayed via NAME", or "" if the status does not list it.
 func pathOf(t *testing.T, n *node, peer string) (string, status.Peer) {
 	t.Helper()
-	for _, p := range statusJSON(t, n).Peers {
-		if p.Name == peer {
-			if p.Via != "" {
-				return p.Path + " via " + p.Via, p
-			}
-			return p.Path, p
-		}
-	}
-	return "", status.Peer{}
+	return statusJSON(t, n).PathTo(peer)
 }
 
 // waitPath waits until n reaches peer by want.

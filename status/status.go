@@ -101,6 +101,20 @@ type Peer struct {
 	LearnedEndpoint string `json:"learned_endpoint,omitempty"`
 }
 
+// PathTo says how this node reaches the peer named name: "direct",
+// "relayed via NAME", or "" when it has no such peer; and the peer.
+func (r Report) PathTo(name string) (string, Peer) {
+	for _, p := range r.Peers {
+		if p.Name == name {
+			if p.Via != "" {
+				return p.Path + " via " + p.Via, p
+			}
+			return p.Path, p
+		}
+	}
+	return "", Peer{}
+}
+
 // Firewall is the firewall's state.
 type Firewall struct {
 	Backend string `json:"backend"`

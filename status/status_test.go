@@ -220,3 +220,12 @@ func TestFetchHelper(t *testing.T) {
 	_, err := Fetch(sock)
 	fmt.Println(err)
 }
+
+func TestPathTo(t *testing.T) {
+	r := Report{Peers: []Peer{{Name: "home-1", Path: "relayed", Via: "k3s-master"}, {Name: "node-1", Path: "direct"}}}
+	for name, want := range map[string]string{"home-1": "relayed via k3s-master", "node-1": "direct", "nope": ""} {
+		if got, p := r.PathTo(name); got != want || (want != "" && p.Name != name) {
+			t.Errorf("PathTo(%s) = %q, %q; want %q", name, got, p.Name, want)
+		}
+	}
+}

@@ -109,15 +109,8 @@ func benchPath(b *bench, n *testnet.Node, peer string) string {
 	if json.Unmarshal([]byte(out), &r) != nil {
 		return ""
 	}
-	for _, p := range r.Peers {
-		if p.Name == peer {
-			if p.Via != "" {
-				return p.Path + " via " + p.Via
-			}
-			return p.Path
-		}
-	}
-	return ""
+	path, _ := r.PathTo(peer)
+	return path
 }
 
 var rttAvgRE = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)

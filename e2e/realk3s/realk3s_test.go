@@ -79,15 +79,8 @@ func peerPath(t *testing.T, n *testnet.Node, peer string) string {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("%s: status --json: %v\n%s", n.Name, err, out)
 	}
-	for _, p := range r.Peers {
-		if p.Name == peer {
-			if p.Via != "" {
-				return p.Path + " via " + p.Via
-			}
-			return p.Path
-		}
-	}
-	return ""
+	path, _ := r.PathTo(peer)
+	return path
 }
 
 var rttRE = regexp.MustCompile(`round-trip min/avg/max = [\d.]+/([\d.]+)/`)
