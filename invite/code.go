@@ -102,7 +102,11 @@ func Parse(s string) (Code, error) {
 		}
 		return Code{}, fmt.Errorf("not a join code: a code starts with %s; run `appliance invite NAME` on the master to get one", Prefix)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(s[len(Prefix):])
+	// Strict: the last character of unpadded base64 carries 2 or 4 bits
+	// that decode to nothing; a lenient decoder ignores them, so a typo
+	// that changes only those bits would decode to the same bytes and pass
+	// the checksum. Strict decoding refuses them set.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(s[len(Prefix):])
 	if err != nil || len(raw) < 5 {
 		return Code{}, ErrMistyped
 	}

@@ -81,6 +81,42 @@ func TestCodeMistypedOrCut(t *testing.T) {
 	}
 }
 
+// TestEveryTypoIsRefused changes each character of codes of every length
+// modulo 3 (the last character of unpadded base64 then carries 4, 2 or no
+// unused bits) to every other base64url character: each changed code must
+// be refused, never accepted as the same code. A lenient decoder ignored
+// the unused bits, so some changes of the last character passed.
+func TestEveryTypoIsRefused(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	k, _ := wgtypes.GeneratePrivateKey()
+	lengths := map[int]bool{}
+	for i := 0; len(lengths) < 3 && i < 64; i++ {
+		s, err := Code{Cluster: append(cluster, strings.Repeat("#", i)...), Node: "home-1", Key: &k, Expires: time.Now().Add(time.Hour)}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := len(s) - len(Prefix)
+		if lengths[body%4] {
+			continue
+		}
+		lengths[body%4] = true
+		for _, pos := range []int{len(Prefix), len(Prefix) + body/2, len(s) - 2, len(s) - 1} {
+			for _, c := range alphabet {
+				if byte(c) == s[pos] {
+					continue
+				}
+				typo := s[:pos] + string(c) + s[pos+1:]
+				if _, err := Parse(typo); !errors.Is(err, ErrMistyped) {
+					t.Fatalf("code of %d characters, position %d changed to %q: err = %v, want ErrMistyped", len(s), pos, c, err)
+				}
+			}
+		}
+	}
+	if len(lengths) != 3 {
+		t.Fatalf("codes of only %d of the 3 lengths modulo 4 were made", len(lengths))
+	}
+}
+
 func TestCodeExpiry(t *testing.T) {
 	exp := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
 	c := Code{Cluster: cluster, Node: "home-1", Expires: exp}
