@@ -167,6 +167,8 @@ func TestParseBad(t *testing.T) {
 		{"public key missing", `    public_key: "` + keyB + `"` + "\n", "", "nodes[1].public_key", 0, "missing", "appliance init"},
 		{"public key short", keyB, "AAAA", "nodes[1].public_key", 17, "base64 of 32 bytes", "44-character"},
 		{"public key duplicate", keyB, keyA, "nodes[1].public_key", 17, "same key as nodes[0]", "its own key pair"},
+		{"public key all zeros", keyB, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "nodes[1].public_key", 17, "low-order Curve25519 point", "appliance pubkey"},
+		{"public key one", keyB, "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "nodes[1].public_key", 17, "low-order Curve25519 point", "appliance pubkey"},
 		{"egress name", "k3s:", "firewall:\n  egress_interface: eth0/1\nk3s:", "firewall.egress_interface", 19, "not a valid interface name", "auto"},
 		{"masquerade type", "k3s:", "firewall:\n  masquerade: sometimes\nk3s:", "firewall.masquerade", 19, "not true or false", "true or false"},
 		{"backend", "k3s:", "firewall:\n  backend: ipfw\nk3s:", "firewall.backend", 19, `"ipfw" is not an iptables backend`, "auto"},

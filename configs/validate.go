@@ -372,6 +372,10 @@ func validatePublicKey(p, s string, seen map[wgtypes.Key]int, i int, c *collecto
 		c.add(field, "paste the 44-character base64 key printed by `appliance pubkey` on that node", "not a WireGuard key (want base64 of 32 bytes)")
 		return wgtypes.Key{}
 	}
+	if err := CheckPublicKey(k); err != nil {
+		c.add(field, "paste the key `appliance pubkey < /etc/wgk3s/private.key` prints on that node", "%s is %v", s, err)
+		return wgtypes.Key{}
+	}
 	if j, dup := seen[k]; dup {
 		c.add(field, "each node needs its own key pair; run `appliance init` on the node that copied it", "the same key as nodes[%d]", j)
 		return k

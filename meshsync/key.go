@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgk3s/wgk3s/configs"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -46,8 +47,8 @@ func (s *Server) serveKey(r *http.Request, f *follower) answer {
 	if rot.Accept == nil {
 		return textAnswer(http.StatusForbidden, "this master takes no key change")
 	}
-	next, err := wgtypes.ParseKey(r.URL.Query().Get("new"))
-	if err != nil || next == (wgtypes.Key{}) || next == f.Key {
+	next, err := configs.ParsePublicKey(r.URL.Query().Get("new"))
+	if err != nil || next == f.Key {
 		return textAnswer(http.StatusBadRequest, "new: not a new WireGuard public key")
 	}
 	if err := rot.Accept(f.Node, next); err != nil {

@@ -42,7 +42,8 @@ func TestKeyChange(t *testing.T) {
 		},
 		Then: func() { then++ },
 	})
-	for name, bad := range map[string]string{"not a key": "abc", "the same key": c.node.PublicKey().String(), "zero": wgtypes.Key{}.String()} {
+	for name, bad := range map[string]string{"not a key": "abc", "the same key": c.node.PublicKey().String(), "zero": wgtypes.Key{}.String(),
+		"one, a low-order point": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "p, a low-order point": "7f///////////////////////////////////////38="} {
 		if code := ask(c.node, bad); code != http.StatusBadRequest {
 			t.Errorf("%s: %d, want 400", name, code)
 		}

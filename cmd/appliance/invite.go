@@ -136,8 +136,8 @@ func runInvite(e *env, args []string) error {
 	var key *wgtypes.Key
 	var pub wgtypes.Key
 	if f.publicKey != "" {
-		if pub, err = wgtypes.ParseKey(f.publicKey); err != nil {
-			return usagef("invite: --public-key: not a WireGuard public key (44 characters of base64); print it on the node with `appliance pubkey < /etc/wgk3s/private.key`")
+		if pub, err = configs.ParsePublicKey(f.publicKey); err != nil {
+			return usagef("invite: --public-key: %v; print the node's key on it with `appliance pubkey < /etc/wgk3s/private.key`", err)
 		}
 	} else {
 		k, err := wgtypes.GeneratePrivateKey()
