@@ -38,8 +38,15 @@ type Options struct {
 	SyncApply func(data []byte, confirm func(staging bool) error) error
 	// AcceptKey, if set, lets the master take a node's key change (a node
 	// joined by an invite replacing the invite's key): it records the new
-	// key in the cluster file or says why not; a reload follows the answer.
-	AcceptKey func(n meshsync.Node, next wgtypes.Key) error
+	// key, applies it, and returns once the other nodes hold it, or says
+	// why not (see meshsync.Rotate).
+	AcceptKey func(ctx context.Context, n meshsync.Node, next wgtypes.Key) error
+	// Retiring lists the keys of nodes whose key change is under way:
+	// the sync answers their key change again (a lost answer).
+	Retiring func() []meshsync.Node
+	// ConfigPath is the cluster file this node runs, for the status
+	// report (invite and remove refuse to edit another file).
+	ConfigPath string
 }
 
 // ErrNotRunning is returned by Reload before Start or after a stop.
@@ -79,6 +86,7 @@ type App struct {
 	mu      sync.Mutex // guards what the status socket reads during a reload
 	plan    *Plan
 	reloads status.Reloads
+	last    status.Report // the last report made (Report)
 }
 
 type phase int

@@ -13,8 +13,40 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// Report is the status snapshot, from the live device and child.
+// reportWait bounds how long the status waits for a fresh report: a busy
+// node (a long reload on a loaded host) answers with its last one.
+const reportWait = 800 * time.Millisecond
+
+// Report is the status snapshot, from the live device and child. When
+// making it takes longer than reportWait, it is the last one made (its
+// Taken says when); the fresh one replaces it when done.
 func (a *App) Report() status.Report {
+	ch := make(chan status.Report, 1)
+	go func() {
+		r := a.report()
+		a.mu.Lock()
+		a.last = r
+		a.mu.Unlock()
+		ch <- r
+	}()
+	timer := time.NewTimer(reportWait)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		return r
+	case <-timer.C:
+	}
+	a.mu.Lock()
+	last := a.last
+	a.mu.Unlock()
+	if last.Taken.IsZero() {
+		return <-ch // none made yet
+	}
+	return last
+}
+
+// report makes a fresh status snapshot.
+func (a *App) report() status.Report {
 	a.mu.Lock()
 	p, reloads := a.plan, a.reloads
 	a.mu.Unlock()
@@ -22,7 +54,7 @@ func (a *App) Report() status.Report {
 	cl, self := cfg.Cluster, cfg.Self
 	now := time.Now()
 	r := status.Report{
-		Node: self.Name, Role: string(self.Role), Version: a.opts.Version, Started: a.started,
+		Node: self.Name, Role: string(self.Role), Version: a.opts.Version, Started: a.started, Config: a.opts.ConfigPath, Taken: now,
 		Mode: string(a.tun.Choice().Mode), ModeReason: a.tun.Choice().Reason,
 		Interface: cl.Interface.Name, Address: netip.PrefixFrom(self.Address, cl.Network.Bits()).String(),
 		ListenPort: cl.Interface.ListenPort, PublicKey: self.PublicKey.String(),
@@ -32,8 +64,7 @@ func (a *App) Report() status.Report {
 	switch {
 	case a.syncClient != nil:
 		st := a.syncClient.Status()
-		r.Sync = &status.Sync{Role: "following", Master: st.Master, Following: st.Following, Revision: st.Revision, LastContact: st.LastContact,
-			LastApplied: st.LastApplied, Refused: st.Refused, Staged: st.Staged, LastError: st.LastError, Polls: st.Polls}
+		r.Sync = &st
 		if a.syncServer != nil { // a server: it follows, and serves what it took
 			ss := a.syncServer.Stats()
 			r.Sync.Role, r.Sync.Nodes, r.Sync.Served, r.Sync.Denied = "following and serving", ss.Nodes, ss.Served, ss.Denied
@@ -57,12 +88,14 @@ func (a *App) Report() status.Report {
 		for _, p := range dev.Peers {
 			r.Peers = append(r.Peers, peerStatus(p, names[p.PublicKey], now))
 		}
-		a.addPaths(r.Peers, dev.Peers)
+		a.addPaths(r.Peers, dev.Peers, cl.Interface.PersistentKeepalive, now)
 	}
 	k := a.k3s.Status()
 	r.K3s = status.K3s{Binary: k.Binary, Args: k.Args, Running: k.Running, PID: k.PID, Restarts: k.Restarts, LastExit: k.LastExit}
 	if k.Running {
 		r.K3s.UptimeSeconds = now.Sub(k.Started).Seconds()
+	} else if !k.NextStart.IsZero() {
+		r.K3s.RestartInSeconds = max(k.NextStart.Sub(now).Seconds(), 0.001)
 	}
 	return r
 }
@@ -106,7 +139,6 @@ func peerStatus(p wgtypes.Peer, name string, now time.Time) status.Peer {
 	if !p.LastHandshakeTime.IsZero() {
 		ps.LatestHandshake = p.LastHandshakeTime
 		ps.HandshakeAgeSeconds = now.Sub(p.LastHandshakeTime).Seconds()
-		ps.Reachable = now.Sub(p.LastHandshakeTime) < status.ReachableWithin
 	}
 	return ps
 }
@@ -120,16 +152,13 @@ func (a *App) StatusLine() string {
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
-// addPaths says for each peer how it is reached. A relayed peer counts as
-// reachable when the relay is.
-func (a *App) addPaths(ps []status.Peer, dev []wgtypes.Peer) {
+// addPaths says for each peer how it is reached, and whether it is
+// reachable: something came back from it recently, over whatever path (a
+// peer that is down is not reachable because its relay is).
+func (a *App) addPaths(ps []status.Peer, dev []wgtypes.Peer, keepalive time.Duration, now time.Time) {
 	var st map[wgtypes.Key]paths.Status
 	if a.paths != nil {
 		st = a.paths.Status()
-	}
-	reachable := map[string]bool{}
-	for _, p := range ps {
-		reachable[p.Name] = p.Reachable
 	}
 	for i := range ps {
 		path := st[dev[i].PublicKey]
@@ -138,7 +167,8 @@ func (a *App) addPaths(ps []status.Peer, dev []wgtypes.Peer) {
 			ps[i].LearnedEndpoint = path.Learned.String()
 		}
 		if path.Relayed {
-			ps[i].Path, ps[i].Via, ps[i].Reachable = "relayed", path.Via, reachable[path.Via]
+			ps[i].Path, ps[i].Via = "relayed", path.Via
 		}
+		ps[i].Reachable = paths.Reachable(path.Heard, now, keepalive)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -68,13 +67,7 @@ func (a *App) startSync(p *Plan) error {
 	}
 	a.syncServer = s
 	if accept := a.opts.AcceptKey; accept != nil && !p.Sync.Follow { // the master's alone
-		s.SetRotate(meshsync.Rotate{Accept: accept, Then: func() {
-			// The node switches when it has the answer; the answer must not
-			// be cut off by wg0 moving to the new key first.
-			if r := a.opts.ReloadRequest; r != nil {
-				time.AfterFunc(meshsync.KeyChangeGrace, func() { r() })
-			}
-		}})
+		s.SetRotate(meshsync.Rotate{Accept: accept})
 	}
 	a.publish(p)
 	a.push("sync listener", closer(l))
@@ -168,12 +161,31 @@ func (a *App) serveSync(ctx context.Context, s *meshsync.Server, l net.Listener,
 	}
 }
 
-// publish serves p's file with the key wg0 runs with p.
+// publish serves p's file with the key wg0 runs with p, to p's followers
+// and, for their key change only, to the keys of nodes changing theirs.
 func (a *App) publish(p *Plan) {
 	if a.syncServer == nil {
 		return
 	}
-	a.syncServer.Update(meshsync.Published{Data: p.Config.Cluster.Data, Key: p.Tunnel.PrivateKey, Nodes: p.Sync.Followers})
+	nodes := p.Sync.Followers
+	if a.opts.Retiring != nil {
+		nodes = append(slices.Clone(nodes), a.opts.Retiring()...)
+	}
+	a.syncServer.Update(meshsync.Published{Data: p.Config.Cluster.Data, Key: p.Tunnel.PrivateKey, Nodes: nodes})
+}
+
+// awaitReceived waits until every node in keys has received revision rev
+// (see meshsync.Server.AwaitReceived), or ctx ends; it returns the names
+// of those that have not.
+func (a *App) awaitReceived(ctx context.Context, keys []wgtypes.Key, rev string) []string {
+	if a.syncServer == nil {
+		return nil
+	}
+	d := keyHandOverWait
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return a.syncServer.AwaitReceived(keys, rev, d)
 }
 
 // handOver publishes next's file before next is applied, when applying it
@@ -188,7 +200,9 @@ func (a *App) handOver(old, next *Plan) bool {
 		return false
 	}
 	dropped := droppedNodes(old.Sync.Followers, next.Sync.Followers)
-	rotating := old.Tunnel.PrivateKey != next.Tunnel.PrivateKey
+	// Only the master's key is every follower's way in: a server that
+	// changes its own key (joined by a code) is a node like any other.
+	rotating := old.Tunnel.PrivateKey != next.Tunnel.PrivateKey && !next.Sync.Follow
 	if len(dropped) == 0 && !rotating {
 		return false
 	}
@@ -273,10 +287,10 @@ func (f ConfigFile) TakeSynced(running *Plan, data []byte, confirm func(staging 
 	if err != nil {
 		return fmt.Errorf("reading this node's cluster file %s: %w", f.Path, err)
 	}
-	if err := writeAtomic(f.Path+".previous", previous); err != nil {
+	if err := atomicfile.Replace(f.Path+".previous", previous); err != nil {
 		return fmt.Errorf("keeping the previous file: %w", err)
 	}
-	if err := writeAtomic(f.Path, data); err != nil {
+	if err := atomicfile.Replace(f.Path, data); err != nil {
 		return fmt.Errorf("replacing %s: %w", f.Path, err)
 	}
 	if restart != nil {
@@ -284,7 +298,7 @@ func (f ConfigFile) TakeSynced(running *Plan, data []byte, confirm func(staging 
 			restartField(restart), f.Path, f.Path, meshsync.ErrStaged)
 	}
 	if err := reload(); err != nil {
-		if rerr := writeAtomic(f.Path, previous); rerr != nil {
+		if rerr := atomicfile.Replace(f.Path, previous); rerr != nil {
 			return fmt.Errorf("%w; putting the previous file back also failed: %w", err, rerr)
 		}
 		return err
@@ -319,14 +333,4 @@ func sameNode(running *configs.Config, data []byte, name string) error {
 	}
 	return fmt.Errorf("it no longer lists this node (%s, public key %s): it was removed from the cluster; this node keeps running its own file (fix: if that was a mistake, add the entry back to the master's file)",
 		self.Name, self.PublicKey)
-}
-
-// writeAtomic replaces path with data, keeping path's mode (0644 for a
-// new file).
-func writeAtomic(path string, data []byte) error {
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	return atomicfile.Write(path, data, mode)
 }

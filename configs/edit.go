@@ -38,7 +38,9 @@ func AddNode(data []byte, n NewNode) ([]byte, error) {
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "%srole: %s\n%saddress: %s\n", pad, n.Role, pad, n.Address)
 	if n.Endpoint != "" {
-		fmt.Fprintf(&b, "%sendpoint: %s\n", pad, n.Endpoint)
+		// Quoted: an IPv6 endpoint ("[2001:db8::7]:5418") is a YAML flow
+		// sequence unquoted.
+		fmt.Fprintf(&b, "%sendpoint: %q\n", pad, n.Endpoint)
 	}
 	fmt.Fprintf(&b, "%spublic_key: %q\n", pad, n.PublicKey)
 	end := l.lastLine(len(l.items) - 1)

@@ -87,6 +87,18 @@ func TestEditAddNodeWithEndpoint(t *testing.T) {
 	if n, _ := cl.NodeByName("k3s-node-2"); n.Endpoint.String() != "198.51.100.30:5418" {
 		t.Errorf("endpoint = %v", n.Endpoint)
 	}
+	// An IPv6 endpoint is a YAML flow sequence unless it is quoted.
+	next, err = AddNode(data, NewNode{Name: "k3s-node-6", Role: "agent", Address: "192.168.2.7", Endpoint: "[2001:db8::7]:5418", PublicKey: "5nXqWCBwDUPWhCQzvvnr9exmsCWNpSdRu5KBBa00M0Y="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err = Parse(next, "next")
+	if err != nil {
+		t.Fatalf("the file with an IPv6 endpoint: %v\n%s", err, next)
+	}
+	if n, _ := cl.NodeByName("k3s-node-6"); n.Endpoint.String() != "[2001:db8::7]:5418" {
+		t.Errorf("IPv6 endpoint = %v", n.Endpoint)
+	}
 }
 
 func TestEditRemoveNode(t *testing.T) {

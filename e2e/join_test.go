@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/testnet"
-	"github.com/wgk3s/wgk3s/invite"
+	"github.com/wgk3s/wgk3s/membership"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -89,6 +89,10 @@ func TestInviteAndJoin(t *testing.T) {
 		n3 = joinNode(t, srv3, "k3s-node-3", "192.168.2.3", code)
 		began := time.Now()
 		n3.Start(t)
+		// A flow from node-1 across node-3's key switch: the switch is
+		// make-before-break, so it loses at most what the promotion of the
+		// new key takes.
+		flow := n1.Srv.Start("ping", "-i", "0.02", "-c", "500", "-W", "1", "192.168.2.3")
 		for _, pair := range [][2]*node{{n3, m}, {n3, n1}, {m, n3}, {n1, n3}} {
 			pair[0].PingUntil(t, pair[1].Address, 30*time.Second)
 		}
@@ -111,7 +115,7 @@ func TestInviteAndJoin(t *testing.T) {
 		// At its first contact node-3 replaced the code's key with its own:
 		// the master's file and every peer list have the new key, the code's
 		// key is nowhere, and the invite is used.
-		c, err := invite.Parse(code)
+		c, err := membership.Parse(code)
 		if err != nil || c.Key == nil {
 			t.Fatalf("the code: %v, %v", c, err)
 		}
@@ -155,14 +159,28 @@ func TestInviteAndJoin(t *testing.T) {
 			got, _ := os.ReadFile(srv3.HostPath(configPath))
 			t.Errorf("after the key change node-3's file is not the master's:\n%s\n%s", got, n3.Proc.Output())
 		}
-		if !strings.Contains(m.Proc.Output(), "invite used: the node replaced the invite's key with its own") {
-			t.Errorf("the master did not say the invite was used:\n%s", m.Proc.Output())
-		}
-		if _, err := os.Stat(m.Srv.HostPath("/run/wgk3s/invites.json")); !os.IsNotExist(err) {
-			t.Errorf("invites.json after the invite was used: %v", err)
+		// The invite is used once the node's own key made its handshake
+		// with the master, which looks every second while a key change is
+		// under way.
+		if !testnet.Eventually(10*time.Second, func() bool {
+			_, err := os.Stat(m.Srv.HostPath("/run/wgk3s/invites.json"))
+			return os.IsNotExist(err) && strings.Contains(m.Proc.Output(), "invite used: the node replaced the join code's key with its own")
+		}) {
+			t.Errorf("the master did not forget the used invite:\n%s", m.Proc.Output())
 		}
 		if _, err := os.Stat(srv3.HostPath(testnet.KeyPath + ".invited")); !os.IsNotExist(err) {
 			t.Errorf("node-3 still marks its key as the invite's: %v", err)
+		}
+		flow.Wait(30 * time.Second)
+		lost, answered := lostAfterFirstAnswer(flow.Output())
+		t.Logf("timing: node-1 -> node-3 every 20 ms across node-3's key switch: %d lost after the first of %d answers", lost, answered)
+		if answered == 0 || lost > 25 {
+			t.Errorf("node-1 -> node-3 lost %d pings (20 ms apart) across the key switch, want at most 25 (0.5 s):\n%s", lost, flow.Output())
+		}
+		for _, n := range []*node{m, n1, n3} {
+			if strings.Contains(n.Proc.Output(), "level=ERROR") {
+				t.Errorf("%s logged an ERROR during the join:\n%s", n.Name, n.Proc.Output())
+			}
 		}
 	})
 
@@ -214,4 +232,39 @@ func TestInviteAndJoin(t *testing.T) {
 			t.Errorf("invites.json left: %v", err)
 		}
 	})
+}
+
+// lostAfterFirstAnswer counts the pings of a ping's output missing after
+// its first answer, up to its last one sent, and the answers.
+func lostAfterFirstAnswer(out string) (lost, answered int) {
+	seqs := map[int]bool{}
+	first, last := -1, -1
+	for _, l := range strings.Split(out, "\n") {
+		_, rest, ok := strings.Cut(l, "icmp_seq=")
+		if !ok || !strings.Contains(l, "bytes from") {
+			continue
+		}
+		var n int
+		fmt.Sscanf(rest, "%d", &n)
+		seqs[n] = true
+		if first < 0 || n < first {
+			first = n
+		}
+	}
+	if first < 0 {
+		return 0, 0
+	}
+	var sent int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "packets transmitted") {
+			fmt.Sscanf(l, "%d", &sent)
+		}
+	}
+	last = sent
+	for n := first; n <= last; n++ {
+		if !seqs[n] {
+			lost++
+		}
+	}
+	return lost, len(seqs)
 }

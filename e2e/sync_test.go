@@ -173,7 +173,7 @@ func TestEditOnce(t *testing.T) {
 			conns = append(conns, c)
 		}
 		during := fds(t, m)
-		if during-before > meshsync.MaxConnsPerAddr+4 {
+		if during-before > meshsync.UnprovenPerAddr+meshsync.ProvenPerKey+4 {
 			t.Errorf("the master holds %d fds with 5000 connections from node-1, %d before", during, before)
 		}
 		// node-1's own appliance still syncs meanwhile.

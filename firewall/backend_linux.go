@@ -22,6 +22,13 @@ func CleanUpAll() error {
 		if err != nil {
 			continue // that backend is not installed
 		}
+		if has, err := fw.HasRules(); err == nil && !has {
+			// Nothing of ours; the saved sysctls may still be there.
+			if err := fw.sysctls.restore(); err != nil {
+				errs = append(errs, fmt.Errorf("restoring sysctls: %w", err))
+			}
+			continue
+		}
 		if err := fw.CleanUp(); err != nil {
 			errs = append(errs, fmt.Errorf("iptables-%s: %w", backend, err))
 		}

@@ -435,6 +435,24 @@ func (c *Controller) CleanUp() error {
 	return errors.Join(errs...)
 }
 
+// HasRules says whether the kernel holds any of the appliance's chains in
+// this backend, from one iptables-save, which (unlike a listing or a
+// delete) never creates a table: a cleanup on an nf_tables host must not
+// leave empty legacy tables behind for later iptables-save runs to warn
+// about.
+func (c *Controller) HasRules() (bool, error) {
+	dump, err := c.save()
+	if err != nil {
+		return false, err
+	}
+	for _, o := range owned {
+		if strings.Contains(dump, ":"+o.chain+" ") || strings.Contains(dump, "-j "+o.chain) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Backend is the iptables backend in use: "legacy" or "nft".
 func (c *Controller) Backend() string { return c.backend }
 

@@ -11,12 +11,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/wgk3s/wgk3s/internal/atomicfile"
+	"github.com/wgk3s/wgk3s/status"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -36,29 +36,25 @@ var (
 	ErrStaged = errors.New("written; takes effect at the next start")
 )
 
-// errNotListed is a 403: the master's file does not list this node with
-// this node's key.
-var errNotListed = errors.New("the master refuses this node: its file does not list this node with this node's key (was this node removed from the master's file?)")
+// Errors a request returns, for callers to decide by (errors.Is/As).
+var (
+	// ErrNotListed is a 403: the master's file does not list this node
+	// with this node's key.
+	ErrNotListed = errors.New("the master refuses this node: its file does not list this node with this node's key (was this node removed from the master's file?)")
+	// ErrNoAnswer: the request got no answer (the master is down, or
+	// the tunnel to it).
+	ErrNoAnswer = errors.New("the master does not answer")
+)
 
-// Status is what a client knows of its sync with the master.
-type Status struct {
-	Master string `json:"master"`
-	// Following names the server followed while the master does not
-	// answer ("" when it is the master).
-	Following string `json:"following,omitempty"`
-	// Revision is the revision of the cluster file this node runs.
-	Revision string `json:"revision"`
-	// LastContact is the last time the master answered.
-	LastContact time.Time `json:"last_contact,omitzero"`
-	// LastApplied is the last time a master's file was taken.
-	LastApplied time.Time `json:"last_applied,omitzero"`
-	// Refused says why the master's latest file was not taken.
-	Refused string `json:"refused,omitempty"`
-	// Staged says which of the master's files waits for a restart.
-	Staged    string `json:"staged,omitempty"`
-	LastError string `json:"last_error,omitempty"`
-	// Polls counts the requests for the master's file.
-	Polls uint64 `json:"polls"`
+// RefusedError is an authenticated answer that says no, with the
+// master's reason.
+type RefusedError struct {
+	Status int
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the master refused (%d): %s", e.Status, e.Reason)
 }
 
 // Client follows the master's cluster file: it long-polls the master and
@@ -105,7 +101,7 @@ type Client struct {
 	mu      sync.Mutex
 	cur     int       // the source followed (index in Sources())
 	since   time.Time // when it became the one followed
-	status  Status
+	status  status.Sync
 	pending *pending
 	offset  time.Duration // the master's clock minus ours
 	lastErr string
@@ -216,10 +212,11 @@ func (c *Client) nudges() chan struct{} {
 }
 
 // Status returns a snapshot.
-func (c *Client) Status() Status {
+func (c *Client) Status() status.Sync {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.status
+	st.Role = "following"
 	st.Master = c.Master.String()
 	if c.Sources != nil && c.cur > 0 {
 		if list := c.Sources(); c.cur < len(list) {
@@ -293,7 +290,7 @@ func (c *Client) failed(err error) {
 	if !first {
 		return
 	}
-	if errors.Is(err, errNotListed) {
+	if errors.Is(err, ErrNotListed) {
 		c.Log.Error("sync: "+err.Error(), "master", c.Master)
 		return
 	}
@@ -314,7 +311,15 @@ func (c *Client) asking() string {
 func (c *Client) poll(ctx context.Context, hc *http.Client) (outcome, error) {
 	c.mu.Lock()
 	c.status.Polls++
+	failing := c.lastErr != ""
 	c.mu.Unlock()
+	if failing {
+		// After a failure the long poll would clear the error only when it
+		// ends (up to 25 s later): ask something answered at once first.
+		if _, _, _, err := c.do(ctx, hc, http.MethodPost, PathConfirm+"?rev=reach"); err != nil {
+			return 0, err
+		}
+	}
 	status, rev, data, err := c.do(ctx, hc, http.MethodGet, PathCluster+"?have="+c.asking())
 	if err != nil {
 		return 0, err
@@ -430,7 +435,7 @@ func (c *Client) confirm(ctx context.Context, hc *http.Client, rev string, stagi
 func (c *Client) do(ctx context.Context, hc *http.Client, method, uri string) (status int, rev string, body []byte, err error) {
 	src := c.source()
 	status, rev, body, err = c.doAt(ctx, hc, src, method, uri)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, errNotListed) {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotListed) {
 		var ae *authError
 		if !errors.As(err, &ae) {
 			c.unanswered(src)
@@ -465,19 +470,22 @@ func (c *Client) doAt(ctx context.Context, hc *http.Client, src Source, method, 
 		nonce := sign(req, k, self, c.now().Add(offset))
 		resp, err := hc.Do(req)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-				return 0, "", nil, errors.New("the master does not answer")
+			if ctx.Err() != nil {
+				return 0, "", nil, err
 			}
-			return 0, "", nil, err
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return 0, "", nil, fmt.Errorf("%w (%s, no answer within the timeout)", ErrNoAnswer, src.Addr)
+			}
+			return 0, "", nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 		}
 		body, err = readAllLimited(resp.Body, maxFile)
 		resp.Body.Close()
 		if err != nil {
 			return 0, "", nil, fmt.Errorf("reading the master's answer: %w", err)
 		}
-		if resp.StatusCode == http.StatusForbidden {
-			return 0, "", nil, errNotListed
+		if resp.StatusCode == http.StatusForbidden && resp.Header.Get(HeaderAuth) == "" {
+			return 0, "", nil, ErrNotListed
 		}
 		mtime, err := verifyAnswer(resp.Header, k, nonce, resp.StatusCode, body)
 		if err != nil {
@@ -496,7 +504,7 @@ func (c *Client) doAt(ctx context.Context, hc *http.Client, src Source, method, 
 			c.Log.Warn("sync: this node's clock is off the master's; using the master's time (fix: run chronyd or ntpd on both)", "detail", why)
 			continue
 		}
-		return 0, "", nil, fmt.Errorf("the master refused this node's authentication: %s", why)
+		return 0, "", nil, &RefusedError{Status: http.StatusUnauthorized, Reason: "this node's authentication: " + why}
 	}
 }
 
@@ -548,7 +556,7 @@ func EnsureTokenOf(ctx context.Context, c *Client, kind, path string, log *slog.
 	for attempt := 1; ; attempt++ {
 		token, err := c.fetchToken(ctx, kind)
 		if err == nil {
-			if err := writeSecret(path, append(token, '\n')); err != nil {
+			if err := atomicfile.Secret(path, append(token, '\n')); err != nil {
 				return err
 			}
 			log.Info("sync: token written", "token_file", path)
@@ -573,13 +581,4 @@ func readAllLimited(r io.Reader, n int64) ([]byte, error) {
 		err = fmt.Errorf("more than %d bytes", n)
 	}
 	return data, err
-}
-
-// writeSecret writes data to path atomically, 0600 from the start, in a
-// directory that is the owner's only.
-func writeSecret(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, data, 0o600)
 }

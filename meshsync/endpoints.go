@@ -59,41 +59,12 @@ func decodeEndpoints(data []byte) (Endpoints, error) {
 
 // SetEndpoints publishes where the master sees each node from; waiting
 // polls answer at once when that changed.
-func (s *Server) SetEndpoints(eps Endpoints) {
-	data := encodeEndpoints(eps)
-	rev := Revision(data)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if rev == s.epRev {
-		return
-	}
-	s.epData, s.epRev = data, rev
-	close(s.epChanged)
-	s.epChanged = make(chan struct{})
-}
+func (s *Server) SetEndpoints(eps Endpoints) { s.endpoints.set(encodeEndpoints(eps), false) }
 
 // serveEndpoints answers with the endpoints when their revision is not the
 // one asked with; else it waits for a change up to 25 s, then says 304.
 func (s *Server) serveEndpoints(r *http.Request, _ *follower) answer {
-	have := r.URL.Query().Get("have")
-	s.mu.Lock()
-	data, rev, changed := s.epData, s.epRev, s.epChanged
-	s.mu.Unlock()
-	if rev == have {
-		timer := time.NewTimer(s.wait)
-		defer timer.Stop()
-		select {
-		case <-changed:
-			s.mu.Lock()
-			data, rev = s.epData, s.epRev
-			s.mu.Unlock()
-		case <-timer.C:
-			return answer{status: http.StatusNotModified, rev: rev}
-		case <-r.Context().Done():
-			return answer{status: http.StatusServiceUnavailable}
-		}
-	}
-	return answer{status: http.StatusOK, rev: rev, body: data}
+	return s.endpoints.poll(r.Context(), r.URL.Query().Get("have"), s.wait)
 }
 
 // FollowEndpoints long-polls where the master sees each node from and

@@ -2,6 +2,7 @@ package meshsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -18,20 +19,26 @@ import (
 // once and no longer.
 const PathKey = "/v1/key"
 
-// KeyChangeGrace is how long the master keeps a node's old key on wg0 after
-// it said yes to the node's key change, so that the answer reaches the
-// node under the old key. The node switches a little after it: its first
-// handshake with the new key then finds the master ready for it.
-const KeyChangeGrace = time.Second
+// keyChangeTimeout bounds a key change request: the master answers once
+// every other node has the file with the new key (membership waits at most
+// 15 s for that), so it takes longer than other requests.
+const keyChangeTimeout = 45 * time.Second
 
-// Rotate is what the master does with a key change: accept checks it and
-// records it (the node's entry in the cluster file) or says why not; then
-// runs once the answer is written out (the master's reload, which moves
-// the node's peer to the new key).
+// Rotate is what the master does with a key change. Accept records the
+// node's next key (its entry in the cluster file) and returns once the
+// other nodes hold it, so that the node can switch as soon as it has the
+// answer; it returns a *Refusal for a change it will never make, any other
+// error for one that may work when asked again. Asked again with the same
+// key (an answer lost on the way), it says yes again.
 type Rotate struct {
-	Accept func(n Node, next wgtypes.Key) error
-	Then   func()
+	Accept func(ctx context.Context, n Node, next wgtypes.Key) error
 }
+
+// Refusal is a key change the master will never make, and why: the node
+// stops asking.
+type Refusal struct{ Reason string }
+
+func (r *Refusal) Error() string { return r.Reason }
 
 // SetRotate enables PathKey; without it the master refuses key changes.
 func (s *Server) SetRotate(r Rotate) {
@@ -45,32 +52,39 @@ func (s *Server) serveKey(r *http.Request, f *follower) answer {
 	rot := s.rotate
 	s.mu.Unlock()
 	if rot.Accept == nil {
-		return textAnswer(http.StatusForbidden, "this master takes no key change")
+		return textAnswer(http.StatusForbidden, "this node takes no key change: only the master does")
 	}
 	next, err := configs.ParsePublicKey(r.URL.Query().Get("new"))
 	if err != nil || next == f.Key {
 		return textAnswer(http.StatusBadRequest, "new: not a new WireGuard public key")
 	}
-	if err := rot.Accept(f.Node, next); err != nil {
-		s.log.Warn("sync: refused a node's key change", "node", f.Name, "err", err)
-		return textAnswer(http.StatusConflict, err.Error())
+	err = rot.Accept(r.Context(), f.Node, next)
+	var refusal *Refusal
+	switch {
+	case errors.As(err, &refusal):
+		s.log.Warn("sync: refused a node's key change", "node", f.Name, "reason", refusal.Reason)
+		return textAnswer(http.StatusConflict, refusal.Reason)
+	case err != nil:
+		s.log.Warn("sync: a node's key change failed here; it asks again", "node", f.Name, "err", err)
+		return textAnswer(http.StatusServiceUnavailable, err.Error())
 	}
-	s.log.Info("sync: a node's key changes", "node", f.Name, "from", f.Key.String(), "to", next.String())
-	return answer{status: http.StatusNoContent, after: rot.Then}
+	s.log.Info("sync: a node's key changes; every other node has its new key", "node", f.Name, "from", f.Key.String(), "to", next.String())
+	return answer{status: http.StatusNoContent}
 }
 
 // RotateKey asks the master to replace this node's public key with next.
-// Once it answered yes, the master's peer for this node moves to next: the
-// node must switch to the matching private key.
+// Once it answered yes, the master and the other nodes hold next: the
+// node must switch to the matching private key. A *RefusedError with
+// status 409 is a change the master will never make.
 func (c *Client) RotateKey(ctx context.Context, next wgtypes.Key) error {
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.Transport}
+	hc := &http.Client{Timeout: keyChangeTimeout, Transport: c.Transport}
 	defer hc.CloseIdleConnections()
 	status, _, body, err := c.doAt(ctx, hc, c.master(), http.MethodPost, PathKey+"?new="+url.QueryEscape(next.String()))
 	if err != nil {
 		return err
 	}
 	if status != http.StatusNoContent {
-		return fmt.Errorf("the master refused the key change (%d): %s", status, strings.TrimSpace(string(body)))
+		return &RefusedError{Status: status, Reason: strings.TrimSpace(string(body))}
 	}
 	return nil
 }
@@ -81,5 +95,8 @@ func (c *Client) Reach(ctx context.Context) error {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: c.Transport}
 	defer hc.CloseIdleConnections()
 	_, _, _, err := c.doAt(ctx, hc, c.master(), http.MethodPost, PathConfirm+"?rev=reach")
-	return err
+	if err != nil {
+		return fmt.Errorf("reaching the master: %w", err)
+	}
+	return nil
 }

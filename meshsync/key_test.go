@@ -16,8 +16,10 @@ import (
 )
 
 // TestKeyChange: a node hands the master its next key, signed with its
-// current one; the master's Accept decides, Then runs after the answer;
-// without Rotate, with a bad key, or unauthenticated, nothing changes.
+// current one; the master's Accept decides: yes (204), never (409, a
+// Refusal), or not now (503); without Rotate, with a bad or low-order key,
+// or unauthenticated, nothing changes. While the change is under way the
+// node's old key is served the key change only.
 func TestKeyChange(t *testing.T) {
 	c := newCluster(t, "192.168.2.2")
 	c.publish(t, "x")
@@ -27,20 +29,18 @@ func TestKeyChange(t *testing.T) {
 		return serve(c.srv, req).Code
 	}
 	var accepted []wgtypes.Key
-	then := 0
-	refuse := error(nil)
+	var answer error
 	c.srv.SetRotate(Rotate{
-		Accept: func(n Node, k wgtypes.Key) error {
+		Accept: func(_ context.Context, n Node, k wgtypes.Key) error {
 			if n.Name != "k3s-node-1" || n.Key != c.node.PublicKey() {
 				t.Errorf("Accept got %+v", n)
 			}
-			if refuse != nil {
-				return refuse
+			if answer != nil {
+				return answer
 			}
 			accepted = append(accepted, k)
 			return nil
 		},
-		Then: func() { then++ },
 	})
 	for name, bad := range map[string]string{"not a key": "abc", "the same key": c.node.PublicKey().String(), "zero": wgtypes.Key{}.String(),
 		"one, a low-order point": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "p, a low-order point": "7f///////////////////////////////////////38="} {
@@ -51,13 +51,34 @@ func TestKeyChange(t *testing.T) {
 	if code := ask(genKey(t), next.String()); code != http.StatusForbidden {
 		t.Errorf("another key's request: %d, want 403", code)
 	}
-	refuse = errors.New("no open invite for k3s-node-1")
-	if code := ask(c.node, next.String()); code != http.StatusConflict || len(accepted) != 0 || then != 0 {
-		t.Errorf("refused: %d, accepted %v, then %d", code, accepted, then)
+	answer = &Refusal{Reason: "no open invite for k3s-node-1"}
+	if code := ask(c.node, next.String()); code != http.StatusConflict || len(accepted) != 0 {
+		t.Errorf("refused: %d, accepted %v", code, accepted)
 	}
-	refuse = nil
-	if code := ask(c.node, next.String()); code != http.StatusNoContent || len(accepted) != 1 || accepted[0] != next || then != 1 {
-		t.Errorf("accepted: %d, accepted %v, then %d", code, accepted, then)
+	answer = errors.New("cannot write the cluster file")
+	if code := ask(c.node, next.String()); code != http.StatusServiceUnavailable || len(accepted) != 0 {
+		t.Errorf("failed: %d, accepted %v", code, accepted)
+	}
+	answer = nil
+	if code := ask(c.node, next.String()); code != http.StatusNoContent || len(accepted) != 1 || accepted[0] != next {
+		t.Errorf("accepted: %d, accepted %v", code, accepted)
+	}
+	// The file now names the new key; the old one is served its key
+	// change only (an answer lost on the way is asked for again).
+	old := c.nodeEntry()
+	old.KeyChangeOnly = true
+	newEntry := c.nodeEntry()
+	newEntry.Key = next
+	c.publish(t, "with the new key", newEntry, old)
+	if code := ask(c.node, next.String()); code != http.StatusNoContent || len(accepted) != 2 {
+		t.Errorf("asked again with the old key: %d, accepted %v", code, accepted)
+	}
+	req, _, _ := c.request(http.MethodGet, PathCluster, c.node, time.Now())
+	if w := serve(c.srv, req); w.Code != http.StatusForbidden {
+		t.Errorf("the old key asked for the file: %d, want 403", w.Code)
+	}
+	if n := c.srv.Stats().Nodes; n != 1 {
+		t.Errorf("Stats counts %d nodes, want 1 (the old key is not a node)", n)
 	}
 }
 
@@ -65,8 +86,8 @@ func TestKeyChangeRefusedWithoutRotate(t *testing.T) {
 	c := newCluster(t, "192.168.2.2")
 	c.publish(t, "x")
 	req, _, _ := c.request(http.MethodPost, PathKey+"?new="+url.QueryEscape(genKey(t).PublicKey().String()), c.node, time.Now())
-	if w := serve(c.srv, req); w.Code != http.StatusForbidden {
-		t.Errorf("no Rotate: %d, want 403", w.Code)
+	if w := serve(c.srv, req); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "only the master") {
+		t.Errorf("no Rotate: %d %s, want 403", w.Code, w.Body)
 	}
 }
 

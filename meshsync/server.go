@@ -8,9 +8,10 @@
 // and every answer carries one the follower checks, bound to its request,
 // so that it also knows the answer comes from the master's appliance. The
 // server listens on the master's wg address only, bound to wg0
-// (SO_BINDTODEVICE), with a cap on connections per address and in all;
-// followers long-poll it, so a reload on the master reaches them within a
-// second, with one idle connection per follower in between.
+// (SO_BINDTODEVICE), and admits connections by the key they prove, not by
+// their address (admission.go); followers long-poll it, so a reload on the
+// master reaches them within a second, with one idle connection per
+// follower in between.
 package meshsync
 
 import (
@@ -44,15 +45,6 @@ const (
 	DefaultWait = 25 * time.Second
 )
 
-// Connection caps: a follower needs one connection for each of its two
-// polls and one for a token or a confirmation; more from one address is a
-// misbehaving process, and is closed at accept.
-const (
-	MaxConnsPerAddr = 8
-	minConnsTotal   = 64
-	connsPerNode    = 3
-)
-
 // Revision names a cluster file's content: the first 12 hex digits of its
 // SHA-256.
 func Revision(data []byte) string {
@@ -67,6 +59,10 @@ type Node struct {
 	Addr netip.Addr  // its mesh address: its requests come from there only
 	// Role says which token it is handed (see Server's token function).
 	Role string
+	// KeyChangeOnly: the node's previous key while its key change is
+	// under way; it is served PathKey only, so that a node whose answer
+	// was lost can ask again (and is told yes again).
+	KeyChangeOnly bool
 }
 
 // Published is what the master serves.
@@ -78,6 +74,10 @@ type Published struct {
 	Nodes []Node
 }
 
+// ErrNoToken is what a token function returns for a node that is handed
+// no token (the master, asking a server): answered 403, with the reason.
+var ErrNoToken = errors.New("no token is handed to this node")
+
 // Server serves the master's current cluster file and tokens.
 type Server struct {
 	log   *slog.Logger
@@ -85,22 +85,17 @@ type Server struct {
 	wait  time.Duration
 	now   func() time.Time
 
+	// cluster is the file; endpoints where the master sees each node
+	// from (endpoints.go).
+	cluster, endpoints *feed
+	admission          *admission
+
 	mu        sync.Mutex
-	data      []byte
-	rev       string
 	master    wgtypes.Key // public
 	followers map[wgtypes.Key]*follower
-	changed   chan struct{} // closed and replaced by Update
-	// waiting counts the polls waiting on changed, until they answered.
-	waiting *sync.WaitGroup
 	// heard is closed and replaced whenever a follower asks or confirms.
-	heard chan struct{}
-	// epData is where the master sees each node from (endpoints.go);
-	// epChanged is closed and replaced when it changes.
-	epData    []byte
-	epRev     string
-	epChanged chan struct{}
-	rotate    Rotate // key changes (key.go); zero: refused
+	heard  chan struct{}
+	rotate Rotate // key changes (key.go); zero: refused
 	// agentToken, if set, hands servers the agent token (SetAgentToken).
 	agentToken func() ([]byte, error)
 	served     uint64 // authenticated requests answered
@@ -120,9 +115,8 @@ type follower struct {
 
 // NewServer returns a server; token reads the token a node is handed.
 func NewServer(log *slog.Logger, token func(Node) ([]byte, error)) *Server {
-	return &Server{log: log, token: token, wait: DefaultWait, now: time.Now, changed: make(chan struct{}),
-		waiting: &sync.WaitGroup{}, heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{},
-		epChanged: make(chan struct{}), epRev: Revision(nil)}
+	return &Server{log: log, token: token, wait: DefaultWait, now: time.Now, cluster: newFeed(nil), endpoints: newFeed(nil),
+		admission: newAdmission(), heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{}}
 }
 
 // Update publishes p. Waiting polls answer at once with the new file; the
@@ -154,11 +148,12 @@ func (s *Server) Update(p Published) *sync.WaitGroup {
 		next[n.Key] = f
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.data, s.rev, s.master, s.followers = p.Data, Revision(p.Data), master, next
-	answered := s.waiting
-	close(s.changed)
-	s.changed, s.waiting = make(chan struct{}), &sync.WaitGroup{}
+	s.master, s.followers = master, next
+	s.mu.Unlock()
+	answered, _ := s.cluster.set(p.Data, true)
+	if answered == nil {
+		answered = &sync.WaitGroup{}
+	}
 	return answered
 }
 
@@ -167,13 +162,23 @@ type Stats struct {
 	Nodes  int
 	Served uint64
 	Denied uint64
+	// Unproven and Proven count the open connections: not yet
+	// authenticated, and a node's (admission.go).
+	Unproven, Proven int
 }
 
 // Stats returns a snapshot.
 func (s *Server) Stats() Stats {
+	unproven, proven := s.admission.counts()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Nodes: len(s.followers), Served: s.served, Denied: s.denied}
+	n := 0
+	for _, f := range s.followers {
+		if !f.KeyChangeOnly {
+			n++
+		}
+	}
+	return Stats{Nodes: n, Served: s.served, Denied: s.denied, Unproven: unproven, Proven: proven}
 }
 
 // AwaitReceived waits, at most d, until every node in keys has received
@@ -264,28 +269,12 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) serveCluster(r *http.Request, f *follower) answer {
 	have := r.URL.Query().Get("have")
 	s.noteHeard(f.Key, func(f *follower) { f.seen = have })
-	data, rev, changed, done := s.waitFor(have)
-	defer done()
-	if changed != nil {
-		timer := time.NewTimer(s.wait)
-		defer timer.Stop()
-		select {
-		case <-changed:
-			data, rev = s.current()
-		case <-timer.C:
-			return answer{status: http.StatusNotModified, rev: rev}
-		case <-r.Context().Done():
-			return answer{status: http.StatusServiceUnavailable}
-		}
-	}
-	return answer{status: http.StatusOK, rev: rev, body: data}
+	return s.cluster.poll(r.Context(), have, s.wait)
 }
 
 func (s *Server) serveConfirm(r *http.Request, f *follower) answer {
 	rev := r.URL.Query().Get("rev")
-	s.mu.Lock()
-	current := s.rev
-	s.mu.Unlock()
+	_, current := s.cluster.current()
 	if rev != current {
 		return answer{status: http.StatusConflict, rev: current}
 	}
@@ -334,6 +323,9 @@ func (s *Server) serveToken(r *http.Request, f *follower) answer {
 		return answer{status: http.StatusOK, body: token}
 	}
 	token, err := s.token(f.Node)
+	if errors.Is(err, ErrNoToken) {
+		return textAnswer(http.StatusForbidden, err.Error())
+	}
 	if err != nil {
 		s.log.Error("sync: cannot read the token for a node", "node", f.Name, "err", err)
 		return textAnswer(http.StatusInternalServerError, "the master cannot read the token")
@@ -342,23 +334,7 @@ func (s *Server) serveToken(r *http.Request, f *follower) answer {
 	return answer{status: http.StatusOK, body: token}
 }
 
-func (s *Server) current() (data []byte, rev string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.data, s.rev
-}
-
-// waitFor returns the current file, or, when its revision is have, the
-// channel that closes on the next Update and done to call once answered.
-func (s *Server) waitFor(have string) (data []byte, rev string, changed <-chan struct{}, done func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.rev != have {
-		return s.data, s.rev, nil, func() {}
-	}
-	s.waiting.Add(1)
-	return s.data, s.rev, s.changed, s.waiting.Done
-}
+func (s *Server) current() (data []byte, rev string) { return s.cluster.current() }
 
 // noteHeard records what a follower told and wakes AwaitReceived.
 func (s *Server) noteHeard(key wgtypes.Key, note func(*follower)) {
@@ -378,12 +354,19 @@ func (s *Server) authed(h func(*http.Request, *follower) answer) http.HandlerFun
 		f, nonce, refusal := s.authenticate(r)
 		if f == nil {
 			s.count(&s.denied)
+			w.Header().Set("Connection", "close") // it holds nothing (admission.go)
 			http.Error(w, refusal, http.StatusForbidden)
 			return
 		}
 		a := textAnswer(http.StatusUnauthorized, refusal)
-		if refusal == "" {
+		switch {
+		case refusal != "":
+			w.Header().Set("Connection", "close")
+		case f.KeyChangeOnly && r.URL.Path != PathKey:
+			a = textAnswer(http.StatusForbidden, "this key is being replaced: only its key change is answered")
+		default:
 			s.count(&s.served)
+			proven(r.Context(), f.Key)
 			a = h(r, f)
 		}
 		ts := strconv.FormatInt(s.now().Unix(), 10)
@@ -446,8 +429,8 @@ func (s *Server) authenticate(r *http.Request) (f *follower, nonce, refusal stri
 	if err != nil {
 		return f, nonce, "bad authentication"
 	}
-	if skew := now.Sub(time.Unix(sec, 0)); skew > MaxSkew || skew < -MaxSkew {
-		return f, nonce, "clock: the request's time is " + skew.Round(time.Second).String() + " off the master's"
+	if skew := time.Unix(sec, 0).Sub(now); skew > MaxSkew || skew < -MaxSkew {
+		return f, nonce, "clock: " + clockOff(skew)
 	}
 	if len(live.nonces) >= 256 {
 		for n, exp := range live.nonces {
@@ -466,11 +449,11 @@ func (s *Server) authenticate(r *http.Request) (f *follower, nonce, refusal stri
 	return f, nonce, ""
 }
 
-// Serve answers on l until ctx is cancelled. Connections beyond
-// MaxConnsPerAddr from one address, or beyond the total cap, are closed at
-// accept; a client has 5 s to send its headers (at most 8 KiB), an answer
-// (a long poll included) must be written within DefaultWait + 10 s, and an
-// idle keep-alive connection is closed after 60 s.
+// Serve answers on l until ctx is cancelled. Connections are admitted by
+// the key they prove (admission.go); a client has 5 s to send its headers
+// (at most 8 KiB), an answer (a long poll included) must be written within
+// DefaultWait + 10 s, and an idle keep-alive connection is closed after
+// 60 s.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
@@ -480,21 +463,25 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       withConn,
 	}
 	go func() {
 		<-ctx.Done()
 		srv.Close() // polls in flight end; followers ask again
 	}()
-	if err := srv.Serve(limitListener(l, MaxConnsPerAddr, s.maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(listener{Listener: l, a: s.admission}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
-func (s *Server) maxConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return max(minConnsTotal, connsPerNode*len(s.followers)+minConnsTotal)
+// clockOff says how far the requester's clock is from this one's: skew is
+// its time minus ours.
+func clockOff(skew time.Duration) string {
+	if skew < 0 {
+		return "the node's clock is " + (-skew).Round(time.Second).String() + " behind the master's"
+	}
+	return "the node's clock is " + skew.Round(time.Second).String() + " ahead of the master's"
 }
 
 // Listen opens the server's socket on the master's mesh address, bound to

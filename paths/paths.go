@@ -96,6 +96,8 @@ type Status struct {
 	Learned netip.AddrPort
 	// Since is when the path last changed.
 	Since time.Time
+	// Heard is when something last came from the peer, over any path.
+	Heard time.Time
 }
 
 // Manager keeps the paths. Run does the work; the setters may be called
@@ -181,13 +183,25 @@ func (m *Manager) Status() map[wgtypes.Key]Status {
 	defer m.mu.Unlock()
 	out := make(map[wgtypes.Key]Status, len(m.peers))
 	for k, p := range m.peers {
-		st := Status{Relayed: p.relayed, Since: p.since, Learned: p.path.Endpoint}
+		st := Status{Relayed: p.relayed, Since: p.since, Learned: p.path.Endpoint, Heard: p.heard}
 		if p.relayed {
 			st.Via = m.set.RelayName
 		}
 		out[k] = st
 	}
 	return out
+}
+
+// Reachable says whether something came back from a peer heard at
+// heard, at now, for a file with keepalive: within two keepalives and 5 s,
+// or without keepalives (nothing is sent when idle) within WireGuard's
+// session lifetime.
+func Reachable(heard, now time.Time, keepalive time.Duration) bool {
+	window := 2*keepalive + 5*time.Second
+	if keepalive == 0 {
+		window = 180 * time.Second
+	}
+	return !heard.IsZero() && now.Sub(heard) < window
 }
 
 func (m *Manager) every() time.Duration {
@@ -220,7 +234,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// Tick reads the device once and changes what needs changing.
+// Tick reads the device once and changes what needs changing: it notes
+// what came from each peer, decides each peer's path, applies the paths
+// that changed and starts the probes due.
 func (m *Manager) Tick() {
 	dev, err := m.dev.Device()
 	if err != nil {
@@ -234,13 +250,8 @@ func (m *Manager) Tick() {
 	for _, p := range dev.Peers {
 		seen[p.PublicKey] = p
 	}
-	observed := map[wgtypes.Key]netip.AddrPort{}
-	for k, dp := range seen {
-		if dp.Endpoint != nil {
-			ap := dp.Endpoint.AddrPort()
-			observed[k] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-	}
+	observed := observedEndpoints(seen)
+	m.hear(set, seen, now)
 	if set.Relay == (wgtypes.Key{}) {
 		changed := !maps.Equal(observed, m.observed)
 		m.observed = observed
@@ -250,15 +261,38 @@ func (m *Manager) Tick() {
 		}
 		return
 	}
-	_, relayUp := seen[set.Relay]
-	window := 2*set.Keepalive + 5*time.Second
-	next := map[wgtypes.Key]tunnel.Path{}
-	var probe []wgtypes.Key
+	next, probe := m.choose(set, seen, observed, now)
+	same := !m.failed && maps.Equal(next, m.applied)
+	m.mu.Unlock()
+	if !same {
+		m.apply(next)
+	}
+	if len(probe) > 0 {
+		slices.SortFunc(probe, func(a, b wgtypes.Key) int { return slices.Compare(a[:], b[:]) })
+		if err := m.dev.Probe(probe); err != nil {
+			m.log.Warn("paths: cannot start a handshake", "err", err)
+		}
+	}
+}
+
+// observedEndpoints are where the device last heard each peer from.
+func observedEndpoints(seen map[wgtypes.Key]wgtypes.Peer) map[wgtypes.Key]netip.AddrPort {
+	observed := map[wgtypes.Key]netip.AddrPort{}
+	for k, dp := range seen {
+		if dp.Endpoint != nil {
+			ap := dp.Endpoint.AddrPort()
+			observed[k] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	return observed
+}
+
+// hear notes, for every peer of the file, when something last came from
+// it (its byte counter grew, or it handshook) and when this node last
+// sent it more than a keepalive without an answer. The caller holds m.mu.
+func (m *Manager) hear(set Set, seen map[wgtypes.Key]wgtypes.Peer, now time.Time) {
 	keep := map[wgtypes.Key]bool{}
 	for _, np := range set.Peers {
-		if np.Key == set.Relay {
-			continue
-		}
 		keep[np.Key] = true
 		p := m.peers[np.Key]
 		if p == nil {
@@ -276,12 +310,35 @@ func (m *Manager) Tick() {
 			p.heard = dp.LastHandshakeTime
 		}
 		p.rx, p.tx, p.handshake = dp.ReceiveBytes, dp.TransmitBytes, dp.LastHandshakeTime
-		// Live: heard from within the window, and not asked in vain: a
-		// peer that gets data answers within 10 s (WireGuard's passive
-		// keepalive), so a path in use that fails shows in about 15 s.
-		live := !p.heard.IsZero() && now.Sub(p.heard) < window &&
-			(p.asked.IsZero() || now.Sub(p.asked) < unanswered)
+	}
+	for k := range m.peers {
+		if !keep[k] {
+			delete(m.peers, k)
+		}
+	}
+}
 
+// live says whether p answers directly: heard from within the window, and
+// not asked in vain: a peer that gets data answers within 10 s
+// (WireGuard's passive keepalive), so a path in use that fails shows in
+// about 15 s.
+func (p *peer) live(window time.Duration, now time.Time) bool {
+	return !p.heard.IsZero() && now.Sub(p.heard) < window && (p.asked.IsZero() || now.Sub(p.asked) < unanswered)
+}
+
+// choose decides each peer's path and the peers to probe. The caller
+// holds m.mu.
+func (m *Manager) choose(set Set, seen map[wgtypes.Key]wgtypes.Peer, observed map[wgtypes.Key]netip.AddrPort, now time.Time) (map[wgtypes.Key]tunnel.Path, []wgtypes.Key) {
+	_, relayUp := seen[set.Relay]
+	window := 2*set.Keepalive + 5*time.Second
+	next := map[wgtypes.Key]tunnel.Path{}
+	var probe []wgtypes.Key
+	for _, np := range set.Peers {
+		if np.Key == set.Relay {
+			continue
+		}
+		p := m.peers[np.Key]
+		live := p.live(window, now)
 		path := tunnel.Path{Endpoint: p.path.Endpoint}
 		moved := false
 		if learned, ok := m.learned[np.Key]; ok && !np.Configured && learned != p.path.Endpoint {
@@ -298,13 +355,7 @@ func (m *Manager) Tick() {
 		}
 		if relay != p.relayed {
 			p.relayed, p.since = relay, now
-			if relay {
-				m.log.Info("paths: no direct handshake with a peer; relaying its traffic through the master",
-					"peer", np.Name, "via", set.RelayName, "endpoint", endpointText(path.Endpoint, observed[np.Key]))
-			} else {
-				m.log.Info("paths: a direct handshake with a peer; reaching it directly", "peer", np.Name,
-					"endpoint", endpointText(observed[np.Key], path.Endpoint))
-			}
+			m.logSwitch(np.Name, set.RelayName, relay, path.Endpoint, observed[np.Key])
 		}
 		p.path = path
 		next[np.Key] = path
@@ -313,31 +364,28 @@ func (m *Manager) Tick() {
 			p.probed = now
 		}
 	}
-	for k := range m.peers {
-		if !keep[k] {
-			delete(m.peers, k)
-		}
-	}
-	same := !m.failed && maps.Equal(next, m.applied)
-	m.mu.Unlock()
+	return next, probe
+}
 
-	if !same {
-		err := m.dev.SetPaths(next)
-		m.mu.Lock()
-		if m.failed = err != nil; !m.failed {
-			m.applied = next
-		}
-		m.mu.Unlock()
-		if err != nil {
-			m.log.Warn("paths: cannot change the paths; trying again", "err", err)
-			return
-		}
+func (m *Manager) logSwitch(peer, via string, relayed bool, endpoint, observed netip.AddrPort) {
+	if relayed {
+		m.log.Info("paths: no direct handshake with a peer; relaying its traffic through the master",
+			"peer", peer, "via", via, "endpoint", endpointText(endpoint, observed))
+		return
 	}
-	if len(probe) > 0 {
-		slices.SortFunc(probe, func(a, b wgtypes.Key) int { return slices.Compare(a[:], b[:]) })
-		if err := m.dev.Probe(probe); err != nil {
-			m.log.Warn("paths: cannot start a handshake", "err", err)
-		}
+	m.log.Info("paths: a direct handshake with a peer; reaching it directly", "peer", peer, "endpoint", endpointText(observed, endpoint))
+}
+
+// apply gives the tunnel the paths, unless it has them.
+func (m *Manager) apply(next map[wgtypes.Key]tunnel.Path) {
+	err := m.dev.SetPaths(next)
+	m.mu.Lock()
+	if m.failed = err != nil; !m.failed {
+		m.applied = next
+	}
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Warn("paths: cannot change the paths; trying again", "err", err)
 	}
 }
 

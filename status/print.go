@@ -19,6 +19,8 @@ func Print(w io.Writer, r Report, now time.Time) {
 	k := r.K3s
 	if k.Running {
 		fmt.Fprintf(w, "k3s        running, pid %d, up %s, %d restart(s)", k.PID, age(time.Duration(k.UptimeSeconds*float64(time.Second))), k.Restarts)
+	} else if k.RestartInSeconds > 0 {
+		fmt.Fprintf(w, "k3s        restarting in %s (backoff after an exit), %d restart(s)", age(time.Duration(k.RestartInSeconds*float64(time.Second))), k.Restarts)
 	} else {
 		fmt.Fprintf(w, "k3s        not running, %d restart(s)", k.Restarts)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -28,8 +29,10 @@ const ReachableWithin = 180 * time.Second
 
 // Report is one snapshot of a running appliance.
 type Report struct {
-	Node       string    `json:"node"`
-	Role       string    `json:"role"`
+	Node string `json:"node"`
+	Role string `json:"role"`
+	// Config is the cluster file the appliance runs (absolute).
+	Config     string    `json:"config,omitempty"`
 	Version    string    `json:"version"`
 	Started    time.Time `json:"started"`
 	Mode       string    `json:"mode"`
@@ -49,6 +52,9 @@ type Report struct {
 	// PeersUnavailable says why Peers is empty though the file has peers
 	// (the device was busy applying a reload).
 	PeersUnavailable string `json:"peers_unavailable,omitempty"`
+	// Taken is when this report was made: a report asked for while the
+	// appliance is busy is its last one (status answers within a second).
+	Taken time.Time `json:"taken,omitzero"`
 }
 
 // Sync is the cluster file's hand-over over wg0: served by the master,
@@ -91,7 +97,9 @@ type Peer struct {
 	HandshakeAgeSeconds float64 `json:"handshake_age_seconds"`
 	ReceiveBytes        int64   `json:"receive_bytes"`
 	TransmitBytes       int64   `json:"transmit_bytes"`
-	// Reachable: a recent handshake, directly or (relayed) with the relay.
+	// Reachable: something came back from the peer recently (within two
+	// keepalives and 5 s; a handshake within 180 s without keepalives),
+	// over whatever path.
 	Reachable bool `json:"reachable"`
 	// Path is "direct" or "relayed" (then Via names the relay).
 	Path string `json:"path"`
@@ -130,6 +138,8 @@ type K3s struct {
 	UptimeSeconds float64  `json:"uptime_seconds"`
 	Restarts      int      `json:"restarts"`
 	LastExit      string   `json:"last_exit,omitempty"`
+	// RestartInSeconds is set while k3s waits out its restart backoff.
+	RestartInSeconds float64 `json:"restart_in_seconds,omitempty"`
 }
 
 // Reloads counts SIGHUP reloads.
@@ -189,28 +199,87 @@ func serveHTTP(ctx context.Context, l net.Listener, h http.Handler) error {
 	return nil
 }
 
-// Listen opens the status socket at path, readable by root only. A stale
-// socket from a killed run is replaced; a live one means another appliance
-// is running, which is an error: starting a second one would tear down the
-// first one's interface and rules.
+// lockPath is the lock a running appliance holds beside its status
+// socket, for its whole run: the kernel releases it when the process
+// ends, however it ends. It tells a busy appliance (the lock is held, the
+// socket does not answer in time) from an absent one.
+func lockPath(socket string) string { return socket + ".lock" }
+
+// ErrRunning is another appliance holding the lock.
+var ErrRunning = errors.New("another running appliance holds this node")
+
+// Listen opens the status socket at path, readable by root only, and
+// takes the lock beside it. A stale socket from a killed run is replaced;
+// a held lock or a live socket means another appliance is running, which
+// is an error: starting a second one would tear down the first one's
+// interface and rules.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
+	lock, err := os.OpenFile(lockPath(path), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%w (its lock %s is held); fix: stop it first (systemctl stop wgk3s)", ErrRunning, lockPath(path))
+	}
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
+		lock.Close()
 		return nil, fmt.Errorf("%s is served by another running appliance; fix: stop it first (systemctl stop wgk3s)", path)
 	}
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
+		lock.Close()
 		return nil, err
 	}
-	return l, nil
+	return &lockedListener{Listener: l, lock: lock}, nil
+}
+
+// lockedListener releases the lock when the socket closes.
+type lockedListener struct {
+	net.Listener
+	lock *os.File
+	once sync.Once
+}
+
+func (l *lockedListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { l.lock.Close() })
+	return err
+}
+
+// Running says whether an appliance runs with its status socket at path:
+// it holds the lock beside it. It needs root (the directory is root's).
+func Running(path string) (bool, error) {
+	f, err := os.Open(lockPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return false, fmt.Errorf("permission denied on %s: it is root's only; fix: run this as root (sudo)", lockPath(path))
+		}
+		return false, err
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false, nil
 }
 
 func client(path string, timeout time.Duration) *http.Client {

@@ -75,6 +75,9 @@ type Status struct {
 	Started  time.Time `json:"started,omitzero"`
 	Restarts int       `json:"restarts"`
 	LastExit string    `json:"last_exit,omitempty"`
+	// NextStart is when a child that exited starts again (the restart
+	// backoff); zero while one runs or none is due.
+	NextStart time.Time `json:"next_start,omitzero"`
 }
 
 // Supervisor runs one child process (k3s) and keeps it running.
@@ -265,6 +268,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			s.log.Warn("k3s will be restarted", "in", backoff)
 		}
+		s.mu.Lock()
+		s.status.NextStart = time.Now().Add(backoff)
+		s.mu.Unlock()
 		// A restart asked for meanwhile is this one: it neither cuts the
 		// wait short nor restarts the next child.
 		select {
@@ -272,6 +278,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
+		s.mu.Lock()
+		s.status.NextStart = time.Time{}
+		s.mu.Unlock()
 		select {
 		case <-s.restart:
 			s.reason()

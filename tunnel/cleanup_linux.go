@@ -25,11 +25,19 @@ func CleanUp(name, stateDir string) (removed bool, err error) {
 		return false, NotOursError(name, st)
 	}
 	if st.Exists {
+		idx, _ := readRecord(stateDir, name)
 		if err := h.deleteLink(name); err != nil {
 			return false, fmt.Errorf("removing %s: %w", name, err)
 		}
+		// Only the record of the link removed here: a running appliance
+		// that recreated the link meanwhile wrote the record of its new
+		// one, which must stay (it is what lets it remove its link).
+		if cur, ok := readRecord(stateDir, name); ok && cur == idx {
+			removeRecord(stateDir, name)
+		}
+	} else if _, ok, _ := h.linkInfo(name); !ok {
+		removeRecord(stateDir, name)
 	}
-	removeRecord(stateDir, name)
 	if err := os.Remove(socketPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return st.Exists, err
 	}

@@ -96,6 +96,9 @@ type state struct {
 	cfg   Config
 	peers []resolvedPeer
 	paths map[wgtypes.Key]Path
+	// retiring holds, by new key, the old key of each peer whose key
+	// change is under way (keychange.go).
+	retiring map[wgtypes.Key]retiring
 }
 
 // staleHandshake is how old a handshake may be before a DNS endpoint is

@@ -33,7 +33,7 @@ func (p Path) Relayed() bool { return p.Via != (wgtypes.Key{}) }
 // relay's entry.
 func (s state) effective() []resolvedPeer {
 	if len(s.paths) == 0 {
-		return s.peers
+		return s.withStandbys(slices.Clone(s.peers))
 	}
 	out := make([]resolvedPeer, len(s.peers))
 	index := make(map[wgtypes.Key]int, len(s.peers))
@@ -60,7 +60,7 @@ func (s state) effective() []resolvedPeer {
 		out[via].AllowedIPs = append(out[via].AllowedIPs, s.peers[i].AllowedIPs...)
 		out[i].AllowedIPs = nil
 	}
-	return out
+	return s.withStandbys(out)
 }
 
 // SetPaths replaces the paths. Only the peers whose entry changes are
@@ -94,6 +94,19 @@ func (t *Tunnel) Probe(keys []wgtypes.Key) error {
 	if t.closed {
 		return errors.New("tunnel is closed")
 	}
+	return t.probeLocked(keys)
+}
+
+func peerKeys(ps []resolvedPeer) []wgtypes.Key {
+	keys := make([]wgtypes.Key, len(ps))
+	for i, p := range ps {
+		keys[i] = p.PublicKey
+	}
+	return keys
+}
+
+// probeLocked is Probe with t.mu held.
+func (t *Tunnel) probeLocked(keys []wgtypes.Key) error {
 	var off, on []wgtypes.PeerConfig
 	for _, p := range t.state.effective() {
 		if !slices.Contains(keys, p.PublicKey) || !p.addr.IsValid() || p.Keepalive <= 0 {

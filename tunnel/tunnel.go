@@ -93,6 +93,9 @@ type Tunnel struct {
 	recreations int
 	// closed is set by Close; later calls are no-ops.
 	closed bool
+	// standby wakes Run when a key change put a standby peer on the
+	// device (keychange.go).
+	standby chan struct{}
 }
 
 // Open brings the interface up from cfg: it removes a leftover interface of
@@ -121,7 +124,7 @@ func open(ctx context.Context, cfg Config, opts Options, h host, wg wgClient) (*
 		}
 		opts.Release = r
 	}
-	t := &Tunnel{opts: opts, log: opts.Logger, host: h, wg: wg, now: time.Now}
+	t := &Tunnel{opts: opts, log: opts.Logger, host: h, wg: wg, now: time.Now, standby: make(chan struct{}, 1)}
 	if err := t.recover(cfg.Name); err != nil {
 		return nil, err
 	}
@@ -300,6 +303,7 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 	}
 	old := t.state
 	next := state{cfg: cfg, peers: peers, paths: old.paths}
+	next.retiring = keyChanges(old, next, t.now())
 	var undo []func() error
 	rollback := func(err error) error {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -339,6 +343,18 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 	changed := 0
 	if c != nil {
 		changed = len(c.Peers)
+	}
+	if cfg.PrivateKey != old.cfg.PrivateKey {
+		// This node's key changed: every session is gone; start the
+		// handshakes now, so that each peer sees the new key at once
+		// (its standby is promoted by it, keychange.go).
+		t.probeLocked(peerKeys(next.peers))
+	}
+	if len(next.retiring) > 0 {
+		select {
+		case t.standby <- struct{}{}:
+		default:
+		}
 	}
 	t.log.Info("WireGuard interface reconfigured", "interface", cfg.Name, "peers", len(cfg.Peers), "peer_changes", changed)
 	return nil
@@ -389,10 +405,21 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	defer resolve.Stop()
 	check := time.NewTicker(every)
 	defer check.Stop()
+	var promote <-chan time.Time // ticks while a key change is under way
 	for {
+		if t.standbys() > 0 && promote == nil {
+			tk := time.NewTicker(promoteEvery)
+			defer tk.Stop()
+			promote = tk.C
+		}
 		select {
 		case <-ctx.Done():
 			return t.Close()
+		case <-t.standby:
+		case <-promote:
+			if t.promoteStandbys(); t.standbys() == 0 {
+				promote = nil
+			}
 		case <-deleted:
 			if err := t.ensureLink(); err != nil {
 				return err

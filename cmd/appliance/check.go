@@ -9,7 +9,7 @@ import (
 
 func runCheck(e *env, args []string) error {
 	var nf nodeFlags
-	fs := flagSet(e, "check", "[--role master|agent] [--config FILE] [--node NAME]")
+	fs := flagSet(e, "check")
 	nf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err

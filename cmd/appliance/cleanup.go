@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 // unless --all. It refuses to run while an appliance answers on the status
 // socket, unless --force.
 func runCleanup(e *env, args []string) error {
-	fs := flagSet(e, "cleanup", "[--config FILE] [--interface NAME] [--all] [--force]")
+	fs := flagSet(e, "cleanup")
 	path := fs.String("config", configs.DefaultPath, "the cluster file (read for the interface name and networks if it parses)")
 	iface := fs.String("interface", "", "the WireGuard interface (default: the file's interface.name, else wg0)")
 	all := fs.Bool("all", false, "the node stops for good: also stop k3s's pods (as k3s-killall.sh does) and remove the fail-closed routes of the file's own networks")
@@ -35,9 +36,22 @@ func runCleanup(e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if r, err := status.Fetch(*sock); err == nil && !*force {
-		return fmt.Errorf("an appliance is running here (node %s, up since %s): cleanup would take its interface, rules and k3s away; "+
-			"fix: systemctl stop wgk3s (which cleans up), or pass --force", r.Node, r.Started.Format(time.RFC3339))
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("cleanup needs root: it removes interfaces, firewall rules and routes, and reads root's state in /run/wgk3s; fix: sudo appliance cleanup")
+	}
+	// A running appliance holds the lock beside its status socket, even
+	// when it is too busy to answer (or stopped with SIGSTOP).
+	running, err := status.Running(*sock)
+	if err != nil {
+		return err
+	}
+	if running && !*force {
+		who := "an appliance"
+		if r, err := status.Fetch(*sock); err == nil {
+			who = fmt.Sprintf("an appliance (node %s, up since %s)", r.Node, r.Started.Format(time.RFC3339))
+		}
+		return fmt.Errorf("%s is running here (it holds %s.lock, whether or not it answers): cleanup would take its interface, rules and k3s away; "+
+			"fix: systemctl stop wgk3s (which cleans up), or pass --force", who, *sock)
 	}
 	grace := configs.DefaultStopGrace
 	name := configs.DefaultInterfaceName
@@ -59,7 +73,7 @@ func runCleanup(e *env, args []string) error {
 	if stopped {
 		fmt.Fprintf(e.stderr, "stopped the k3s an earlier run left\n")
 	}
-	err := errors.Join(kerr, firewall.CleanUpAll())
+	err = errors.Join(kerr, firewall.CleanUpAll())
 	removed, terr := tunnel.CleanUp(*iface, tunnel.DefaultStateDir)
 	if removed {
 		fmt.Fprintf(e.stderr, "removed interface %s\n", *iface)

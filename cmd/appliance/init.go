@@ -18,7 +18,7 @@ type initFlags struct {
 
 func runInit(e *env, args []string) error {
 	var f initFlags
-	fs := flagSet(e, "init", "--name NAME --address IP [--endpoint HOST:PORT] [--role agent|master]")
+	fs := flagSet(e, "init")
 	fs.StringVar(&f.name, "name", "", "this node's name (becomes the k3s node name)")
 	fs.StringVar(&f.address, "address", "", "this node's wg0 address, inside the cluster's network")
 	fs.StringVar(&f.endpoint, "endpoint", "", "how the other nodes reach this one: PUBLIC-IP-OR-DNS:PORT (required on the master)")

@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/wgk3s/wgk3s/internal/atomicfile"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 func runGenkey(e *env, args []string) error {
-	fs := flagSet(e, "genkey", "[--out FILE]")
+	fs := flagSet(e, "genkey")
 	out := fs.String("out", "", "write the key to FILE (created 0600; an existing file is not overwritten)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -30,7 +29,7 @@ func runGenkey(e *env, args []string) error {
 }
 
 func runPubkey(e *env, args []string) error {
-	fs := flagSet(e, "pubkey", "< private.key")
+	fs := flagSet(e, "pubkey")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -48,27 +47,11 @@ func runPubkey(e *env, args []string) error {
 }
 
 // writeSecret creates path with mode 0600 (its directory 0700 if missing)
-// and never overwrites an existing file. The mode is set at creation, so the
-// secret is never readable by others, whatever the umask.
+// and never overwrites an existing file.
 func writeSecret(path, contents string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := atomicfile.CreateSecret(path, []byte(contents))
 	if errors.Is(err, fs.ErrExist) {
 		return usagef("%s already exists; it was left as it is (remove it first to replace it)", path)
 	}
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(contents); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return err
 }

@@ -13,7 +13,9 @@ import (
 	"io"
 	"os"
 
+	"github.com/wgk3s/wgk3s/appliance"
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/membership"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,30 +36,6 @@ type env struct {
 	root string
 }
 
-type command struct {
-	name, usage, summary string
-	run                  func(e *env, args []string) error
-}
-
-var commands []command
-
-func init() {
-	commands = []command{
-		{"run", "--role master|server|agent [--config FILE] [--node NAME]", "run the appliance (the default when the first argument is a flag)", runAppliance},
-		{"status", "[--json] [--socket PATH]", "show the running appliance: WireGuard mode, peers and handshakes, k3s child, reloads", runStatus},
-		{"reload", "[--socket PATH]", "make the running appliance re-read its cluster file, and wait: prints why a file was rejected (systemd's ExecReload)", runReload},
-		{"check", "[--role master|agent] [--config FILE] [--node NAME]", "validate the cluster file and print this node's plan; changes nothing", runCheck},
-		{"init", "--name NAME --address IP [--endpoint HOST:PORT] [--role agent|master]", "create this node's key (and the master's token) and print its entry for the cluster file", runInit},
-		{"invite", "NAME [--endpoint HOST:PORT] [--address IP] [--public-key KEY] [--ttl 24h] [--dry-run]", "on the master: add a node to the cluster file, reload, and print the `appliance join` line to run on it", runInvite},
-		{"join", "[--config FILE] [--env-file FILE] [--force] CODE|-", "on a new node: write its key, cluster file and role from the code `appliance invite` printed", runJoin},
-		{"remove", "NAME [--dry-run]", "on the master: drop a node from the cluster file and reload (the others follow)", runRemove},
-		{"cleanup", "[--config FILE] [--interface NAME]", "remove the firewall rules, sysctl changes, wg0 and its socket left by a run (systemd's ExecStopPost)", runCleanup},
-		{"genkey", "[--out FILE]", "print a new private key (like wg genkey); --out writes it 0600", runGenkey},
-		{"pubkey", "", "read a private key on stdin, print its public key (like wg pubkey)", runPubkey},
-		{"version", "", "print the version", runVersion},
-	}
-}
-
 func main() {
 	os.Exit(mainE(os.Args[1:], &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, root: "/"}))
 }
@@ -74,13 +52,15 @@ func mainE(args []string, e *env) int {
 	}
 	switch name {
 	case "help", "-h", "--help":
-		usage(e.stdout)
+		if len(args) == 1 && args[0] == "--markdown" {
+			markdown(e.stdout)
+		} else {
+			usage(e.stdout)
+		}
 		return exitOK
 	}
-	for _, c := range commands {
-		if c.name == name {
-			return exitCode(e, c.run(e, args))
-		}
+	if c, ok := lookup(name); ok {
+		return exitCode(e, c.run(e, args))
 	}
 	fmt.Fprintf(e.stderr, "appliance: unknown command %q\n\n", name)
 	usage(e.stderr)
@@ -88,15 +68,6 @@ func mainE(args []string, e *env) int {
 }
 
 func isFlag(s string) bool { return len(s) > 0 && s[0] == '-' && s != "-h" && s != "--help" }
-
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "wgk3s appliance %s: one k3s cluster across clouds over a WireGuard full mesh\n\nUsage:\n", version)
-	fmt.Fprintf(w, "  appliance --role master|agent --config %s [--node NAME]\n", configs.DefaultPath)
-	for _, c := range commands {
-		fmt.Fprintf(w, "  appliance %-8s %s\n      %s\n", c.name, c.usage, c.summary)
-	}
-	fmt.Fprintf(w, "\nEvery command takes --help. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad cluster file.\n")
-}
 
 // usageError marks an error as the caller's mistake (exit 2).
 type usageError struct{ err error }
@@ -115,7 +86,12 @@ func exitCode(e *env, err error) int {
 	}
 	var ce configs.Errors
 	var ue usageError
+	var he *appliance.HostError
+	var br *membership.BadRequest
 	switch {
+	case errors.As(err, &he), errors.As(err, &br):
+		fmt.Fprintf(e.stderr, "appliance: %v\n", err)
+		return exitUsage
 	case errors.As(err, &ce):
 		fmt.Fprintf(e.stderr, "appliance: the cluster file has %d problem(s); nothing was changed:\n", len(ce))
 		for _, fe := range ce {
@@ -130,13 +106,14 @@ func exitCode(e *env, err error) int {
 	return exitFailure
 }
 
-// flagSet returns a FlagSet that reports to e.stderr and returns errors
-// instead of exiting.
-func flagSet(e *env, name, usageLine string) *flag.FlagSet {
+// flagSet returns a FlagSet that reports to e.stderr, with the command's
+// usage line from the table, and returns errors instead of exiting.
+func flagSet(e *env, name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	c, _ := lookup(name)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: appliance %s %s\n", name, usageLine)
+		fmt.Fprintf(e.stderr, "Usage: appliance %s %s\n", name, c.args)
 		fs.PrintDefaults()
 	}
 	return fs
@@ -181,7 +158,7 @@ func (n *nodeFlags) options(required bool) (configs.Options, error) {
 }
 
 func runVersion(e *env, args []string) error {
-	fs := flagSet(e, "version", "")
+	fs := flagSet(e, "version")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 func runStatus(e *env, args []string) error {
-	fs := flagSet(e, "status", "[--json] [--socket PATH]")
+	fs := flagSet(e, "status")
 	asJSON := fs.Bool("json", false, "print the report as JSON, for scripts")
 	sock := fs.String("socket", status.DefaultSocket, "the running appliance's status socket")
 	if err := parseFlags(fs, args); err != nil {
@@ -32,7 +32,7 @@ func runStatus(e *env, args []string) error {
 // waits for the result: systemd's ExecReload, so that `systemctl reload`
 // says whether the file was taken, and needs no /bin/kill.
 func runReload(e *env, args []string) error {
-	fs := flagSet(e, "reload", "[--socket PATH]")
+	fs := flagSet(e, "reload")
 	sock := fs.String("socket", status.DefaultSocket, "the running appliance's status socket")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -156,7 +156,7 @@ func (n *Node) Stop(t T) {
 func (n *Node) PingUntil(t T, dst string, timeout time.Duration) {
 	t.Helper()
 	if !Eventually(timeout, func() bool { got, _ := n.Srv.Ping(dst, 1, 200*time.Millisecond); return got == 1 }) {
-		t.Fatalf("%s cannot reach %s over wg0 within %v", n.Name, dst, timeout)
+		t.Fatalf("%s cannot reach %s over wg0 within %v\n%s", n.Name, dst, timeout, n.Srv.WgShow())
 	}
 	if got, out := n.Srv.Ping(dst, 3, 200*time.Millisecond); got != 3 {
 		t.Fatalf("%s -> %s: %d of 3 answered\n%s", n.Name, dst, got, out)

@@ -7,7 +7,7 @@
 // master's and its own), its name, and its private key unless the operator
 // made the key on the node (--public-key). From there the node follows the
 // master's file and fetches its token over wg0, as every node does.
-package invite
+package membership
 
 import (
 	"bytes"

@@ -1,9 +1,9 @@
-package invite
+package membership
 
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -129,30 +129,6 @@ func TestCodeExpiry(t *testing.T) {
 	}
 }
 
-func TestPendingRecords(t *testing.T) {
-	path := filepath.Join(t.TempDir(), FileName)
-	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
-	rs := Put(nil, Record{Node: "a", PublicKey: "ka", Expires: now.Add(time.Hour)})
-	rs = Put(rs, Record{Node: "b", PublicKey: "kb", Expires: now})
-	rs = Put(rs, Record{Node: "a", PublicKey: "ka2", Expires: now.Add(2 * time.Hour)})
-	if err := Save(path, rs); err != nil {
-		t.Fatal(err)
-	}
-	got, err := Load(path)
-	if err != nil || len(got) != 2 || got[1].PublicKey != "ka2" {
-		t.Fatalf("Load = %+v, %v", got, err)
-	}
-	if e := Expired(got, now); len(e) != 1 || e[0].Node != "b" {
-		t.Errorf("Expired = %+v, want b only", e)
-	}
-	if err := Save(path, Drop(Drop(got, "a"), "b")); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := Load(path); err != nil || got != nil {
-		t.Errorf("after dropping all: %+v, %v (the file should be gone)", got, err)
-	}
-}
-
 // FuzzParse: no input makes Parse panic, and what it accepts encodes back
 // to a code that parses to the same thing.
 func FuzzParse(f *testing.F) {
@@ -176,3 +152,5 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+var discard = slog.New(slog.DiscardHandler)
