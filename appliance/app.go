@@ -167,6 +167,10 @@ func (a *App) Start(ctx context.Context, p *Plan) error {
 	for _, pt := range a.running {
 		go a.watch(pt)
 	}
+	r := a.report() // the first report: what a busy node answers with (Report)
+	a.mu.Lock()
+	a.last = r
+	a.mu.Unlock()
 	return nil
 }
 

@@ -378,11 +378,13 @@ func TestStatusAnswersDuringALongReload(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status during a reload: %v", err)
 	}
-	if took := time.Since(began); took > 4*time.Second {
-		t.Errorf("status took %v during a reload", took)
+	// The README's bound: status answers within a second, with the last
+	// report while the node is busy (on a loaded host a fresh one took 5 s).
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("status took %v during a reload, want at most 1 s", took)
 	}
-	if r.PeersUnavailable == "" || r.Reloads.Running.IsZero() {
-		t.Errorf("the report does not say a reload is running: %+v", r)
+	if r.Taken.IsZero() || !r.Taken.Before(began) || r.PeersUnavailable == "" || r.Reloads.Running.IsZero() {
+		t.Errorf("the report during a blocked reload should be the last one made, saying a reload runs: %+v", r)
 	}
 	close(f.applyBlock)
 	if err := <-done; err != nil {

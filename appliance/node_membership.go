@@ -156,7 +156,8 @@ func (n *Node) startSwitch(ctx context.Context, p *Plan) {
 		close(n.joining)
 		return
 	}
-	s := &membership.Switch{KeyFile: keyFile, App: switchApp{n}, Log: n.log}
+	_, expires := membership.Marked(keyFile)
+	s := &membership.Switch{KeyFile: keyFile, App: switchApp{n}, Log: n.log, Expires: expires}
 	go func() {
 		err := s.Run(ctx)
 		close(n.joining)

@@ -37,11 +37,13 @@ func (a *App) Report() status.Report {
 	case <-timer.C:
 	}
 	a.mu.Lock()
-	last := a.last
+	last, reloads := a.last, a.reloads
 	a.mu.Unlock()
 	if last.Taken.IsZero() {
 		return <-ch // none made yet
 	}
+	last.Reloads = reloads // cheap, and what a busy node is busy with
+	last.PeersUnavailable = "the node is busy (a reload?); peers, paths and k3s as of " + last.Taken.Format(time.RFC3339)
 	return last
 }
 
@@ -169,6 +171,10 @@ func (a *App) addPaths(ps []status.Peer, dev []wgtypes.Peer, keepalive time.Dura
 		if path.Relayed {
 			ps[i].Path, ps[i].Via = "relayed", path.Via
 		}
-		ps[i].Reachable = paths.Reachable(path.Heard, now, keepalive)
+		heard := path.Heard // tracked between the paths' ticks; a handshake since counts too
+		if hs := dev[i].LastHandshakeTime; hs.After(heard) {
+			heard = hs
+		}
+		ps[i].Reachable = paths.Reachable(heard, now, keepalive)
 	}
 }

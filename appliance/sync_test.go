@@ -311,3 +311,34 @@ func TestTakeSynced(t *testing.T) {
 		})
 	}
 }
+
+// TestAServersOwnKeyChangeIsNotTheMasters: a server (joined by a code)
+// that switches to its own key serves the sync too; that is not the
+// master's rotation: the reload neither waits for every node nor tells
+// the operator to copy the file to the master.
+func TestAServersOwnKeyChangeIsNotTheMasters(t *testing.T) {
+	f := newFakes()
+	var logs syncLog
+	a := New(Options{Parts: f.parts(), StatusSocket: filepath.Join(t.TempDir(), "status.sock"), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Cleanup(func() { a.Stop() })
+	a.keyHandOverWait = 10 * time.Second // would show as a 10 s reload
+	c := newCluster(t, 3)
+	server := func(s string) string { return strings.Replace(s, "name: node-1\n    role: agent", "name: node-1\n    role: server", 1) }
+	if err := a.Start(context.Background(), c.plan(t, 3, 1, server)); err != nil {
+		t.Fatal(err)
+	}
+	if a.syncServer == nil || a.syncClient == nil {
+		t.Fatal("a server should follow and serve")
+	}
+	c.keys[1], _ = wgtypes.GeneratePrivateKey()
+	began := time.Now()
+	if err := a.Reload(context.Background(), c.plan(t, 3, 1, server)); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("the server's own key change held the reload %s", took)
+	}
+	if strings.Contains(logs.String(), "master's new key") || strings.Contains(logs.String(), "this master's key changes") {
+		t.Errorf("a server's key change was taken for the master's rotation:\n%s", logs.String())
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -35,7 +36,7 @@ func parse(data []byte, file string) (*Cluster, *collector) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		c.errs = append(c.errs, syntaxError(file, err))
+		c.errs = append(c.errs, syntaxError(file, data, err))
 		return nil, c
 	}
 	c.lines = newLocator(&doc)
@@ -55,7 +56,7 @@ func parse(data []byte, file string) (*Cluster, *collector) {
 	if err := doc.Decode(&r); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			c.errs = append(c.errs, syntaxError(file, err))
+			c.errs = append(c.errs, syntaxError(file, data, err))
 			return nil, c
 		}
 		for _, msg := range te.Errors {
@@ -78,7 +79,11 @@ func parse(data []byte, file string) (*Cluster, *collector) {
 
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-func syntaxError(file string, err error) *FieldError {
+func syntaxError(file string, data []byte, err error) *FieldError {
+	if !utf8.Valid(data) || bytes.IndexByte(data, 0) >= 0 {
+		return &FieldError{File: file, Problem: "not a text file (it holds bytes that are not UTF-8 text)",
+			Fix: "give the path of the cluster file (YAML text), such as " + DefaultPath}
+	}
 	msg := err.Error()
 	line := 0
 	if m := lineRE.FindStringSubmatch(msg); m != nil {

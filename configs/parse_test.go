@@ -274,6 +274,16 @@ func TestParseTypeErrorIsNotAlsoMissing(t *testing.T) {
 	}
 }
 
+// TestABinaryFileIsNamedSo: the YAML hint about indentation is no help
+// for a binary given as the cluster file.
+func TestABinaryFileIsNamedSo(t *testing.T) {
+	_, err := Parse([]byte("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00\xff\xfe:\n\t\x00"), "/usr/bin/appliance")
+	var fe Errors
+	if !errors.As(err, &fe) || len(fe) != 1 || !strings.Contains(fe[0].Problem, "not a text file") || strings.Contains(fe[0].Fix, "indentation") {
+		t.Errorf("a binary file: %v", err)
+	}
+}
+
 func TestParseEmptyAndScalar(t *testing.T) {
 	for _, in := range []string{"", "   \n", "# only a comment\n", "---\n", "just a string", "- a\n- b\n"} {
 		if _, err := Parse([]byte(in), "c.yaml"); err == nil {

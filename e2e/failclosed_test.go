@@ -193,12 +193,37 @@ func TestCleanUpAfterACrashAndANetworkChange(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", m.Proc.Pid())); err != nil || !strings.Contains(wgShow(t, m.Srv), "peer") {
 		t.Fatal("the refused cleanup touched the running appliance")
 	}
+	// Stopped (SIGSTOP), it answers nothing, but it still runs: refused.
+	m.Proc.Signal(syscall.SIGSTOP)
+	code, out := exitCode(t, m.Srv, "cleanup", "--config", configPath)
+	m.Proc.Signal(syscall.SIGCONT)
+	if code == 0 || !strings.Contains(out, "an appliance is running here") || !strings.Contains(wgShow(t, m.Srv), "peer") {
+		t.Errorf("cleanup next to a stopped appliance: %d\n%s", code, out)
+	}
+	// With --force it removes wg0 under the running appliance, which makes
+	// it again; the record of the new link stays (the cleanup removes only
+	// the record of the link it removed), so a later cleanup knows it.
+	if code, out := exitCode(t, m.Srv, "cleanup", "--force", "--config", configPath); code != 0 {
+		t.Fatalf("cleanup --force: %d\n%s", code, out)
+	}
+	if !m.Proc.WaitOutput("the WireGuard interface is back", 15*time.Second) {
+		t.Fatalf("the appliance did not make wg0 again:\n%s", m.Proc.Output())
+	}
+	var rec []byte
+	var idx string
+	if !testnet.Eventually(5*time.Second, func() bool {
+		rec, _ = os.ReadFile(m.Srv.HostPath("/run/wgk3s/link-wg0"))
+		idx = strings.TrimSpace(m.Srv.Run("cat", "/sys/class/net/wg0/ifindex"))
+		return idx != "" && strings.TrimSpace(string(rec)) == idx
+	}) {
+		t.Errorf("after cleanup --force and the appliance's recreation, the link record is %q, wg0's index %q", rec, idx)
+	}
 	m.Proc.Signal(syscall.SIGKILL)
 	m.Proc.Wait(10 * time.Second)
 	// The file moves to another network; the crashed run's route is stale.
 	moved := func(s string) string { return strings.ReplaceAll(s, "192.168.2.", "192.168.7.") }
 	m.WriteConfig([]*node{m, n1}, moved)
-	code, out := exitCode(t, m.Srv, "cleanup", "--config", configPath)
+	code, out = exitCode(t, m.Srv, "cleanup", "--config", configPath)
 	routes := m.Srv.Run("ip", "route", "show", "type", "blackhole")
 	if code != 0 || strings.Contains(routes, "192.168.2.0/24") || !strings.Contains(out, "removed the fail-closed routes for 192.168.2.0/24") {
 		t.Errorf("cleanup of a stale network: %d\n%s\nroutes:\n%s", code, out, routes)

@@ -207,6 +207,38 @@ func TestInviteAndJoin(t *testing.T) {
 		n3.Stop(t)
 	})
 
+	t.Run("a code used on one machine stops the appliance of a second one, which changes nothing", func(t *testing.T) {
+		code := inviteCode(t, m, "k3s-node-5", "--ttl", "20s")
+		srv5 := net.AddServer("node-5", 5)
+		n5 := joinNode(t, srv5, "k3s-node-5", "192.168.2.4", code)
+		n5.Start(t)
+		if !n5.Proc.WaitOutput("join: this node's own key replaces the join code's", 15*time.Second) {
+			t.Fatalf("node-5 did not switch to its own key:\n%s", n5.Proc.Output())
+		}
+		// A second machine with the same code: the master no longer knows
+		// the code's key, so nothing answers it; at the code's expiry it
+		// stops with exit 1 and says what to do, having swapped nothing.
+		srv6 := net.AddServer("node-6", 6)
+		n6 := joinNode(t, srv6, "k3s-node-5", "192.168.2.4", code)
+		codeKey, _ := os.ReadFile(srv6.HostPath(testnet.KeyPath))
+		n6.Start(t)
+		exited, err := n6.Proc.Wait(60 * time.Second)
+		if !exited || err == nil {
+			t.Fatalf("the second machine's appliance did not stop with an error (exited %v, %v):\n%s", exited, err, n6.Proc.Output())
+		}
+		out := n6.Proc.Output()
+		if !strings.Contains(out, "it was used on another machine") || !strings.Contains(out, "appliance join --force") {
+			t.Errorf("the second machine does not say the code was used and what to do:\n%s", out)
+		}
+		if k, _ := os.ReadFile(srv6.HostPath(testnet.KeyPath)); string(k) != string(codeKey) || strings.Contains(out, "join: this node's own key") {
+			t.Errorf("the second machine changed its key:\n%s", out)
+		}
+		n5.Stop(t)
+		if _, errs, rc := cli(t, m.Srv, "", "remove", "--config", configPath, "k3s-node-5"); rc != 0 {
+			t.Fatalf("remove: exit %d: %s", rc, errs)
+		}
+	})
+
 	t.Run("an expired code is refused, and the master drops its node at the next reload", func(t *testing.T) {
 		code := inviteCode(t, m, "k3s-node-4", "--ttl", "2s")
 		time.Sleep(2100 * time.Millisecond) // the code's own deadline, not a guess

@@ -246,6 +246,13 @@ func TestCleanupAfterAKilledRun(t *testing.T) {
 	if owned := ownedRules(m.Srv.Run("iptables-save")); len(owned) != 0 {
 		t.Errorf("rules left after cleanup: %v", owned)
 	}
+	// On an nf_tables host the cleanup looks at the legacy backend without
+	// making its tables (later iptables-save runs would warn about them).
+	if strings.Contains(m.Srv.Run("iptables", "-V"), "nf_tables") {
+		if legacy := m.Srv.Run("iptables-legacy-save"); strings.Contains(legacy, "*") {
+			t.Errorf("cleanup made legacy iptables tables on an nf_tables host:\n%s", legacy)
+		}
+	}
 	if _, err := os.Stat(m.Srv.HostPath(uapiSocket)); !os.IsNotExist(err) {
 		t.Errorf("socket left after cleanup: %v", err)
 	}

@@ -56,8 +56,11 @@ func New(opts Options) (*Controller, error) {
 		return nil, fmt.Errorf("using %s: %w", path, err)
 	}
 	c := newController(ipt, saveCommand(path+"-save"), procSys{"/proc/sys"}, opts, backend)
-	if backend == BackendNFT {
+	switch backend {
+	case BackendNFT:
 		c.watch = watchNFTables
+	case BackendLegacy:
+		c.watch = watchLegacy
 	}
 	return c, nil
 }

@@ -347,7 +347,8 @@ func (c *Controller) removeChain(table, builtin, chain string) (bool, error) {
 }
 
 // watchedPeriod is how often the rules are checked when changes are
-// notified: only as a safety net.
+// notified (nf_tables' events, legacy tables' summaries): only as a safety
+// net.
 const watchedPeriod = time.Minute
 
 // settle is how long a check waits after a notified change for the rest

@@ -88,7 +88,8 @@ func Join(r JoinRequest) (Joined, error) {
 		return Joined{}, err
 	}
 	if c.Key != nil {
-		if err := atomicfile.Secret(keyFile+InvitedSuffix, []byte(self.Name+"\n")); err != nil {
+		marker := self.Name + " " + c.Expires.UTC().Format(time.RFC3339) + "\n"
+		if err := atomicfile.Secret(keyFile+InvitedSuffix, []byte(marker)); err != nil {
 			return Joined{}, err
 		}
 	}

@@ -306,6 +306,7 @@ type fakeSwitchApp struct {
 	reach   func(used wgtypes.Key) error
 	used    []wgtypes.Key
 	asked   int
+	onAsk   func()
 }
 
 func (f *fakeSwitchApp) ChangeKey(ctx context.Context, next wgtypes.Key) error {
@@ -313,6 +314,9 @@ func (f *fakeSwitchApp) ChangeKey(ctx context.Context, next wgtypes.Key) error {
 	defer f.mu.Unlock()
 	err := f.answers[min(f.asked, len(f.answers)-1)]
 	f.asked++
+	if f.onAsk != nil {
+		f.onAsk()
+	}
 	return err
 }
 
@@ -337,14 +341,14 @@ func switchDir(t *testing.T) (keyFile string, code wgtypes.Key) {
 	keyFile = filepath.Join(t.TempDir(), "private.key")
 	code, _ = wgtypes.GeneratePrivateKey()
 	os.WriteFile(keyFile, []byte(code.String()+"\n"), 0o600)
-	os.WriteFile(keyFile+InvitedSuffix, []byte("home-1\n"), 0o600)
+	os.WriteFile(keyFile+InvitedSuffix, []byte("home-1 2030-01-01T00:00:00Z\n"), 0o600)
 	return keyFile, code
 }
 
 // TestTheSwitch: yes → the node uses its own key and the markers go; a
 // refusal (409) or "not listed" (the code was used by another machine) →
-// ErrCodeRefused, with nothing switched; no answer → asked again, and
-// every fourth time the new key is tried.
+// ErrCodeRefused, with nothing switched; no answer → asked again, never a
+// key switched without a yes, and stopped at the code's expiry.
 func TestTheSwitch(t *testing.T) {
 	t.Run("yes", func(t *testing.T) {
 		keyFile, _ := switchDir(t)
@@ -376,15 +380,21 @@ func TestTheSwitch(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a lost answer long ago: the new key is tried", func(t *testing.T) {
-		keyFile, _ := switchDir(t)
-		app := &fakeSwitchApp{answers: []error{meshsync.ErrNoAnswer}}
-		s := &Switch{KeyFile: keyFile, App: app, Log: discard, Retry: time.Millisecond}
-		if err := s.Run(context.Background()); err != nil {
-			t.Fatal(err)
+	t.Run("never answered: no key swapped, stopped at the code's expiry", func(t *testing.T) {
+		keyFile, code := switchDir(t)
+		clock := time.Unix(1_800_000_000, 0)
+		app := &fakeSwitchApp{answers: []error{meshsync.ErrNoAnswer}, onAsk: func() { clock = clock.Add(time.Minute) }}
+		s := &Switch{KeyFile: keyFile, App: app, Log: discard, Retry: time.Millisecond, Expires: clock.Add(10 * time.Minute),
+			Now: func() time.Time { return clock }}
+		err := s.Run(context.Background())
+		if !errors.Is(err, ErrCodeRefused) || !strings.Contains(err.Error(), "expired at") {
+			t.Fatalf("err = %v", err)
 		}
-		if app.asked != 4 || len(app.used) != 1 || Pending(keyFile) {
-			t.Errorf("asked %d, used %d, pending %v", app.asked, len(app.used), Pending(keyFile))
+		if len(app.used) != 0 || app.asked < 10 || app.asked > 12 {
+			t.Errorf("used %d keys (want none), asked %d times", len(app.used), app.asked)
+		}
+		if k, _ := readKey(keyFile); k != code || !Pending(keyFile) {
+			t.Error("a switch the master never answered changed the key or the marker")
 		}
 	})
 }

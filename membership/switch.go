@@ -41,9 +41,30 @@ type Switch struct {
 	KeyFile string
 	App     SwitchApp
 	Log     *slog.Logger
+	// Expires is the code's expiry (Marked reads it): a switch the master
+	// never answered stops then.
+	Expires time.Time
 	// Retry is the first pause after an unanswered request (default 1 s,
 	// doubling to 30 s).
 	Retry time.Duration
+	Now   func() time.Time
+}
+
+// Marked reads the marker Join writes beside the key: the node's name and
+// the code's expiry.
+func Marked(keyFile string) (node string, expires time.Time) {
+	data, err := os.ReadFile(keyFile + InvitedSuffix)
+	if err != nil {
+		return "", time.Time{}
+	}
+	f := strings.Fields(string(data))
+	if len(f) > 1 {
+		expires, _ = time.Parse(time.RFC3339, f[1])
+	}
+	if len(f) > 0 {
+		node = f[0]
+	}
+	return node, expires
 }
 
 // Pending says whether the key in keyFile came in a code and is still to
@@ -55,7 +76,15 @@ func Pending(keyFile string) bool {
 
 // Run replaces the code's key. It returns nil when done (or when ctx
 // ends), and an error wrapping ErrCodeRefused when the master will never
-// take this node's key: the appliance then stops.
+// take this node's key: the appliance then stops. It never switches keys
+// without the master's yes, so a refused or unanswered node changes
+// nothing.
+//
+// A master that took the code's key from another machine knows it no
+// more: its WireGuard drops this node's handshakes, and nothing can tell
+// it so. Such a node waits, says every few minutes what may be wrong,
+// and stops once the code has expired (the master has forgotten it by
+// then, used or not).
 func (s *Switch) Run(ctx context.Context) error {
 	current, err := readKey(s.KeyFile)
 	if err != nil {
@@ -69,12 +98,9 @@ func (s *Switch) Run(ctx context.Context) error {
 		s.done(next)
 		return nil
 	}
-	wait := s.Retry
-	if wait == 0 {
-		wait = time.Second
-	}
-	for unanswered := 0; ; unanswered++ {
-		err := s.App.ChangeKey(ctx, next.PublicKey())
+	wait, began, warned := s.retry(), s.now(), s.now()
+	for {
+		err := s.changeKey(ctx, next)
 		if err == nil {
 			return s.use(ctx, next)
 		}
@@ -84,19 +110,66 @@ func (s *Switch) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		// The master may have taken the key and lost its answer long ago
-		// (its wg0 then no longer knows the code's key): try the new one.
-		if unanswered%4 == 3 && s.try(ctx, next, current) {
-			return nil
+		if err := s.expired(began); err != nil {
+			return err
+		}
+		if s.now().Sub(warned) >= unansweredWarnEvery {
+			warned = s.now()
+			s.Log.Warn("join: the master has not answered this node's join code key since "+began.Format(time.RFC3339)+
+				"; if the code was used on another machine, the master no longer knows it and this node cannot join with it: "+
+				"on the master `appliance invite NAME` again, then here `appliance join --force CODE`; otherwise check that the master runs and its UDP port is open", "err", err)
 		}
 		s.Log.Debug("join: the master does not take this node's own key yet", "err", err)
+		pause := wait
+		if !s.Expires.IsZero() {
+			pause = max(min(pause, time.Until(s.Expires)), time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case <-time.After(pause):
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// changeKey asks the master, no longer than the code lives.
+func (s *Switch) changeKey(ctx context.Context, next wgtypes.Key) error {
+	if !s.Expires.IsZero() && s.Now == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, s.Expires)
+		defer cancel()
+	}
+	return s.App.ChangeKey(ctx, next.PublicKey())
+}
+
+// unansweredWarnEvery is how often a node whose master does not answer its
+// join code key says so.
+const unansweredWarnEvery = 5 * time.Minute
+
+func (s *Switch) retry() time.Duration {
+	if s.Retry > 0 {
+		return s.Retry
+	}
+	return time.Second
+}
+
+func (s *Switch) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// expired stops a switch whose code expired before the master ever
+// answered: the master has forgotten the code, used or not.
+func (s *Switch) expired(began time.Time) error {
+	if s.Expires.IsZero() || s.now().Before(s.Expires) {
+		return nil
+	}
+	return fmt.Errorf("%w: the master never answered this node's join code key (since %s), and the code expired at %s: it was used on another machine, or the master was out of reach until then; "+
+		"nothing was changed here; fix: on the master `appliance invite NAME` again, then here `appliance join --force CODE`",
+		ErrCodeRefused, began.Format(time.RFC3339), s.Expires.Format(time.RFC3339))
 }
 
 // refused turns the master's final no into ErrCodeRefused, with the fix.
@@ -131,30 +204,6 @@ func (s *Switch) use(ctx context.Context, next wgtypes.Key) error {
 	return nil
 }
 
-// try switches to next and keeps it if the master answers it within 15 s;
-// otherwise it goes back to current.
-func (s *Switch) try(ctx context.Context, next, current wgtypes.Key) bool {
-	if err := s.App.UseKey(next); err != nil {
-		return false
-	}
-	for range 30 {
-		if s.App.ReachMaster(ctx) == nil {
-			s.done(next)
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	s.Log.Info("join: the master does not answer this node's own key; back to the join code's key to ask again")
-	if err := s.App.UseKey(current); err != nil {
-		s.Log.Error("join: going back to the join code's key failed", "err", err)
-	}
-	return false
-}
-
 func (s *Switch) done(key wgtypes.Key) {
 	os.Remove(s.KeyFile + NextSuffix)
 	os.Remove(s.KeyFile + InvitedSuffix)
@@ -186,8 +235,8 @@ func readOrMakeKey(path string) (wgtypes.Key, error) {
 // while KEY still holds the code's key. The key moves over. It reports
 // whether it did.
 func Recover(keyFile string, cluster []byte) (bool, error) {
-	marker, err := os.ReadFile(keyFile + InvitedSuffix)
-	if err != nil {
+	name, _ := Marked(keyFile)
+	if name == "" {
 		return false, nil
 	}
 	next, err := readKey(keyFile + NextSuffix)
@@ -198,7 +247,7 @@ func Recover(keyFile string, cluster []byte) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	self, ok := cl.NodeByName(strings.TrimSpace(string(marker)))
+	self, ok := cl.NodeByName(name)
 	if !ok || self.PublicKey != next.PublicKey() {
 		return false, nil
 	}

@@ -215,6 +215,16 @@ func TestTokensByRole(t *testing.T) {
 	if w := serve(c.srv, req); w.Body.String() != "server-secret\n" {
 		t.Errorf("server got %q", w.Body.String())
 	}
+	// A node that is handed no token (the master, asking a server that
+	// serves it as a follower) is told so: 403 with the reason, not 500.
+	s := NewServer(discard, func(n Node) ([]byte, error) {
+		return nil, fmt.Errorf("%w: role %s", ErrNoToken, n.Role)
+	})
+	s.Update(Published{Data: []byte("x"), Key: c.master, Nodes: []Node{{Name: "k3s-master", Key: c.node.PublicKey(), Addr: c.addr, Role: "master"}}})
+	req, _, _ = c.request(http.MethodGet, PathToken, c.node, time.Now())
+	if w := serve(s, req); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "no token is handed") {
+		t.Errorf("the master asking a server for a token: %d %q, want 403", w.Code, w.Body.String())
+	}
 }
 
 func TestAPollWaitsForTheNextRevision(t *testing.T) {
@@ -534,6 +544,48 @@ func TestAClockFarOffIsCorrected(t *testing.T) {
 	if !poll.Until(5*time.Second, func() bool { return n.have() == Revision([]byte("one")) }) {
 		t.Fatalf("a follower with a clock 3 h off does not sync: %+v", cl.Status())
 	}
+	// The refusal says which way the node's clock is off.
+	for skew, want := range map[time.Duration]string{-3 * time.Hour: "behind the master's", 2 * time.Minute: "ahead of the master's"} {
+		req, _, _ := c.request(http.MethodGet, PathCluster, c.node, time.Now().Add(skew))
+		if w := serve(c.srv, req); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), want) {
+			t.Errorf("a request %s off: %d %q, want %q", skew, w.Code, w.Body.String(), want)
+		}
+	}
+}
+
+// TestTheLastErrorClearsAsSoonAsTheMasterAnswers: after a failure the
+// follower asks something answered at once, not only the long poll that
+// answers after 25 s.
+func TestTheLastErrorClearsAsSoonAsTheMasterAnswers(t *testing.T) {
+	c := newCluster(t, "127.0.0.1")
+	c.publish(t, "one")
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort(l.Addr().String())
+	l.Close() // nothing answers there yet
+	n := &node{data: []byte("one")}
+	cl := c.client(addr, n)
+	runClient(t, cl)
+	if !poll.Until(5*time.Second, func() bool { return cl.Status().LastError != "" }) {
+		t.Fatal("no error while the master is away")
+	}
+	l, err = net.Listen("tcp4", addr.String())
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.srv.Serve(ctx, l); close(done) }()
+	defer func() { cancel(); <-done }()
+	began := time.Now()
+	if !poll.Until(10*time.Second, func() bool { return cl.Status().LastError == "" }) {
+		t.Fatalf("the error stays after the master is back: %+v", cl.Status())
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("the error cleared %s after the master was back, want within the retry (not the 25 s poll)", took)
+	}
 }
 
 // TestANodeDroppedIsToldSo: a 403 is not "cannot reach the master".
@@ -548,9 +600,6 @@ func TestANodeDroppedIsToldSo(t *testing.T) {
 	}
 }
 
-// TestConnectionsAreCapped: connections beyond the cap from one address
-// are closed at accept; the node's own appliance still gets through once
-// they are gone.
 // TestNoProcessWithoutTheKeyHoldsTheNodesSync: every process and pod on a
 // node sends from the node's address. Some of them open connections and
 // keep them open, reopening each one the server closes, and send

@@ -358,3 +358,41 @@ func TestAPathInUseThatBreaksIsRelayedIn15s(t *testing.T) {
 		t.Fatal("still relayed after the peer was heard directly")
 	}
 }
+
+// TestADownPeerIsNotReachableThroughItsRelay: reachable means something
+// came back from the peer itself recently, over whatever path; a peer that
+// went silent is relayed, and the relay's answers do not make it
+// reachable (they did: status said "reachable yes, relayed via the
+// master" about a node that was down).
+func TestADownPeerIsNotReachableThroughItsRelay(t *testing.T) {
+	r := newRig(t)
+	r.dev.hear(r.master, 92)
+	r.dev.hear(r.home, 92)
+	r.m.Tick()
+	now := r.clk.now()
+	if st := r.m.Status()[r.home]; !Reachable(st.Heard, now, r.keepalive) {
+		t.Fatalf("home, just heard from, is not reachable: %+v", st)
+	}
+	// home goes down; the master keeps answering.
+	for range 12 {
+		r.clk.advance(5 * time.Second)
+		r.dev.hear(r.master, 32)
+		r.m.Tick()
+	}
+	now = r.clk.now()
+	st := r.m.Status()
+	if !st[r.home].Relayed {
+		t.Errorf("home, silent for 60 s, is not relayed: %+v", st[r.home])
+	}
+	if Reachable(st[r.home].Heard, now, r.keepalive) {
+		t.Errorf("home, silent for 60 s, is reachable (through its relay?): %+v", st[r.home])
+	}
+	if !Reachable(st[r.master].Heard, now, r.keepalive) {
+		t.Errorf("the master, heard 5 s ago, is not reachable: %+v", st[r.master])
+	}
+	// Without keepalives nothing comes when idle: a handshake within
+	// WireGuard's session lifetime counts.
+	if !Reachable(now.Add(-100*time.Second), now, 0) || Reachable(now.Add(-200*time.Second), now, 0) {
+		t.Error("without keepalives, the window is not 180 s")
+	}
+}

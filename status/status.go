@@ -322,8 +322,12 @@ func Reload(path string) error {
 }
 
 // Fetch asks the appliance serving path for its report.
-func Fetch(path string) (Report, error) {
-	resp, err := client(path, 5*time.Second).Get("http://appliance/status")
+func Fetch(path string) (Report, error) { return FetchWithin(path, 5*time.Second) }
+
+// FetchWithin is Fetch with a timeout: an appliance answers within a
+// second, with its last report while busy.
+func FetchWithin(path string, timeout time.Duration) (Report, error) {
+	resp, err := client(path, timeout).Get("http://appliance/status")
 	if err != nil {
 		return Report{}, dialError(path, "status", err)
 	}

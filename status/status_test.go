@@ -132,6 +132,18 @@ func TestPrint(t *testing.T) {
 	}
 }
 
+// TestPrintSaysKThreeSRestarts: during k3s's restart backoff the status
+// says when it starts again, not "not running".
+func TestPrintSaysKThreeSRestarts(t *testing.T) {
+	var b bytes.Buffer
+	r := sample()
+	r.K3s.Running, r.K3s.PID, r.K3s.RestartInSeconds = false, 0, 7.6
+	Print(&b, r, time.Now())
+	if out := b.String(); !strings.Contains(out, "k3s        restarting in 8s") || strings.Contains(out, "not running") {
+		t.Errorf("during the backoff:\n%s", out)
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -159,6 +159,20 @@ func TestRestartsWithBackoff(t *testing.T) {
 	}
 }
 
+// TestStatusSaysWhenKThreeSStartsAgain: during the backoff after an exit
+// the status has the next start, so that `appliance status` says
+// "restarting in N s", not "not running".
+func TestStatusSaysWhenKThreeSStartsAgain(t *testing.T) {
+	r := start(t, "/bin/sh", []string{"-c", "exit 3"}, Options{BackoffMin: time.Hour, BackoffMax: time.Hour, ResetAfter: time.Hour})
+	var st Status
+	if !poll.Until(10*time.Second, func() bool { st = r.sup.Status(); return !st.NextStart.IsZero() }) {
+		t.Fatalf("no next start during the backoff: %+v", st)
+	}
+	if st.Running || time.Until(st.NextStart) < 50*time.Minute {
+		t.Errorf("status during an hour's backoff: %+v", st)
+	}
+}
+
 func TestBackoffResetsAfterALongRun(t *testing.T) {
 	// Each run lasts 100ms, longer than ResetAfter: the delay stays at the minimum.
 	r := start(t, "/bin/sh", []string{"-c", "sleep 0.1; exit 1"}, Options{

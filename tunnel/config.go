@@ -30,6 +30,10 @@ type Config struct {
 	// VXLAN runs over wg0 and goes with it). Each gets a blackhole route
 	// behind the more specific routes of wg0 and flannel.
 	FailClosed []netip.Prefix
+	// HoldOldKeys keeps a peer's old key until its new key makes a
+	// handshake, however long that takes (keychange.go): on the master,
+	// where a node whose key-change answer was lost asks again with it.
+	HoldOldKeys bool
 }
 
 // Peer is one other node.
@@ -49,15 +53,16 @@ type Peer struct {
 func FromCluster(cfg *configs.Config) Config {
 	cl := cfg.Cluster
 	c := Config{
-		Name:       cl.Interface.Name,
-		Mode:       cl.Interface.Mode,
-		PrivateKey: cfg.PrivateKey.Key(),
-		ListenPort: cl.Interface.ListenPort,
-		MTU:        cl.Interface.MTU,
-		Address:    netip.PrefixFrom(cfg.Self.Address, cl.Network.Bits()),
-		BatchSize:  cl.Runtime.BatchSize,
-		Inflight:   cl.Runtime.Inflight,
-		FailClosed: append([]netip.Prefix{cl.Network.Masked()}, cl.K3s.PodCIDRs...),
+		HoldOldKeys: cfg.Self.Role == configs.RoleMaster,
+		Name:        cl.Interface.Name,
+		Mode:        cl.Interface.Mode,
+		PrivateKey:  cfg.PrivateKey.Key(),
+		ListenPort:  cl.Interface.ListenPort,
+		MTU:         cl.Interface.MTU,
+		Address:     netip.PrefixFrom(cfg.Self.Address, cl.Network.Bits()),
+		BatchSize:   cl.Runtime.BatchSize,
+		Inflight:    cl.Runtime.Inflight,
+		FailClosed:  append([]netip.Prefix{cl.Network.Masked()}, cl.K3s.PodCIDRs...),
 	}
 	for _, n := range cfg.Peers() {
 		c.Peers = append(c.Peers, Peer{

@@ -17,7 +17,8 @@ import (
 // So a peer that takes the file early loses nothing, and one that takes it
 // late is reached as soon as the node's handshake arrives. A standby that
 // never handshakes is promoted after retireAfter anyway (the file is the
-// truth).
+// truth), except on the master (Config.HoldOldKeys), where the node may
+// still have to ask with its old key.
 //
 //	file: K0 -> K1          device: K0 (allowed IPs) + K1 (standby)
 //	K1 handshakes           device: K1 (allowed IPs)
@@ -116,7 +117,7 @@ func (t *Tunnel) promoteStandbys() {
 	next.retiring = map[wgtypes.Key]retiring{}
 	var promoted []string
 	for k, r := range t.state.retiring {
-		if shook[k] || t.now().Sub(r.since) >= retireAfter {
+		if shook[k] || !t.state.cfg.HoldOldKeys && t.now().Sub(r.since) >= retireAfter {
 			promoted = append(promoted, r.old.Name)
 			continue
 		}

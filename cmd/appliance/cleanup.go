@@ -46,11 +46,11 @@ func runCleanup(e *env, args []string) error {
 		return err
 	}
 	if running && !*force {
-		who := "an appliance"
-		if r, err := status.Fetch(*sock); err == nil {
-			who = fmt.Sprintf("an appliance (node %s, up since %s)", r.Node, r.Started.Format(time.RFC3339))
+		who := ""
+		if r, err := status.FetchWithin(*sock, 2*time.Second); err == nil {
+			who = fmt.Sprintf("node %s, up since %s; ", r.Node, r.Started.Format(time.RFC3339))
 		}
-		return fmt.Errorf("%s is running here (it holds %s.lock, whether or not it answers): cleanup would take its interface, rules and k3s away; "+
+		return fmt.Errorf("an appliance is running here (%sit holds %s.lock, whether or not it answers): cleanup would take its interface, rules and k3s away; "+
 			"fix: systemctl stop wgk3s (which cleans up), or pass --force", who, *sock)
 	}
 	grace := configs.DefaultStopGrace

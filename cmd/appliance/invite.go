@@ -48,7 +48,7 @@ func masterFiles(path, sock string) (membership.Master, error) {
 // sameFileAsRunning refuses path unless it is the file the running
 // appliance runs.
 func sameFileAsRunning(path, sock string) error {
-	r, err := status.Fetch(sock)
+	r, err := status.FetchWithin(sock, 2*time.Second)
 	if err != nil || r.Config == "" {
 		return nil // an older appliance, or one too busy to say: the reload will tell
 	}
