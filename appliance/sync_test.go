@@ -323,7 +323,9 @@ func TestAServersOwnKeyChangeIsNotTheMasters(t *testing.T) {
 	t.Cleanup(func() { a.Stop() })
 	a.keyHandOverWait = 10 * time.Second // would show as a 10 s reload
 	c := newCluster(t, 3)
-	server := func(s string) string { return strings.Replace(s, "name: node-1\n    role: agent", "name: node-1\n    role: server", 1) }
+	server := func(s string) string {
+		return strings.Replace(s, "name: node-1\n    role: agent", "name: node-1\n    role: server", 1)
+	}
 	if err := a.Start(context.Background(), c.plan(t, 3, 1, server)); err != nil {
 		t.Fatal(err)
 	}
