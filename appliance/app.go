@@ -218,10 +218,30 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	if note := fw.CatchAllNote(); note != "" {
 		a.log.Info(note)
 	}
+	k3s, err := a.newK3s(p)
+	if err != nil {
+		return err
+	}
+	a.run("k3s", k3s.Run)
+	if err := a.startSync(p); err != nil {
+		return err
+	}
+	a.startPaths(p)
+	if metricsL != nil {
+		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
+		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
+	}
+	a.run("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.Report, a.opts.ReloadRequest) })
+	return nil
+}
+
+// newK3s makes the k3s supervisor: on the master, after the agent token
+// exists; on a follower, after the sync client it fetches its token with.
+func (a *App) newK3s(p *Plan) (K3s, error) {
 	if p.K3s.AgentTokenFile != "" {
 		created, err := a.parts.CreateToken(p.K3s.AgentTokenFile)
 		if err != nil {
-			return fmt.Errorf("creating the agent token (k3s.agent_token_file): %w", err)
+			return nil, fmt.Errorf("creating the agent token (k3s.agent_token_file): %w", err)
 		}
 		if created {
 			a.log.Info("created the k3s agent token; agents fetch it over wg0", "agent_token_file", p.K3s.AgentTokenFile)
@@ -247,17 +267,7 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 	a.mu.Lock()
 	a.k3s = k3s
 	a.mu.Unlock()
-	a.run("k3s", k3s.Run)
-	if err := a.startSync(p); err != nil {
-		return err
-	}
-	a.startPaths(p)
-	if metricsL != nil {
-		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
-		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
-	}
-	a.run("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.Report, a.opts.ReloadRequest) })
-	return nil
+	return k3s, nil
 }
 
 // Reload applies p to the running node as a difference: wg0 first, then the

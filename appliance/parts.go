@@ -70,27 +70,36 @@ var (
 type Parts struct {
 	// OpenTunnel brings wg0 up; onRecreate is called after the running
 	// link was deleted by someone else and recreated.
+	// Production: tunnel.Open (tunnel/tunnel.go).
 	OpenTunnel  func(ctx context.Context, cfg tunnel.Config, log *slog.Logger, onRecreate func()) (Tunnel, error)
+	// Production: firewall.New (firewall/backend_linux.go).
 	NewFirewall func(backend string, log *slog.Logger) (Firewall, error)
 	// NewK3s makes the k3s supervisor; beforeStart, if not nil, runs
 	// before k3s first starts (an agent fetching its token).
+	// Production: supervisor.New (supervisor/supervisor.go).
 	NewK3s func(cmd K3sCommand, beforeStart func(context.Context) error, log *slog.Logger) K3s
 	// CreateToken writes a new random token to path, 0600, unless a file
 	// is there; it says whether it made one.
+	// Production: configs.CreateToken (configs/token.go).
 	CreateToken func(path string) (bool, error)
 	// ListenStatus opens the status socket; it fails when another
 	// appliance serves it, which makes it the single-instance guard.
+	// Production: status.Listen (status/status.go).
 	ListenStatus func(path string) (net.Listener, error)
 	// ListenMetrics opens the metrics listener.
+	// Production: net.Listen("tcp", addr).
 	ListenMetrics func(addr string) (net.Listener, error)
 	// ListenSync opens the master's sync socket on its wg address, bound
 	// to the WireGuard interface.
+	// Production: meshsync.Listen (meshsync/server.go).
 	ListenSync func(addr netip.AddrPort, device string) (net.Listener, error)
 	// StopOrphanK3s stops a k3s that a killed run left behind (the
 	// parent-death signal does not reach it under SELinux), giving it
 	// grace to stop.
+	// Production: supervisor.StopOrphan (supervisor/orphan.go).
 	StopOrphanK3s func(grace time.Duration, log *slog.Logger) error
 	// SetMemoryLimit applies runtime.memory_limit to this process.
+	// Production: applyMemoryLimit (appliance/memory.go).
 	SetMemoryLimit func(rt configs.Runtime, log *slog.Logger)
 }
 

@@ -150,6 +150,19 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 			"an agent needs only the agent token (%s): remove it (rm %s) and, if it held the server token, rotate that on the master (README: \"Tokens\")",
 			cl.K3s.TokenFile, cl.K3s.AgentTokenFile, cl.K3s.TokenFile))
 	}
+	p.planTokens(cfg)
+	p.planSync(cfg)
+	p.Paths = pathsSet(cfg)
+	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
+		p.Problems = append(p.Problems, err)
+	}
+	return p
+}
+
+// planTokens says which token file k3s reads on this node, and whom it
+// waits for before it starts.
+func (p *Plan) planTokens(cfg *configs.Config) {
+	cl := cfg.Cluster
 	switch cfg.Self.Role {
 	case configs.RoleMaster:
 		p.K3s.TokenFile, p.K3s.AgentTokenFile = cl.K3s.TokenFile, cl.K3s.AgentTokenFile
@@ -166,6 +179,11 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 		p.K3s.TokenFile = cl.K3s.AgentTokenFile
 		p.K3s.FetchToken = cl.Sync
 	}
+}
+
+// planSync says whom this node follows and serves the file to.
+func (p *Plan) planSync(cfg *configs.Config) {
+	cl := cfg.Cluster
 	if cl.Sync {
 		p.Sync = SyncPlan{Enabled: true, Serve: cfg.Self.Role.ControlPlane(), Follow: cfg.Self.Role != configs.RoleMaster,
 			Master: netip.AddrPortFrom(cl.Master().Address, meshsync.DefaultPort),
@@ -179,11 +197,6 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 			p.Sync.Followers = append(p.Sync.Followers, meshsync.Node{Name: n.Name, Key: n.PublicKey, Addr: n.Address, Role: string(n.Role)})
 		}
 	}
-	p.Paths = pathsSet(cfg)
-	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
-		p.Problems = append(p.Problems, err)
-	}
-	return p
 }
 
 // checkInterface refuses an interface.name that is the egress interface or

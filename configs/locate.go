@@ -104,3 +104,28 @@ func sortByLine(es Errors) {
 		return li < lj
 	})
 }
+
+// RoleError is a --role that is missing or not a role.
+type RoleError struct{ Role string }
+
+func (e *RoleError) Error() string {
+	if e.Role == "" {
+		return "--role is required: --role master on the master, --role server on the other k3s servers, --role agent on the others"
+	}
+	return fmt.Sprintf("--role %q: use master, server or agent", e.Role)
+}
+
+// OptionsFor checks the --role and --node flags: a role, when given (or
+// required), must be master, server or agent.
+func OptionsFor(role, node string, required bool) (Options, error) {
+	switch Role(role) {
+	case RoleMaster, RoleAgent, RoleServer:
+	case "":
+		if required {
+			return Options{}, &RoleError{}
+		}
+	default:
+		return Options{}, &RoleError{Role: role}
+	}
+	return Options{Role: Role(role), Node: node}, nil
+}

@@ -34,34 +34,8 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if !r.Reloads.Running.IsZero() {
 		fmt.Fprintf(w, "; a reload is being applied, for %s", age(now.Sub(r.Reloads.Running)))
 	}
-	if s := r.Sync; s != nil {
-		if s.Role == "serving" {
-			fmt.Fprintf(w, "\nsync       serving revision %s to %d node(s) on %s; %d request(s) answered, %d refused (not a node's appliance)",
-				s.Revision, s.Nodes, s.Master, s.Served, s.Denied)
-		} else {
-			fmt.Fprintf(w, "\nsync       following %s, running revision %s", s.Master, s.Revision)
-			if s.Following != "" {
-				fmt.Fprintf(w, "\n           the master does not answer: following %s meanwhile", s.Following)
-			}
-			if s.Nodes > 0 {
-				fmt.Fprintf(w, "\n           serving it to %d node(s) in turn; %d request(s) answered, %d refused", s.Nodes, s.Served, s.Denied)
-			}
-			if !s.LastContact.IsZero() {
-				fmt.Fprintf(w, ", master answered %s ago", age(now.Sub(s.LastContact)))
-			}
-			if !s.LastApplied.IsZero() {
-				fmt.Fprintf(w, ", last took a file %s ago", age(now.Sub(s.LastApplied)))
-			}
-			if s.Refused != "" {
-				fmt.Fprintf(w, "\n           refused the master's %s", s.Refused)
-			}
-			if s.Staged != "" {
-				fmt.Fprintf(w, "\n           waiting for a restart: the master's %s", s.Staged)
-			}
-			if s.LastError != "" {
-				fmt.Fprintf(w, "\n           last error: %s", s.LastError)
-			}
-		}
+	if r.Sync != nil {
+		printSync(w, r.Sync, now)
 	}
 	fmt.Fprintf(w, "\n\npeers\n")
 	if r.PeersUnavailable != "" {
@@ -69,27 +43,7 @@ func Print(w io.Writer, r Report, now time.Time) {
 	}
 	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %-9s  %s\n", "NAME", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX", "REACHABLE", "PATH")
 	for _, p := range r.Peers {
-		hs := "never"
-		if p.HandshakeAgeSeconds >= 0 {
-			hs = age(time.Duration(p.HandshakeAgeSeconds*float64(time.Second))) + " ago"
-		}
-		ep := p.Endpoint
-		if ep == "" {
-			ep = "(none)"
-		}
-		reach := "no"
-		if p.Reachable {
-			reach = "yes"
-		}
-		if p.LearnedEndpoint != "" && p.Endpoint == "" {
-			ep = p.LearnedEndpoint + " (learned)"
-		}
-		path := p.Path
-		if p.Via != "" {
-			path += " via " + p.Via
-		}
-		fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %-9s  %s\n", p.Name, ep, strings.Join(p.AllowedIPs, ","), hs,
-			byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes), reach, path)
+		printPeer(w, p)
 	}
 }
 
@@ -111,4 +65,60 @@ func byteSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// printSync writes the sync's lines.
+func printSync(w io.Writer, s *Sync, now time.Time) {
+	if s.Role == "serving" {
+		fmt.Fprintf(w, "\nsync       serving revision %s to %d node(s) on %s; %d request(s) answered, %d refused (not a node's appliance)",
+			s.Revision, s.Nodes, s.Master, s.Served, s.Denied)
+	} else {
+		fmt.Fprintf(w, "\nsync       following %s, running revision %s", s.Master, s.Revision)
+		if s.Following != "" {
+			fmt.Fprintf(w, "\n           the master does not answer: following %s meanwhile", s.Following)
+		}
+		if s.Nodes > 0 {
+			fmt.Fprintf(w, "\n           serving it to %d node(s) in turn; %d request(s) answered, %d refused", s.Nodes, s.Served, s.Denied)
+		}
+		if !s.LastContact.IsZero() {
+			fmt.Fprintf(w, ", master answered %s ago", age(now.Sub(s.LastContact)))
+		}
+		if !s.LastApplied.IsZero() {
+			fmt.Fprintf(w, ", last took a file %s ago", age(now.Sub(s.LastApplied)))
+		}
+		if s.Refused != "" {
+			fmt.Fprintf(w, "\n           refused the master's %s", s.Refused)
+		}
+		if s.Staged != "" {
+			fmt.Fprintf(w, "\n           waiting for a restart: the master's %s", s.Staged)
+		}
+		if s.LastError != "" {
+			fmt.Fprintf(w, "\n           last error: %s", s.LastError)
+		}
+	}
+}
+
+// printPeer writes one peer's row.
+func printPeer(w io.Writer, p Peer) {
+	hs := "never"
+	if p.HandshakeAgeSeconds >= 0 {
+		hs = age(time.Duration(p.HandshakeAgeSeconds*float64(time.Second))) + " ago"
+	}
+	ep := p.Endpoint
+	if ep == "" {
+		ep = "(none)"
+	}
+	reach := "no"
+	if p.Reachable {
+		reach = "yes"
+	}
+	if p.LearnedEndpoint != "" && p.Endpoint == "" {
+		ep = p.LearnedEndpoint + " (learned)"
+	}
+	path := p.Path
+	if p.Via != "" {
+		path += " via " + p.Via
+	}
+	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %-9s  %s\n", p.Name, ep, strings.Join(p.AllowedIPs, ","), hs,
+		byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes), reach, path)
 }

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -276,21 +276,10 @@ func (t *Tunnel) Choice() Choice { return t.choice }
 // changed when they differ (unlike `wg syncconf`). If a step fails, the
 // steps already taken are reverted, so the interface is left as it was.
 func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return errors.New("tunnel is closed")
+	prev, err := t.applicable(cfg)
+	if err != nil {
+		return err
 	}
-	prev := t.state.peers
-	if cfg.Name != t.state.cfg.Name {
-		t.mu.Unlock()
-		return fmt.Errorf("interface.name %s -> %s: %w", t.state.cfg.Name, cfg.Name, ErrRestartRequired)
-	}
-	if cfg.Mode != t.state.cfg.Mode {
-		t.mu.Unlock()
-		return fmt.Errorf("interface.mode %s -> %s: %w", t.state.cfg.Mode, cfg.Mode, ErrRestartRequired)
-	}
-	t.mu.Unlock()
 	// New DNS names are looked up without holding the lock, so that status
 	// reads are not stuck behind a slow resolver. One attempt each: Run
 	// keeps retrying names that do not resolve yet.
@@ -358,6 +347,22 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 	}
 	t.log.Info("WireGuard interface reconfigured", "interface", cfg.Name, "peers", len(cfg.Peers), "peer_changes", changed)
 	return nil
+}
+
+// applicable refuses what a running interface cannot take, and returns the
+// peers it has (their resolved endpoints are kept for unchanged names).
+func (t *Tunnel) applicable(cfg Config) ([]resolvedPeer, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.closed:
+		return nil, errors.New("tunnel is closed")
+	case cfg.Name != t.state.cfg.Name:
+		return nil, fmt.Errorf("interface.name %s -> %s: %w", t.state.cfg.Name, cfg.Name, ErrRestartRequired)
+	case cfg.Mode != t.state.cfg.Mode:
+		return nil, fmt.Errorf("interface.mode %s -> %s: %w", t.state.cfg.Mode, cfg.Mode, ErrRestartRequired)
+	}
+	return t.state.peers, nil
 }
 
 // revertDevice configures the device from state to back to state from.
@@ -526,6 +531,16 @@ func (t *Tunnel) destroy() error {
 	return errors.Join(err, t.failClosed(nil))
 }
 
+// udpPortBusy says whether another socket holds UDP port on every address.
+func udpPortBusy(port int) bool {
+	c, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return errors.Is(err, syscall.EADDRINUSE)
+	}
+	c.Close()
+	return false
+}
+
 // Device returns the live WireGuard device as wgctrl sees it.
 func (t *Tunnel) Device() (*wgtypes.Device, error) {
 	t.mu.Lock()
@@ -533,10 +548,11 @@ func (t *Tunnel) Device() (*wgtypes.Device, error) {
 	return t.wg.Device(t.state.cfg.Name)
 }
 
-// explain turns a busy listen port, which the UAPI reports as a bare
-// "errno=-98", into what the operator must do.
+// explain turns a busy listen port into what the operator must do. The
+// kernel says EADDRINUSE; the userspace UAPI only a bare "errno=-98" in
+// its text (wgctrl keeps no number), so the port itself is asked.
 func explain(err error, port int) error {
-	if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "errno=-98") {
+	if errors.Is(err, syscall.EADDRINUSE) || udpPortBusy(port) {
 		return fmt.Errorf("UDP port %d is in use by another process (ss -ulpn 'sport = :%d' shows which); "+
 			"fix: stop that process or set interface.listen_port to a free port (%w)", port, port, err)
 	}

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
@@ -20,62 +18,6 @@ const DefaultEnvFile = "/etc/sysconfig/wgk3s"
 
 // now is the clock invite and join read; tests move it.
 var now = time.Now
-
-// masterFiles is the master's file at path and the running appliance's
-// reload, for invite and remove. It refuses a file other than the one the
-// running appliance runs: an edit there would reach nobody.
-func masterFiles(path, sock string) (membership.Master, error) {
-	data, err := configs.ReadFile(path)
-	if err != nil {
-		return membership.Master{}, usagef("reading %s: %v; pass --config with the master's cluster file", path, err)
-	}
-	cl, err := configs.Parse(data, path)
-	if err != nil {
-		return membership.Master{}, err
-	}
-	running, err := status.Running(sock)
-	if err != nil {
-		return membership.Master{}, err
-	}
-	if running {
-		if err := sameFileAsRunning(path, sock); err != nil {
-			return membership.Master{}, err
-		}
-	}
-	return membership.Master{Files: membership.DiskFor(path, cl), Now: now, Reload: reloadRunning(sock)}, nil
-}
-
-// sameFileAsRunning refuses path unless it is the file the running
-// appliance runs.
-func sameFileAsRunning(path, sock string) error {
-	r, err := status.FetchWithin(sock, 2*time.Second)
-	if err != nil || r.Config == "" {
-		return nil // an older appliance, or one too busy to say: the reload will tell
-	}
-	a, errA := os.Stat(path)
-	b, errB := os.Stat(r.Config)
-	if errA == nil && errB == nil && os.SameFile(a, b) {
-		return nil
-	}
-	abs, _ := filepath.Abs(path)
-	return usagef("--config %s is not the file the running appliance runs (%s): an edit there would reach no node; pass --config %s", abs, r.Config, r.Config)
-}
-
-// reloadRunning has the running appliance reload: ErrNoAppliance when none
-// holds the status lock; a busy one is waited for (the reload is queued
-// behind what it does).
-func reloadRunning(sock string) func() error {
-	return func() error {
-		running, err := status.Running(sock)
-		if err != nil {
-			return err
-		}
-		if !running {
-			return membership.ErrNoAppliance
-		}
-		return status.Reload(sock)
-	}
-}
 
 func runInvite(e *env, args []string) error {
 	var r membership.InviteRequest
@@ -102,7 +44,7 @@ func runInvite(e *env, args []string) error {
 		}
 		r.PublicKey = &k
 	}
-	m, err := masterFiles(config, sock)
+	m, err := membership.OpenMaster(config, sock, now)
 	if err != nil {
 		return err
 	}
@@ -117,47 +59,21 @@ func runInvite(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	printInvited(e, inv, config, sock)
-	return nil
-}
-
-func printInvited(e *env, inv membership.Invited, config, sock string) {
-	where := "no endpoint: behind NAT, reached where the master sees it"
-	if inv.Node.Endpoint != "" {
-		where = "endpoint " + inv.Node.Endpoint
-	}
-	fmt.Fprintf(e.stderr, "added %s (%s, %s, %s) to %s\n", inv.Node.Name, inv.Node.Role, inv.Node.Address, where, config)
-	if !inv.Running {
-		fmt.Fprintf(e.stderr, "no appliance runs here (nothing holds %s.lock): %s is written and takes effect when wgk3s starts\n", sock, config)
-	}
-	if inv.KeyInCode {
-		fmt.Fprintf(e.stderr, "the code holds a key for %s that works once: at its first contact the node replaces it with its own; until then hand the code over as you would a password (`appliance join -` reads it from stdin, out of the shell's history)\n", inv.Node.Name)
-	}
-	fmt.Fprintf(e.stderr, "it works until %s; if %s has not joined by then (its first contact with the master), the master removes it from the file\n", inv.Expires.Format(time.RFC3339), inv.Node.Name)
-	fmt.Fprintf(e.stderr, "run this on the new node (the wgk3s package installed), then systemctl enable --now wgk3s:\n")
+	fmt.Fprint(e.stderr, inv.Notes(config))
 	fmt.Fprintf(e.stdout, "appliance join %s\n", inv.Code)
+	return nil
 }
 
 // parseWithName parses flags around one positional argument.
 func parseWithName(fs *flag.FlagSet, args []string, what string) (string, error) {
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return "", err
-		}
-		return "", usageError{err}
+		return "", flagError(err)
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
+	if fs.NArg() == 0 {
 		return "", usagef("%s: give %s", fs.Name(), what)
 	}
-	name := rest[0]
-	if err := fs.Parse(rest[1:]); err != nil {
-		return "", usageError{err}
-	}
-	if len(fs.Args()) > 0 {
-		return "", usagef("%s: unexpected argument %q", fs.Name(), fs.Args()[0])
-	}
-	return name, nil
+	name := fs.Arg(0)
+	return name, parseFlags(fs, fs.Args()[1:])
 }
 
 func runRemove(e *env, args []string) error {
@@ -169,7 +85,7 @@ func runRemove(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := masterFiles(*config, *sock)
+	m, err := membership.OpenMaster(*config, *sock, now)
 	if err != nil {
 		return err
 	}
@@ -184,11 +100,7 @@ func runRemove(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "removed %s from %s\n", name, *config)
-	if rm.Running && rm.Sync {
-		fmt.Fprintf(e.stderr, "the other nodes follow by the sync; %s is handed the file that drops it and stops using the mesh\n", name)
-	}
-	fmt.Fprintf(e.stderr, "its Kubernetes node stays until you delete it: k3s kubectl delete node %s\n", name)
+	fmt.Fprint(e.stderr, rm.Notes(name, *config))
 	return nil
 }
 
@@ -217,12 +129,7 @@ func runJoin(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "joined as %s (%s, %s on %s); the master is %s at %s\n", j.Self.Name, j.Self.Role, j.Self.Address, j.Interface, j.Master.Name, j.Master.Endpoint)
-	fmt.Fprintf(e.stderr, "wrote %s, %s (ROLE=%s)", r.Config, r.EnvFile, j.Self.Role)
-	if j.KeyFile != "" {
-		fmt.Fprintf(e.stderr, " and %s (0600)", j.KeyFile)
-	}
-	fmt.Fprintf(e.stderr, "; at its first start it fetches the master's file and its token over %s\n", j.Interface)
+	fmt.Fprint(e.stderr, j.Notes(r))
 	fmt.Fprintf(e.stdout, "next: systemctl enable --now wgk3s\n")
 	return nil
 }

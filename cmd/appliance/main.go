@@ -85,24 +85,21 @@ func exitCode(e *env, err error) int {
 		return exitOK
 	}
 	var ce configs.Errors
-	var ue usageError
-	var he *appliance.HostError
-	var br *membership.BadRequest
-	switch {
-	case errors.As(err, &he), errors.As(err, &br):
-		fmt.Fprintf(e.stderr, "appliance: %v\n", err)
-		return exitUsage
-	case errors.As(err, &ce):
+	if errors.As(err, &ce) {
 		fmt.Fprintf(e.stderr, "appliance: the cluster file has %d problem(s); nothing was changed:\n", len(ce))
 		for _, fe := range ce {
 			fmt.Fprintf(e.stderr, "  %s\n", fe)
 		}
 		return exitUsage
-	case errors.As(err, &ue):
-		fmt.Fprintf(e.stderr, "appliance: %v\n", err)
-		return exitUsage
 	}
 	fmt.Fprintf(e.stderr, "appliance: %v\n", err)
+	var ue usageError
+	var he *appliance.HostError
+	var br *membership.BadRequest
+	var re *configs.RoleError
+	if errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &br) || errors.As(err, &re) {
+		return exitUsage
+	}
 	return exitFailure
 }
 
@@ -122,15 +119,20 @@ func flagSet(e *env, name string) *flag.FlagSet {
 // parseFlags parses args and turns a flag error into a usage error.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+		return flagError(err)
 	}
 	if fs.NArg() > 0 {
 		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
 	return nil
+}
+
+// flagError is a flag error as a usage error (exit 2); --help is none.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err}
 }
 
 // nodeFlags are the flags that pick the cluster file and this node.
@@ -145,16 +147,7 @@ func (n *nodeFlags) register(fs *flag.FlagSet) {
 }
 
 func (n *nodeFlags) options(required bool) (configs.Options, error) {
-	switch configs.Role(n.role) {
-	case configs.RoleMaster, configs.RoleAgent, configs.RoleServer:
-	case "":
-		if required {
-			return configs.Options{}, usagef("--role is required: --role master on the master, --role server on the other k3s servers, --role agent on the others")
-		}
-	default:
-		return configs.Options{}, usagef("--role %q: use master, server or agent", n.role)
-	}
-	return configs.Options{Role: configs.Role(n.role), Node: n.node}, nil
+	return configs.OptionsFor(n.role, n.node, required)
 }
 
 func runVersion(e *env, args []string) error {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/wgk3s/wgk3s/appliance"
 	"github.com/wgk3s/wgk3s/status"
 )
@@ -40,4 +41,12 @@ func runAppliance(e *env, args []string) error {
 	n := appliance.NewNode(appliance.NodeOptions{Path: path, Opts: opts, Host: appliance.SystemHost{Root: e.root},
 		Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl})), Version: version, StatusSocket: *sock, Notify: sdNotify})
 	return n.Run(sigs)
+}
+
+// sdNotify tells systemd about the service's state (Type=notify). Outside
+// systemd (no NOTIFY_SOCKET) it does nothing. The environment variable is
+// kept: the appliance notifies more than once (READY, RELOADING, STOPPING);
+// k3s never sees it (the supervisor strips it from the child's env).
+func sdNotify(state string) {
+	daemon.SdNotify(false, state)
 }

@@ -1,0 +1,51 @@
+package membership
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// What the commands tell the operator, beside their result on stdout.
+
+// Notes are the lines `appliance invite` prints about inv.
+func (inv Invited) Notes(config string) string {
+	var b strings.Builder
+	where := "no endpoint: behind NAT, reached where the master sees it"
+	if inv.Node.Endpoint != "" {
+		where = "endpoint " + inv.Node.Endpoint
+	}
+	fmt.Fprintf(&b, "added %s (%s, %s, %s) to %s\n", inv.Node.Name, inv.Node.Role, inv.Node.Address, where, config)
+	if !inv.Running {
+		fmt.Fprintf(&b, "no appliance runs here (nothing holds its status lock): %s is written and takes effect when wgk3s starts\n", config)
+	}
+	if inv.KeyInCode {
+		fmt.Fprintf(&b, "the code holds a key for %s that works once: at its first contact the node replaces it with its own; until then hand the code over as you would a password (`appliance join -` reads it from stdin, out of the shell's history)\n", inv.Node.Name)
+	}
+	fmt.Fprintf(&b, "it works until %s; if %s has not joined by then (its first contact with the master), the master removes it from the file\n", inv.Expires.Format(time.RFC3339), inv.Node.Name)
+	b.WriteString("run this on the new node (the wgk3s package installed), then systemctl enable --now wgk3s:\n")
+	return b.String()
+}
+
+// Notes are the lines `appliance remove` prints about name.
+func (rm Removed) Notes(name, config string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "removed %s from %s\n", name, config)
+	if rm.Running && rm.Sync {
+		fmt.Fprintf(&b, "the other nodes follow by the sync; %s is handed the file that drops it and stops using the mesh\n", name)
+	}
+	fmt.Fprintf(&b, "its Kubernetes node stays until you delete it: k3s kubectl delete node %s\n", name)
+	return b.String()
+}
+
+// Notes are the lines `appliance join` prints about what it wrote.
+func (j Joined) Notes(r JoinRequest) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "joined as %s (%s, %s on %s); the master is %s at %s\n", j.Self.Name, j.Self.Role, j.Self.Address, j.Interface, j.Master.Name, j.Master.Endpoint)
+	fmt.Fprintf(&b, "wrote %s, %s (ROLE=%s)", r.Config, r.EnvFile, j.Self.Role)
+	if j.KeyFile != "" {
+		fmt.Fprintf(&b, " and %s (0600)", j.KeyFile)
+	}
+	fmt.Fprintf(&b, "; at its first start it fetches the master's file and its token over %s\n", j.Interface)
+	return b.String()
+}
