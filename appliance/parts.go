@@ -71,7 +71,7 @@ type Parts struct {
 	// OpenTunnel brings wg0 up; onRecreate is called after the running
 	// link was deleted by someone else and recreated.
 	// Production: tunnel.Open (tunnel/tunnel.go).
-	OpenTunnel  func(ctx context.Context, cfg tunnel.Config, log *slog.Logger, onRecreate func()) (Tunnel, error)
+	OpenTunnel func(ctx context.Context, cfg tunnel.Config, log *slog.Logger, onRecreate func()) (Tunnel, error)
 	// Production: firewall.New (firewall/backend_linux.go).
 	NewFirewall func(backend string, log *slog.Logger) (Firewall, error)
 	// NewK3s makes the k3s supervisor; beforeStart, if not nil, runs
