@@ -317,7 +317,8 @@ func (a *App) reload(ctx context.Context, p *Plan) (err error) {
 		}
 	}
 	a.setPlan(p)
-	a.paths.SetPeers(p.Paths)
+	a.paths.SetConfig(p.Paths)
+	a.setProbePeers(p)
 	a.publish(p)
 	if a.syncClient != nil {
 		a.syncClient.Changed() // a local reload: follow the master again

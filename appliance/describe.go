@@ -167,37 +167,55 @@ func (p *Plan) syncLine() string {
 // and how they reach it.
 func (p *Plan) pathLines() []string {
 	cfg, cl := p.Config, p.Config.Cluster
-	var homeless []string
+	var homeless, relays []string
 	for _, n := range cl.Nodes {
 		if n.Endpoint.Host == "" {
 			homeless = append(homeless, n.Name)
+		} else if n.Name != cfg.Self.Name {
+			relays = append(relays, n.Name)
 		}
 	}
 	k := cl.Interface.PersistentKeepalive
 	var lines []string
-	if cfg.Self.Role == configs.RoleMaster {
-		lines = append(lines, "this node relays between nodes that cannot reach each other directly (both behind NATs that let nothing in): "+
-			"wg0 to wg0, between the file's nodes only; it tells every node where it sees the others from")
-	} else if k > 0 {
-		lines = append(lines, fmt.Sprintf("a peer heard from directly within %s (two keepalives and 5 s) is reached directly; any other through %s, "+
-			"until a direct handshake (tried at once with a new endpoint, then every minute)", 2*k+5*time.Second, cl.Master().Name))
-	} else {
+	lines = append(lines, p.relayLine(relays))
+	if k == 0 {
 		lines = append(lines, "interface.persistent_keepalive is 0: no relaying (a quiet direct path would look dead); every peer is reached directly")
+	} else if p.Mode.Mode == configs.ModeKernel {
+		lines = append(lines, fmt.Sprintf("kernel mode: the kernel owns WireGuard's port, so this node sends no probes: a peer nothing came from directly within %s (two keepalives and 5 s) is reached through the first relay that answers, and its direct path is tried again every minute",
+			2*k+5*time.Second))
+	} else {
+		lines = append(lines, "a direct path is watched by what comes back: one that stops answering probes is relayed within about 2 s, through the relay with the shortest round trip (the next one is kept ready); a relayed peer's direct addresses are probed every 2 s and it goes direct when one answers")
 	}
 	if cfg.Self.Endpoint.Host == "" {
 		lines = append(lines, fmt.Sprintf("this node has no endpoint (behind NAT, or no fixed address): it keeps its NAT mapping open with a keepalive every %s "+
-			"to the peers that have one, and is reached where the master sees it or through the master; k3s gets no --node-external-ip", keepalive(cl)))
+			"to the peers that have one, tells its peers the addresses it has on its own networks (two nodes behind one router go direct over their LAN), and is reached where the master sees it or through a relay; k3s gets no --node-external-ip", keepalive(cl)))
 	}
 	switch {
 	case len(homeless) == 0:
 		lines = append(lines, "every node has an endpoint")
 	case !cl.Sync:
-		lines = append(lines, fmt.Sprintf("without an endpoint: %s; sync is off, so nobody learns where they are: two of them reach each other through the master only",
+		lines = append(lines, fmt.Sprintf("without an endpoint: %s; sync is off, so nobody learns where they are: two of them reach each other through a relay only",
 			strings.Join(homeless, ", ")))
 	default:
-		lines = append(lines, "without an endpoint: "+strings.Join(homeless, ", ")+"; their endpoints are learned from the master over the sync")
+		lines = append(lines, "without an endpoint: "+strings.Join(homeless, ", ")+"; their endpoints are learned from the master and the servers over the sync")
 	}
 	return lines
+}
+
+// relayLine says who relays, and whether this node does.
+func (p *Plan) relayLine(relays []string) string {
+	cfg := p.Config
+	who := "relays: the nodes with an endpoint that run the userspace data path (" + strings.Join(relays, ", ") + "); "
+	if len(relays) == 0 {
+		who = "relays: none (no other node has an endpoint); "
+	}
+	switch {
+	case cfg.Self.Endpoint.Host == "":
+		return who + "this node has no endpoint, so it relays for nobody"
+	case p.Mode.Mode == configs.ModeKernel:
+		return who + "this node runs kernel WireGuard, which owns the UDP port, so it relays for nobody (interface.mode: userspace makes it a relay)"
+	}
+	return who + "this node relays too, on its WireGuard port (no other port, no setting): it forwards the datagrams of two nodes that cannot reach each other directly, still encrypted, between the file's nodes only; it tells the others where it sees each node from"
 }
 
 // runtimeLines describe the runtime section as it applies on this host.

@@ -87,6 +87,7 @@ func (f *fakes) parts() Parts {
 			f.k3s = &fakeK3s{f: f, args: cmd.Args, fail: make(chan error, 1)}
 			return f.k3s
 		},
+		LocalPrefixes: func(string) []netip.Prefix { return nil },
 		ListenStatus: func(path string) (net.Listener, error) {
 			l, err := status.Listen(path)
 			if err == nil {
@@ -168,6 +169,12 @@ func (t *fakeTunnel) SetPaths(p map[wgtypes.Key]tunnel.Path) error {
 }
 
 func (t *fakeTunnel) Probe([]wgtypes.Key) error { return nil }
+
+func (t *fakeTunnel) Renew([]wgtypes.Key) error { return nil }
+
+func (t *fakeTunnel) Configured() map[wgtypes.Key]netip.AddrPort { return nil }
+
+func (t *fakeTunnel) Mesh() *tunnel.Mesh { return nil }
 
 func (t *fakeTunnel) Choice() tunnel.Choice {
 	return tunnel.Choice{Mode: configs.ModeUserspace, Reason: "fake"}

@@ -28,9 +28,14 @@ type Tunnel interface {
 	// Recreations counts the links recreated after someone deleted them.
 	Recreations() int
 	// SetPaths and Probe are package paths' levers (relayed or direct,
-	// learned endpoints).
+	// learned endpoints); Configured its view of the file's endpoints.
 	SetPaths(map[wgtypes.Key]tunnel.Path) error
 	Probe([]wgtypes.Key) error
+	Renew([]wgtypes.Key) error
+	Configured() map[wgtypes.Key]netip.AddrPort
+	// Mesh is the relay and the probes on WireGuard's port (userspace
+	// mode; nil in kernel mode).
+	Mesh() *tunnel.Mesh
 }
 
 // Firewall is the sysctls and iptables rules as the lifecycle uses them.
@@ -98,6 +103,10 @@ type Parts struct {
 	// grace to stop.
 	// Production: supervisor.StopOrphan (supervisor/orphan.go).
 	StopOrphanK3s func(grace time.Duration, log *slog.Logger) error
+	// LocalPrefixes are this host's addresses and their networks, but
+	// for the WireGuard interface's and the pods'.
+	// Production: tunnel.LocalPrefixes (tunnel/local_linux.go).
+	LocalPrefixes func(wgInterface string) []netip.Prefix
 	// SetMemoryLimit applies runtime.memory_limit to this process.
 	// Production: applyMemoryLimit (appliance/memory.go).
 	SetMemoryLimit func(rt configs.Runtime, log *slog.Logger)
@@ -124,6 +133,7 @@ func System() Parts {
 		ListenStatus:   status.Listen,
 		ListenMetrics:  func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
 		ListenSync:     meshsync.Listen,
+		LocalPrefixes:  tunnel.LocalPrefixes,
 		SetMemoryLimit: applyMemoryLimit,
 	}
 }

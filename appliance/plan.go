@@ -38,7 +38,7 @@ type Plan struct {
 	Sync     SyncPlan
 	// Paths is what package paths needs from the file: the relay and the
 	// peers, with whether the file gives each an endpoint.
-	Paths paths.Set
+	Paths paths.Config
 	// Facts are the platform details found on the host, and Notes what
 	// the appliance does about them, for `appliance check`.
 	Facts Facts
@@ -152,7 +152,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	}
 	p.planTokens(cfg)
 	p.planSync(cfg)
-	p.Paths = pathsSet(cfg)
+	p.Paths = pathsConfig(cfg)
 	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
 		p.Problems = append(p.Problems, err)
 	}
@@ -265,25 +265,10 @@ func RestartRequired(running, next *Plan) error {
 		{"sync", fmt.Sprint(a.Sync), fmt.Sprint(b.Sync)},
 		{"runtime.batch_size", fmt.Sprint(a.Runtime.BatchSize), fmt.Sprint(b.Runtime.BatchSize)},
 		{"runtime.inflight_packets", fmt.Sprint(a.Runtime.Inflight), fmt.Sprint(b.Runtime.Inflight)},
-		{"the master's address (sync)", a.Master().Address.String(), b.Master().Address.String()},
 	} {
 		if c.from != c.to {
 			return fmt.Errorf("%s %s -> %s: %w (systemctl restart wgk3s)", c.field, c.from, c.to, ErrRestartRequired)
 		}
 	}
 	return nil
-}
-
-// pathsSet is the file's view for package paths: the master relays for
-// every other node, and decides nothing itself.
-func pathsSet(cfg *configs.Config) paths.Set {
-	s := paths.Set{Keepalive: cfg.Cluster.Interface.PersistentKeepalive}
-	if cfg.Self.Role != configs.RoleMaster {
-		m := cfg.Cluster.Master()
-		s.Relay, s.RelayName = m.PublicKey, m.Name
-	}
-	for _, n := range cfg.Peers() {
-		s.Peers = append(s.Peers, paths.Peer{Name: n.Name, Key: n.PublicKey, Configured: n.Endpoint.Host != ""})
-	}
-	return s
 }

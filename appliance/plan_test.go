@@ -240,8 +240,8 @@ func TestAHomeNodeWithoutEndpoint(t *testing.T) {
 	if slices.Contains(home.K3s.Args, "--node-external-ip") {
 		t.Errorf("a node without an endpoint gets --node-external-ip: %v", home.K3s.Args)
 	}
-	if home.Paths.Relay != c.keys[0].PublicKey() || home.Paths.RelayName != "node-0" {
-		t.Errorf("the home node's relay = %s %s, want the master", home.Paths.RelayName, home.Paths.Relay)
+	if home.Paths.Self != c.keys[2].PublicKey() || len(home.Paths.Peers) != 2 || !home.Paths.Peers[0].Configured {
+		t.Errorf("the home node's paths config = %+v", home.Paths)
 	}
 	cloud := c.plan(t, 3, 1, noEndpoint)
 	want := map[string]bool{"node-0": true, "node-2": false}
@@ -251,16 +251,13 @@ func TestAHomeNodeWithoutEndpoint(t *testing.T) {
 		}
 	}
 	master := c.plan(t, 3, 0, noEndpoint)
-	if master.Paths.Relay != (wgtypes.Key{}) {
-		t.Error("the master has a relay")
-	}
 	for _, tc := range []struct {
 		p    *Plan
 		want []string
 	}{
-		{home, []string{"this node has no endpoint", "no --node-external-ip", "through node-0", "without an endpoint: node-2"}},
-		{master, []string{"this node relays between nodes", "between the file's nodes only"}},
-		{cloud, []string{"reached directly; any other through node-0", "learned from the master"}},
+		{home, []string{"this node has no endpoint", "no --node-external-ip", "relays for nobody", "relays: the nodes with an endpoint", "node-0, node-1", "without an endpoint: node-2"}},
+		{master, []string{"this node relays too", "still encrypted, between the file's nodes only"}},
+		{cloud, []string{"relayed within about 2 s", "learned from the master and the servers"}},
 	} {
 		var out bytes.Buffer
 		tc.p.Print(&out)

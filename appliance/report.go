@@ -92,6 +92,10 @@ func (a *App) report() status.Report {
 		}
 		a.addPaths(r.Peers, dev.Peers, cl.Interface.PersistentKeepalive, now)
 	}
+	if mesh := a.tun.Mesh(); mesh != nil {
+		st := mesh.Router.Stats()
+		r.Relay = &status.Relay{Packets: st.Packets, Bytes: st.Bytes, Dropped: st.Dropped, Entries: st.Entries}
+	}
 	k := a.k3s.Status()
 	r.K3s = status.K3s{Binary: k.Binary, Args: k.Args, Running: k.Running, PID: k.PID, Restarts: k.Restarts, LastExit: k.LastExit}
 	if k.Running {
@@ -171,6 +175,7 @@ func (a *App) addPaths(ps []status.Peer, dev []wgtypes.Peer, keepalive time.Dura
 		if path.Relayed {
 			ps[i].Path, ps[i].Via = "relayed", path.Via
 		}
+		ps[i].RTTMillis = float64(path.RTT.Microseconds()) / 1000
 		heard := path.Heard // tracked between the paths' ticks; a handshake since counts too
 		if hs := dev[i].LastHandshakeTime; hs.After(heard) {
 			heard = hs

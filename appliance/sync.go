@@ -13,7 +13,6 @@ import (
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/internal/atomicfile"
 	"github.com/wgk3s/wgk3s/meshsync"
-	"github.com/wgk3s/wgk3s/paths"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -74,24 +73,6 @@ func (a *App) startSync(p *Plan) error {
 	a.run("sync serving", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Listen, p.Tunnel.Name) })
 	a.log.Info("sync: serving the cluster file and the tokens over wg0", "listen", p.Sync.Listen, "nodes", len(p.Sync.Followers))
 	return nil
-}
-
-// startPaths starts keeping each peer direct or relayed. The master
-// publishes where it sees each node from; a follower takes that for the
-// nodes the file gives no endpoint.
-func (a *App) startPaths(p *Plan) {
-	opts := paths.Options{Log: a.log}
-	if s := a.syncServer; s != nil {
-		opts.Observed = func(eps map[wgtypes.Key]netip.AddrPort) { s.SetEndpoints(eps) }
-	}
-	a.paths = paths.New(a.tun, opts)
-	a.paths.SetPeers(p.Paths)
-	a.run("paths", a.paths.Run)
-	if c := a.syncClient; c != nil {
-		a.run("endpoints", func(ctx context.Context) error {
-			return c.FollowEndpoints(ctx, func(eps meshsync.Endpoints) { a.paths.SetLearned(eps) })
-		})
-	}
 }
 
 // ChangeKey asks the master to replace this node's public key with next

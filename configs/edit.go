@@ -252,6 +252,18 @@ func uncomment(n *yaml.Node) {
 // entry named name replaced by key, in place: the rest of its line (quotes,
 // comment) and of the file stays as it was.
 func SetNodeKey(data []byte, name, key string) ([]byte, error) {
+	return setNodeField(data, name, "public_key", key)
+}
+
+// SetNodeRole returns data with the role of the node named name set to
+// role (appliance promote), the one value changed in place.
+func SetNodeRole(data []byte, name, role string) ([]byte, error) {
+	return setNodeField(data, name, "role", role)
+}
+
+// setNodeField replaces the value of field in the node's entry, where it
+// is written on one line; every other byte stays as it was.
+func setNodeField(data []byte, name, field, value string) ([]byte, error) {
 	l, err := nodeList(data)
 	if err != nil {
 		return nil, err
@@ -263,7 +275,7 @@ func SetNodeKey(data []byte, name, key string) ([]byte, error) {
 	it := l.items[i]
 	for j := 0; j+1 < len(it.Content); j += 2 {
 		k, v := it.Content[j], it.Content[j+1]
-		if k.Value != "public_key" || v.Kind != yaml.ScalarNode || v.Value == "" {
+		if k.Value != field || v.Kind != yaml.ScalarNode || v.Value == "" {
 			continue
 		}
 		line := l.lines[v.Line-1]
@@ -272,8 +284,8 @@ func SetNodeKey(data []byte, name, key string) ([]byte, error) {
 			break
 		}
 		at += v.Column - 1
-		l.lines[v.Line-1] = line[:at] + key + line[at+len(v.Value):]
+		l.lines[v.Line-1] = line[:at] + value + line[at+len(v.Value):]
 		return []byte(strings.Join(l.lines, "")), nil
 	}
-	return nil, fmt.Errorf("nodes[%d] (%s, line %d): no public_key written on one line", i, name, it.Line)
+	return nil, fmt.Errorf("nodes[%d] (%s, line %d): no %s written on one line", i, name, it.Line, field)
 }

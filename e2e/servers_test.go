@@ -156,3 +156,71 @@ func TestSeveralServers(t *testing.T) {
 		}
 	})
 }
+
+// TestPromoteAfterTheMasterIsLost: the master's machine is lost for good
+// (its namespaces destroyed: processes, keys and files gone). `appliance
+// promote` on the server makes it the master: it refuses while the master
+// answers; afterwards every node takes the server's file and follows it as
+// the master, and a node it invites joins.
+func TestPromoteAfterTheMasterIsLost(t *testing.T) {
+	testnet.Requirements(t, "wg")
+	net := testnet.New(t)
+	m := newNode(t, net.AddServer("master", 1), "k3s-master", "master", "192.168.2.1")
+	s1 := newNode(t, net.AddServer("server-1", 2), "k3s-server-1", "server", "192.168.2.2")
+	a := newNode(t, net.AddServer("node-1", 3), "k3s-node-1", "agent", "192.168.2.3")
+	startAll(t, []*node{m, s1, a})
+	pingUntil(t, a, s1.Address)
+	pingUntil(t, a, m.Address)
+
+	t.Run("refused while the master answers", func(t *testing.T) {
+		before, _ := os.ReadFile(s1.Srv.HostPath(configPath))
+		out, errs, rc := cli(t, s1.Srv, "", "promote", "--config", configPath, "--env-file", envFile)
+		after, _ := os.ReadFile(s1.Srv.HostPath(configPath))
+		if rc != 2 || !strings.Contains(errs, "still answers") || !strings.Contains(errs, "two masters") || string(before) != string(after) {
+			t.Errorf("promote next to a live master: exit %d\n%s%s", rc, out, errs)
+		}
+	})
+
+	t.Run("the master's machine lost: the server is promoted and every node follows it", func(t *testing.T) {
+		m.Srv.Destroy()
+		out, errs, rc := cli(t, s1.Srv, "", "promote", "--config", configPath, "--env-file", envFile)
+		if rc != 0 || !strings.Contains(errs, "k3s-server-1 is the master now") {
+			t.Fatalf("promote: exit %d\n%s%s", rc, out, errs)
+		}
+		file, _ := os.ReadFile(s1.Srv.HostPath(configPath))
+		if strings.Contains(string(file), "k3s-master") || !strings.Contains(string(file), "name: k3s-server-1\n    role: master") {
+			t.Fatalf("the promoted server's file:\n%s", file)
+		}
+		if env, _ := os.ReadFile(s1.Srv.HostPath(envFile)); !strings.Contains(string(env), "ROLE=master") {
+			t.Errorf("env file: %q", env)
+		}
+		s1.Stop(t) // what systemctl restart does where systemd runs it
+		s1.Role = "master"
+		s1.Start(t)
+		began := time.Now()
+		if !testnet.Eventually(60*time.Second, func() bool {
+			got, _ := os.ReadFile(a.Srv.HostPath(configPath))
+			r := statusJSON(t, a)
+			return string(got) == string(file) && r.Sync != nil && r.Sync.Master == "192.168.2.2:5419" && r.Sync.Following == ""
+		}) {
+			t.Fatalf("node-1 does not follow the promoted master: %+v\n%s", statusJSON(t, a).Sync, a.Proc.Output())
+		}
+		t.Logf("timing: node-1 followed the promoted master %s after its restart", time.Since(began).Round(100*time.Millisecond))
+		if r := statusJSON(t, s1); r.Role != "master" || r.Sync == nil || r.Sync.Role != "serving" {
+			t.Errorf("the promoted server's status: role %s, sync %+v", r.Role, r.Sync)
+		}
+		pingUntil(t, a, s1.Address)
+	})
+
+	t.Run("a node the promoted master invites joins", func(t *testing.T) {
+		srv4 := net.AddServer("node-4", 4)
+		code := inviteCode(t, s1, "k3s-node-4", "--endpoint", fmt.Sprintf("%s:%d", srv4.PublicIP, testnet.Port))
+		n4 := joinNode(t, srv4, "k3s-node-4", "192.168.2.4", code)
+		n4.Start(t)
+		n4.PingUntil(t, s1.Address, 30*time.Second)
+		n4.PingUntil(t, a.Address, 30*time.Second)
+		if !n4.Proc.WaitOutput("join: this node's own key replaces the join code's", 30*time.Second) {
+			t.Errorf("node-4 did not replace its code's key:\n%s", n4.Proc.Output())
+		}
+	})
+}

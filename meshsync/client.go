@@ -105,6 +105,31 @@ type Client struct {
 	pending *pending
 	offset  time.Duration // the master's clock minus ours
 	lastErr string
+	dialer  *http.Transport // transport's default
+}
+
+// dialTimeout bounds a connection to a source: a source that is down
+// (its machine lost, its cloud cut off) must not hold a follower for the
+// whole request's timeout before it asks the next. TCP keepalives find
+// one that goes down under a long poll in about 11 s.
+const dialTimeout = 5 * time.Second
+
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3}
+
+// transport is Transport, or one whose connections give up after
+// dialTimeout.
+func (c *Client) transport() http.RoundTripper {
+	if c.Transport != nil {
+		return c.Transport
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dialer == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAliveConfig: keepAlive}).DialContext
+		c.dialer = t
+	}
+	return c.dialer
 }
 
 // Source is a node that serves the sync: its name, where it listens and
@@ -132,14 +157,21 @@ func (c *Client) source() Source {
 		c.cur = 0
 	}
 	if len(list) == 0 {
-		return Source{Addr: c.Master}
+		return c.master()
 	}
 	return list[c.cur]
 }
 
-// master is the first source: the master.
+// master is the first source: the master. With Sources it is the
+// first of them, as the file this node runs says now (a promoted server
+// is the master of the file it handed round).
 func (c *Client) master() Source {
 	_, key := c.Keys()
+	if c.Sources != nil {
+		if list := c.Sources(); len(list) > 0 && list[0].Key == key {
+			return list[0]
+		}
+	}
 	return Source{Name: "master", Addr: c.Master, Key: key}
 }
 
@@ -217,7 +249,7 @@ func (c *Client) Status() status.Sync {
 	defer c.mu.Unlock()
 	st := c.status
 	st.Role = "following"
-	st.Master = c.Master.String()
+	st.Master = c.master().Addr.String()
 	if c.Sources != nil && c.cur > 0 {
 		if list := c.Sources(); c.cur < len(list) {
 			st.Following = list[c.cur].Name + " (" + list[c.cur].Addr.String() + ")"
@@ -242,7 +274,7 @@ const (
 // once with nothing taken, is followed by a pause of Retry: whatever the
 // master answers, the client never spins.
 func (c *Client) Run(ctx context.Context) error {
-	hc := &http.Client{Timeout: DefaultWait + 15*time.Second, Transport: c.Transport}
+	hc := &http.Client{Timeout: DefaultWait + 15*time.Second, Transport: c.transport()}
 	defer hc.CloseIdleConnections()
 	nudge := c.nudges()
 	for {
@@ -518,7 +550,7 @@ func (c *Client) FetchToken(ctx context.Context) ([]byte, error) {
 const TokenAgent = "agent"
 
 func (c *Client) fetchToken(ctx context.Context, kind string) ([]byte, error) {
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.Transport}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.transport()}
 	defer hc.CloseIdleConnections()
 	uri := PathToken
 	if kind != "" {

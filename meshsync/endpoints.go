@@ -14,7 +14,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// PathEndpoints is where the master serves where it sees each node from:
+// PathEndpoints is where the master (and each server) serves where it
+// sees each node from:
 // the address and port a node's packets arrive from, which for a node
 // behind NAT is its router's public mapping. A node the file gives no
 // endpoint is reached there (package paths).
@@ -71,12 +72,13 @@ func (s *Server) serveEndpoints(r *http.Request, _ *follower) answer {
 // hands every new list to take, until ctx is cancelled. A failed poll is
 // retried after Retry; it is logged once, as Run's are.
 func (c *Client) FollowEndpoints(ctx context.Context, take func(Endpoints)) error {
-	hc := &http.Client{Timeout: DefaultWait + 15*time.Second, Transport: c.Transport}
+	hc := &http.Client{Timeout: DefaultWait + 15*time.Second, Transport: c.transport()}
 	defer hc.CloseIdleConnections()
 	have := ""
 	for {
-		// The master is the one that sees every node: only it is asked.
-		status, rev, data, err := c.doAt(ctx, hc, c.master(), http.MethodGet, PathEndpoints+"?have="+have)
+		// The master sees every node; while it does not answer, the
+		// servers do (each serves where it sees the nodes from).
+		status, rev, data, err := c.do(ctx, hc, http.MethodGet, PathEndpoints+"?have="+have)
 		switch {
 		case ctx.Err() != nil:
 			return nil

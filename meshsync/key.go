@@ -77,7 +77,7 @@ func (s *Server) serveKey(r *http.Request, f *follower) answer {
 // node must switch to the matching private key. A *RefusedError with
 // status 409 is a change the master will never make.
 func (c *Client) RotateKey(ctx context.Context, next wgtypes.Key) error {
-	hc := &http.Client{Timeout: keyChangeTimeout, Transport: c.Transport}
+	hc := &http.Client{Timeout: keyChangeTimeout, Transport: c.transport()}
 	defer hc.CloseIdleConnections()
 	status, _, body, err := c.doAt(ctx, hc, c.master(), http.MethodPost, PathKey+"?new="+url.QueryEscape(next.String()))
 	if err != nil {
@@ -92,7 +92,7 @@ func (c *Client) RotateKey(ctx context.Context, next wgtypes.Key) error {
 // Reach sends one authenticated request that changes nothing and reports
 // whether the master answered it: the node's current key works.
 func (c *Client) Reach(ctx context.Context) error {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: c.Transport}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: c.transport()}
 	defer hc.CloseIdleConnections()
 	_, _, _, err := c.doAt(ctx, hc, c.master(), http.MethodPost, PathConfirm+"?rev=reach")
 	if err != nil {

@@ -1,7 +1,7 @@
 package paths
 
 import (
-	"errors"
+	"bytes"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,14 +13,13 @@ import (
 )
 
 // fakeDevice is the tunnel as the manager sees it: peers whose counters
-// the test moves, and a record of what the manager set and probed.
+// and endpoints the test moves, and what the manager set and probed.
 type fakeDevice struct {
-	mu     sync.Mutex
-	peers  map[wgtypes.Key]*wgtypes.Peer
-	paths  map[wgtypes.Key]tunnel.Path
-	probes [][]wgtypes.Key
-	sets   int
-	fail   error
+	mu         sync.Mutex
+	peers      map[wgtypes.Key]*wgtypes.Peer
+	configured map[wgtypes.Key]netip.AddrPort
+	paths      map[wgtypes.Key]tunnel.Path
+	handshakes [][]wgtypes.Key
 }
 
 func (d *fakeDevice) Device() (*wgtypes.Device, error) {
@@ -36,10 +35,6 @@ func (d *fakeDevice) Device() (*wgtypes.Device, error) {
 func (d *fakeDevice) SetPaths(p map[wgtypes.Key]tunnel.Path) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fail != nil {
-		return d.fail
-	}
-	d.sets++
 	d.paths = p
 	return nil
 }
@@ -47,59 +42,173 @@ func (d *fakeDevice) SetPaths(p map[wgtypes.Key]tunnel.Path) error {
 func (d *fakeDevice) Probe(keys []wgtypes.Key) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.probes = append(d.probes, keys)
+	d.handshakes = append(d.handshakes, keys)
 	return nil
 }
 
-func (d *fakeDevice) hear(k wgtypes.Key, bytes int64) {
+func (d *fakeDevice) Renew(keys []wgtypes.Key) error { return d.Probe(keys) }
+
+func (d *fakeDevice) Configured() map[wgtypes.Key]netip.AddrPort { return d.configured }
+
+func (d *fakeDevice) roam(k wgtypes.Key, ap netip.AddrPort) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.peers[k].ReceiveBytes += bytes
+	d.peers[k].Endpoint = net.UDPAddrFromAddrPort(ap)
 }
 
-func (d *fakeDevice) at(k wgtypes.Key, ep string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.peers[k].Endpoint = net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ep))
+// fakeProber answers pings from a table of which addresses answer, and
+// reports the traffic the test says there is.
+type fakeProber struct {
+	mu       sync.Mutex
+	m        *Manager
+	clock    *clock
+	answers  map[netip.AddrPort]bool // an address that answers pings (for any key)
+	rtt      map[netip.AddrPort]time.Duration
+	sent     map[netip.AddrPort]time.Time
+	received map[netip.AddrPort]time.Time
+	pings    []netip.AddrPort
+	queued   []func() // pongs, delivered after the tick (the manager holds its lock in one)
 }
 
-func newKey(t *testing.T) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
+func (f *fakeProber) Ping(peer wgtypes.Key, at netip.AddrPort) error {
+	f.mu.Lock()
+	f.pings = append(f.pings, at)
+	ok, rtt := f.answers[at], f.rtt[at]
+	f.mu.Unlock()
+	if ok {
+		f.mu.Lock()
+		f.queued = append(f.queued, func() { f.m.Pong(peer, at, rtt) })
+		f.mu.Unlock()
 	}
-	return k.PublicKey()
+	return nil
 }
 
-type clock struct{ t time.Time }
+// deliver hands the manager the pongs to the pings of the last tick.
+func (f *fakeProber) deliver() {
+	f.mu.Lock()
+	q := f.queued
+	f.queued = nil
+	f.mu.Unlock()
+	for _, pong := range q {
+		pong()
+	}
+}
 
-func (c *clock) now() time.Time          { return c.t }
-func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func (f *fakeProber) Activity(addr netip.AddrPort) (time.Time, time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sent[addr], f.received[addr]
+}
 
-// rig is an agent with the master, a cloud node and a home node.
+func (f *fakeProber) traffic(addr netip.AddrPort, sent, received bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sent {
+		f.sent[addr] = f.clock.now()
+	}
+	if received {
+		f.received[addr] = f.clock.now()
+	}
+}
+
+func (f *fakeProber) answer(addr netip.AddrPort, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[addr] = ok
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// rig is a home node (self) with two relays (master, server) and two
+// peers: cloud (with an endpoint) and home2 (without).
 type rig struct {
-	dev                  *fakeDevice
-	m                    *Manager
-	clk                  *clock
-	master, cloud, home  wgtypes.Key
-	keepalive, probeEach time.Duration
+	t                                  *testing.T
+	dev                                *fakeDevice
+	pr                                 *fakeProber
+	m                                  *Manager
+	clk                                *clock
+	self, master, server, cloud, home2 wgtypes.Key
+	addr                               map[wgtypes.Key]netip.AddrPort
 }
 
-func newRig(t *testing.T) *rig {
-	r := &rig{clk: &clock{t: time.Unix(1_800_000_000, 0)}, master: newKey(t), cloud: newKey(t), home: newKey(t),
-		keepalive: 25 * time.Second, probeEach: time.Minute}
-	r.dev = &fakeDevice{peers: map[wgtypes.Key]*wgtypes.Peer{}}
-	for _, k := range []wgtypes.Key{r.master, r.cloud, r.home} {
-		r.dev.peers[k] = &wgtypes.Peer{PublicKey: k}
+// keys returns n public keys, sorted.
+func keys(t *testing.T, n int) []wgtypes.Key {
+	var out []wgtypes.Key
+	for range n {
+		k, _ := wgtypes.GeneratePrivateKey()
+		out = append(out, k.PublicKey())
 	}
-	r.m = New(r.dev, Options{Now: r.clk.now, ProbeEvery: r.probeEach})
-	r.m.SetPeers(Set{Relay: r.master, RelayName: "master", Keepalive: r.keepalive, Peers: []Peer{
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if bytes.Compare(out[j][:], out[i][:]) < 0 {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// newRig: leader says whether self is the leader of its pairs (the lowest
+// key).
+func newRig(t *testing.T, leader bool) *rig {
+	ks := keys(t, 5)
+	r := &rig{t: t, clk: &clock{t: time.Unix(1_800_000_000, 0)}}
+	if leader {
+		r.self, r.master, r.server, r.cloud, r.home2 = ks[0], ks[1], ks[2], ks[3], ks[4]
+	} else {
+		r.self, r.master, r.server, r.cloud, r.home2 = ks[4], ks[0], ks[1], ks[2], ks[3]
+	}
+	r.addr = map[wgtypes.Key]netip.AddrPort{
+		r.master: netip.MustParseAddrPort("203.0.113.10:5418"),
+		r.server: netip.MustParseAddrPort("203.0.113.20:5418"),
+		r.cloud:  netip.MustParseAddrPort("203.0.113.30:5418"),
+	}
+	r.dev = &fakeDevice{peers: map[wgtypes.Key]*wgtypes.Peer{}, configured: map[wgtypes.Key]netip.AddrPort{}}
+	for _, k := range []wgtypes.Key{r.master, r.server, r.cloud, r.home2} {
+		r.dev.peers[k] = &wgtypes.Peer{PublicKey: k}
+		if a, ok := r.addr[k]; ok {
+			r.dev.configured[k] = a
+			r.dev.peers[k].Endpoint = net.UDPAddrFromAddrPort(a)
+		}
+	}
+	r.pr = &fakeProber{clock: r.clk, answers: map[netip.AddrPort]bool{}, rtt: map[netip.AddrPort]time.Duration{},
+		sent: map[netip.AddrPort]time.Time{}, received: map[netip.AddrPort]time.Time{}}
+	r.m = New(r.dev, Options{Now: r.clk.now, Prober: r.pr})
+	r.pr.m = r.m
+	r.m.SetConfig(Config{Self: r.self, Keepalive: 5 * time.Second, Peers: []Peer{
 		{Name: "master", Key: r.master, Configured: true},
+		{Name: "server", Key: r.server, Configured: true},
 		{Name: "cloud", Key: r.cloud, Configured: true},
-		{Name: "home", Key: r.home},
+		{Name: "home2", Key: r.home2},
 	}})
+	// The relays answer, the master faster.
+	r.pr.answer(r.addr[r.master], true)
+	r.pr.answer(r.addr[r.server], true)
+	r.pr.rtt[r.addr[r.master]] = 20 * time.Millisecond
+	r.pr.rtt[r.addr[r.server]] = 5 * time.Millisecond
 	return r
+}
+
+// tick advances the clock by d and ticks; the pongs arrive after it.
+func (r *rig) tick(d time.Duration) {
+	r.clk.advance(d)
+	r.m.Tick()
+	r.pr.deliver()
 }
 
 func (r *rig) path(k wgtypes.Key) tunnel.Path {
@@ -108,291 +217,176 @@ func (r *rig) path(k wgtypes.Key) tunnel.Path {
 	return r.dev.paths[k]
 }
 
-func TestPeersHeardFromStayDirectOthersAreRelayed(t *testing.T) {
-	r := newRig(t)
-	r.dev.hear(r.cloud, 92) // a handshake came back
-	r.m.Tick()
-	if p := r.path(r.cloud); p.Relayed() {
-		t.Errorf("cloud, heard from, is relayed: %+v", p)
-	}
-	if p := r.path(r.home); p.Via != r.master {
-		t.Errorf("home, never heard from, = %+v, want relayed via the master", p)
-	}
-	if _, ok := r.dev.paths[r.master]; ok {
-		t.Error("the master has a path: it is always reached directly")
-	}
-	st := r.m.Status()
-	if !st[r.home].Relayed || st[r.home].Via != "master" || st[r.cloud].Relayed {
-		t.Errorf("status = %+v", st)
-	}
-}
-
-func TestARelayedPeerGoesDirectWhenHeardAndBackWhenSilent(t *testing.T) {
-	r := newRig(t)
-	r.m.Tick()
-	if !r.path(r.home).Relayed() {
-		t.Fatal("home not relayed at first")
-	}
-	r.clk.advance(3 * time.Second)
-	r.dev.hear(r.home, 32) // its keepalive came in directly
-	r.m.Tick()
-	if r.path(r.home).Relayed() {
-		t.Fatal("home still relayed after a direct keepalive")
-	}
-	// Keepalives keep coming: it stays direct well past the window.
-	for range 10 {
-		r.clk.advance(r.keepalive)
-		r.dev.hear(r.home, 32)
-		r.m.Tick()
-		if r.path(r.home).Relayed() {
-			t.Fatal("a peer sending keepalives was relayed")
-		}
-	}
-	// Silence for two keepalives and the slack: relayed.
-	r.clk.advance(2*r.keepalive + 4*time.Second)
-	r.m.Tick()
-	if r.path(r.home).Relayed() {
-		t.Fatal("relayed before the window ended")
-	}
-	r.clk.advance(2 * time.Second)
-	r.m.Tick()
-	if r.path(r.home).Via != r.master {
-		t.Fatal("a silent peer stays direct")
-	}
-}
-
-func TestHandshakeTimeCountsAsHeard(t *testing.T) {
-	r := newRig(t)
+func (r *rig) handshakes(k wgtypes.Key) int {
 	r.dev.mu.Lock()
-	r.dev.peers[r.home].LastHandshakeTime = r.clk.t.Add(-time.Second)
-	r.dev.mu.Unlock()
-	r.m.Tick()
-	if r.path(r.home).Relayed() {
-		t.Error("a peer that just handshook is relayed")
-	}
-	r2 := newRig(t)
-	r2.dev.mu.Lock()
-	r2.dev.peers[r2.home].LastHandshakeTime = r2.clk.t.Add(-10 * time.Minute)
-	r2.dev.mu.Unlock()
-	r2.m.Tick()
-	if !r2.path(r2.home).Relayed() {
-		t.Error("a handshake 10 minutes old made the peer direct")
-	}
-}
-
-func TestLearnedEndpointIsUsedAndProbed(t *testing.T) {
-	r := newRig(t)
-	homeProbes := func() int {
-		n := 0
-		for _, keys := range r.dev.probes {
-			for _, k := range keys {
-				if k == r.home {
-					n++
-				}
+	defer r.dev.mu.Unlock()
+	n := 0
+	for _, ks := range r.dev.handshakes {
+		for _, x := range ks {
+			if x == k {
+				n++
 			}
 		}
-		return n
 	}
-	r.m.Tick() // relayed, with no endpoint to probe at yet (the tunnel skips it)
-	before := homeProbes()
-	learned := netip.MustParseAddrPort("203.0.113.44:40000")
-	r.m.SetLearned(map[wgtypes.Key]netip.AddrPort{r.home: learned, r.cloud: netip.MustParseAddrPort("203.0.113.1:1")})
-	r.clk.advance(time.Second)
-	r.m.Tick()
-	if got := r.path(r.home); got.Endpoint != learned || got.Via != r.master {
-		t.Errorf("home = %+v, want relayed at the learned endpoint", got)
+	return n
+}
+
+// TestAPeerWithNoAddressIsRelayedThroughTheNearestRelay: home2 has no
+// endpoint and none is learned: it is relayed through the relay with the
+// shortest round trip (the server), and a handshake starts that way.
+func TestAPeerWithNoAddressIsRelayedThroughTheNearestRelay(t *testing.T) {
+	r := newRig(t, true)
+	r.tick(0) // the relays are pinged
+	r.tick(time.Second)
+	if p := r.path(r.home2); p.Via != r.server {
+		t.Fatalf("home2 = %+v, want relayed via the server (5 ms against 20)", p)
 	}
-	if got := r.path(r.cloud); got.Endpoint.IsValid() {
-		t.Errorf("cloud got a learned endpoint %v though the file gives one", got.Endpoint)
+	if r.handshakes(r.home2) == 0 {
+		t.Error("no handshake started on the new path")
 	}
-	if homeProbes() != before+1 {
-		t.Errorf("home probed %d times after a new endpoint, want once at once", homeProbes()-before)
-	}
-	// No new probe until ProbeEvery has passed.
-	r.clk.advance(r.probeEach - time.Second)
-	r.m.Tick()
-	if homeProbes() != before+1 {
-		t.Errorf("probed again after %s", r.probeEach-time.Second)
-	}
-	r.clk.advance(time.Second)
-	r.m.Tick()
-	if homeProbes() != before+2 {
-		t.Errorf("not probed again after %s", r.probeEach)
-	}
-	// The master restarts and lists nobody yet: the endpoint stays.
-	r.m.SetLearned(map[wgtypes.Key]netip.AddrPort{})
-	r.m.Tick()
-	if got := r.path(r.home).Endpoint; got != learned {
-		t.Errorf("an empty list from the master dropped the learned endpoint: %v", got)
+	if st := r.m.Status()[r.home2]; !st.Relayed || st.Via != "server" {
+		t.Errorf("status %+v", st)
 	}
 }
 
-func TestALivePeerKeepsTheEndpointItRoamedTo(t *testing.T) {
-	r := newRig(t)
-	learned := netip.MustParseAddrPort("203.0.113.44:40000")
-	r.m.SetLearned(map[wgtypes.Key]netip.AddrPort{r.home: learned})
-	r.dev.hear(r.home, 32)
-	r.m.Tick()
-	// WireGuard roamed to another port (a NAT that maps per destination).
-	r.dev.at(r.home, "203.0.113.44:51000")
-	r.m.SetLearned(map[wgtypes.Key]netip.AddrPort{r.home: netip.MustParseAddrPort("203.0.113.44:40001")})
-	r.dev.hear(r.home, 32)
-	r.m.Tick()
-	if got := r.path(r.home); got.Endpoint != learned || got.Relayed() {
-		t.Errorf("home = %+v: a live, roamed path was moved to a new learned endpoint", got)
+// TestADirectPathThatDiesUnderTrafficIsRelayedInUnderTwoSeconds: cloud
+// is direct; traffic goes to it and nothing comes back: its address is
+// pinged, does not answer, and within two seconds it is relayed.
+func TestADirectPathThatDiesUnderTrafficIsRelayedInUnderTwoSeconds(t *testing.T) {
+	r := newRig(t, true)
+	ca := r.addr[r.cloud]
+	for range 4 { // healthy: traffic both ways
+		r.pr.traffic(ca, true, true)
+		r.tick(fastEvery)
 	}
-	// But a live peer still at the learned endpoint follows it when it
-	// moves: its home router's address changed.
-	r.dev.at(r.home, learned.String())
-	moved := netip.MustParseAddrPort("198.51.100.77:40000")
-	r.m.SetLearned(map[wgtypes.Key]netip.AddrPort{r.home: moved})
-	r.m.Tick()
-	if got := r.path(r.home).Endpoint; got != moved {
-		t.Errorf("home at %v, want the new learned %v", got, moved)
+	if r.path(r.cloud).Relayed() {
+		t.Fatal("cloud relayed while it answers")
+	}
+	r.pr.answer(ca, false) // the path breaks
+	began := r.clk.now()
+	for r.clk.now().Sub(began) < 3*time.Second && !r.path(r.cloud).Relayed() {
+		r.pr.traffic(ca, true, false)
+		r.tick(fastEvery)
+	}
+	took := r.clk.now().Sub(began)
+	if p := r.path(r.cloud); p.Via != r.server {
+		t.Fatalf("cloud = %+v after %s, want relayed via the server", p, took)
+	}
+	if took > 2*time.Second {
+		t.Errorf("relayed %s after the path broke, want within 2 s", took)
+	}
+	t.Logf("relayed %s after the path broke (ticks of %s)", took, fastEvery)
+}
+
+// TestARelayedPeerGoesDirectWhenItAnswers: a relayed peer's direct
+// address is pinged every two seconds; once it answers, it is direct.
+func TestARelayedPeerGoesDirectWhenItAnswers(t *testing.T) {
+	r := newRig(t, true)
+	ca := r.addr[r.cloud]
+	r.tick(0)
+	r.pr.traffic(ca, true, false)
+	for i := 0; i < 20 && !r.path(r.cloud).Relayed(); i++ {
+		r.pr.traffic(ca, true, false)
+		r.tick(fastEvery)
+	}
+	if !r.path(r.cloud).Relayed() {
+		t.Fatal("cloud not relayed")
+	}
+	r.pr.answer(ca, true) // the path opens
+	began := r.clk.now()
+	for r.clk.now().Sub(began) < 6*time.Second && r.path(r.cloud).Relayed() {
+		r.tick(fastEvery)
+	}
+	if took := r.clk.now().Sub(began); r.path(r.cloud).Relayed() || took > 5*time.Second {
+		t.Errorf("cloud still relayed, or direct only %s after its path opened (want within 5 s)", took)
 	}
 }
 
-func TestNoKeepaliveNoRelay(t *testing.T) {
-	r := newRig(t)
-	r.m.SetPeers(Set{Relay: r.master, RelayName: "master", Peers: []Peer{{Name: "home", Key: r.home}}})
-	r.m.Tick()
-	if r.path(r.home).Relayed() {
-		t.Error("relayed with keepalive 0: a quiet direct path would look dead")
+// TestADeadRelayIsReplaced: the leader moves home2 to the other relay
+// within relayDead and a ping round; a follower waits leaderWait for the
+// leader's handshake first.
+func TestADeadRelayIsReplaced(t *testing.T) {
+	for _, leader := range []bool{true, false} {
+		r := newRig(t, leader)
+		for range 3 {
+			r.tick(time.Second)
+		}
+		if r.path(r.home2).Via != r.server {
+			t.Fatalf("home2 = %+v", r.path(r.home2))
+		}
+		r.pr.answer(r.addr[r.server], false) // the server's cloud goes away
+		began := r.clk.now()
+		for r.clk.now().Sub(began) < 6*time.Second && r.path(r.home2).Via == r.server {
+			r.tick(fastEvery)
+		}
+		took := r.clk.now().Sub(began)
+		if r.path(r.home2).Via != r.master {
+			t.Fatalf("leader %v: home2 = %+v", leader, r.path(r.home2))
+		}
+		limit := 2500 * time.Millisecond
+		if !leader {
+			limit += leaderWait
+		}
+		if took > limit {
+			t.Errorf("leader %v: moved to the other relay %s after the first one died, want within %s", leader, took, limit)
+		}
+		t.Logf("leader %v: moved %s after the relay died", leader, took)
 	}
 }
 
-func TestAFailedSetIsRetried(t *testing.T) {
-	r := newRig(t)
-	r.dev.fail = errors.New("device busy")
-	r.m.Tick()
-	r.dev.fail = nil
-	r.m.Tick()
-	if !r.path(r.home).Relayed() {
-		t.Error("the paths were not set again after a failure")
-	}
-	sets := r.dev.sets
-	r.m.Tick()
-	if r.dev.sets != sets {
-		t.Error("an unchanged path was set again")
-	}
-}
-
-func TestTheMasterReportsWhereNodesAreSeen(t *testing.T) {
-	dev := &fakeDevice{peers: map[wgtypes.Key]*wgtypes.Peer{}}
-	a, b := newKey(t), newKey(t)
-	dev.peers[a] = &wgtypes.Peer{PublicKey: a}
-	dev.peers[b] = &wgtypes.Peer{PublicKey: b}
-	var got []map[wgtypes.Key]netip.AddrPort
-	m := New(dev, Options{Observed: func(eps map[wgtypes.Key]netip.AddrPort) { got = append(got, eps) }})
-	m.SetPeers(Set{Keepalive: 25 * time.Second, Peers: []Peer{{Name: "a", Key: a}, {Name: "b", Key: b}}})
-	dev.at(a, "203.0.113.44:40000")
-	m.Tick()
-	m.Tick()
-	if len(got) != 1 || got[0][a] != netip.MustParseAddrPort("203.0.113.44:40000") || len(got[0]) != 1 {
-		t.Fatalf("observed = %v, want a's endpoint once", got)
-	}
-	dev.at(a, "198.51.100.77:40000")
-	m.Tick()
-	if len(got) != 2 || got[1][a] != netip.MustParseAddrPort("198.51.100.77:40000") {
-		t.Fatalf("observed after a moved = %v", got)
-	}
-	if dev.sets != 0 {
-		t.Error("the master set paths: it relays and decides nothing")
-	}
-}
-
-// TestAPathInUseThatBreaksIsRelayedIn15s: data sent and nothing back for
-// 15 s means the direct path is dead, long before the keepalive window.
-func TestAPathInUseThatBreaksIsRelayedIn15s(t *testing.T) {
-	r := newRig(t)
-	send := func(n int64) {
-		r.dev.mu.Lock()
-		r.dev.peers[r.home].TransmitBytes += n
-		r.dev.mu.Unlock()
-	}
-	r.dev.hear(r.home, 32)
-	r.m.Tick()
-	// Our own keepalives alone are no question: no answer is due.
+// TestTheOtherEndsChoiceIsAdopted: home2's datagrams come through the
+// master (the other end chose it and made its handshake there): this node
+// follows, with no handshake of its own.
+func TestTheOtherEndsChoiceIsAdopted(t *testing.T) {
+	r := newRig(t, false)
 	for range 3 {
-		r.clk.advance(5 * time.Second)
-		send(32)
-		r.m.Tick()
+		r.tick(time.Second)
 	}
-	if r.path(r.home).Relayed() {
-		t.Fatal("relayed after 15 s of our keepalives only, within the keepalive window")
+	before := r.handshakes(r.home2)
+	r.dev.roam(r.home2, r.addr[r.master])
+	r.tick(fastEvery)
+	if r.path(r.home2).Via != r.master {
+		t.Fatalf("home2 = %+v, want the master the other end chose", r.path(r.home2))
 	}
-	// Data goes out, answers come back: live.
-	r.clk.advance(time.Second)
-	r.dev.hear(r.home, 32)
-	send(1400)
-	r.m.Tick()
-	for range 3 {
-		r.clk.advance(5 * time.Second)
-		send(1400)
-		r.dev.hear(r.home, 100)
-		r.m.Tick()
-	}
-	if r.path(r.home).Relayed() {
-		t.Fatal("a peer answering data was relayed")
-	}
-	// The path breaks: data goes out, nothing comes back.
-	r.clk.advance(time.Second)
-	send(1400)
-	r.m.Tick()
-	r.clk.advance(14 * time.Second)
-	send(1400)
-	r.m.Tick()
-	if r.path(r.home).Relayed() {
-		t.Fatal("relayed 14 s after data went unanswered")
-	}
-	r.clk.advance(time.Second)
-	r.m.Tick()
-	if !r.path(r.home).Relayed() {
-		t.Fatal("data unanswered for 15 s, still direct")
-	}
-	// Something comes back directly: direct again.
-	r.clk.advance(time.Second)
-	r.dev.hear(r.home, 32)
-	r.m.Tick()
-	if r.path(r.home).Relayed() {
-		t.Fatal("still relayed after the peer was heard directly")
+	if r.handshakes(r.home2) != before {
+		t.Error("a handshake for an adopted path")
 	}
 }
 
 // TestADownPeerIsNotReachableThroughItsRelay: reachable means something
-// came back from the peer itself recently, over whatever path; a peer that
-// went silent is relayed, and the relay's answers do not make it
-// reachable (they did: status said "reachable yes, relayed via the
-// master" about a node that was down).
+// came back from the peer itself recently; the relay's answers do not
+// make it so.
 func TestADownPeerIsNotReachableThroughItsRelay(t *testing.T) {
-	r := newRig(t)
-	r.dev.hear(r.master, 92)
-	r.dev.hear(r.home, 92)
-	r.m.Tick()
-	now := r.clk.now()
-	if st := r.m.Status()[r.home]; !Reachable(st.Heard, now, r.keepalive) {
-		t.Fatalf("home, just heard from, is not reachable: %+v", st)
+	now := time.Unix(1_800_000_000, 0)
+	if !Reachable(now.Add(-10*time.Second), now, 25*time.Second) || Reachable(now.Add(-60*time.Second), now, 25*time.Second) {
+		t.Error("the window is not two keepalives and 5 s")
 	}
-	// home goes down; the master keeps answering.
-	for range 12 {
-		r.clk.advance(5 * time.Second)
-		r.dev.hear(r.master, 32)
-		r.m.Tick()
-	}
-	now = r.clk.now()
-	st := r.m.Status()
-	if !st[r.home].Relayed {
-		t.Errorf("home, silent for 60 s, is not relayed: %+v", st[r.home])
-	}
-	if Reachable(st[r.home].Heard, now, r.keepalive) {
-		t.Errorf("home, silent for 60 s, is reachable (through its relay?): %+v", st[r.home])
-	}
-	if !Reachable(st[r.master].Heard, now, r.keepalive) {
-		t.Errorf("the master, heard 5 s ago, is not reachable: %+v", st[r.master])
-	}
-	// Without keepalives nothing comes when idle: a handshake within
-	// WireGuard's session lifetime counts.
 	if !Reachable(now.Add(-100*time.Second), now, 0) || Reachable(now.Add(-200*time.Second), now, 0) {
 		t.Error("without keepalives, the window is not 180 s")
+	}
+	r := newRig(t, true)
+	for range 3 {
+		r.tick(time.Second)
+	}
+	for range 15 { // home2 is silent; the relays answer
+		r.tick(time.Second)
+	}
+	if st := r.m.Status()[r.home2]; Reachable(st.Heard, r.clk.now(), 5*time.Second) {
+		t.Errorf("home2, silent, is reachable: %+v", st)
+	}
+}
+
+// TestWithoutAProber (kernel mode): a peer nothing came from is relayed
+// through the first live relay in the file.
+func TestWithoutAProber(t *testing.T) {
+	r := newRig(t, true)
+	r.m.opts.Prober = nil
+	r.dev.peers[r.master].ReceiveBytes = 100
+	r.dev.peers[r.master].LastHandshakeTime = r.clk.now()
+	r.tick(0)
+	r.dev.peers[r.master].ReceiveBytes = 200 // the master's keepalives keep coming
+	r.tick(unanswered + time.Second)
+	if p := r.path(r.home2); p.Via != r.master {
+		t.Errorf("home2 = %+v, want relayed via the master, the first relay that answers", p)
 	}
 }

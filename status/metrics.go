@@ -24,8 +24,13 @@ func newCollector(source func() Report) *collector {
 		"handshake": d("peer_last_handshake_seconds", "Seconds since the peer's latest handshake (-1: none yet).", "peer"),
 		"rx":        d("peer_receive_bytes_total", "Bytes received from the peer.", "peer"),
 		"tx":        d("peer_transmit_bytes_total", "Bytes sent to the peer.", "peer"),
-		"reachable": d("peer_reachable", "1 if the peer's latest handshake is recent enough for a live session (a relayed peer's: the relay's).", "peer"),
-		"relayed":   d("peer_relayed", "1 while the peer is reached through the relay (no direct handshake), 0 when directly.", "peer", "via"),
+		"reachable": d("peer_reachable", "1 if something came back from the peer within two keepalives and 5 s, over whatever path.", "peer"),
+		"relayed":   d("peer_relayed", "1 while the peer is reached through a relay (named by via), 0 when directly.", "peer", "via"),
+		"rtt":       d("peer_rtt_seconds", "The last probe's round trip to the peer (0: none yet).", "peer"),
+		"fwd":       d("relay_forwarded_packets_total", "Datagrams this node relayed between two other nodes, still encrypted."),
+		"fwdBytes":  d("relay_forwarded_bytes_total", "Bytes this node relayed between two other nodes."),
+		"fwdDrop":   d("relay_dropped_packets_total", "Datagrams for another node this relay dropped (a limit, or not a node's)."),
+		"fwdIdx":    d("relay_index_entries", "Sessions this relay routes (its index table)."),
 		"restarts":  d("k3s_restarts_total", "Times k3s was started again: after it exited, or asked for (its command line changed, the WireGuard interface was recreated)."),
 		"running":   d("k3s_running", "1 while the k3s child runs."),
 		"reloads":   d("reloads_total", "SIGHUP reloads handled."),
@@ -52,6 +57,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		m("tx", prometheus.CounterValue, float64(p.TransmitBytes), p.Name)
 		m("reachable", prometheus.GaugeValue, boolF(p.Reachable), p.Name)
 		m("relayed", prometheus.GaugeValue, boolF(p.Path == "relayed"), p.Name, p.Via)
+		m("rtt", prometheus.GaugeValue, p.RTTMillis/1000, p.Name)
+	}
+	if rl := r.Relay; rl != nil {
+		m("fwd", prometheus.CounterValue, float64(rl.Packets))
+		m("fwdBytes", prometheus.CounterValue, float64(rl.Bytes))
+		m("fwdDrop", prometheus.CounterValue, float64(rl.Dropped))
+		m("fwdIdx", prometheus.GaugeValue, float64(rl.Entries))
 	}
 	m("restarts", prometheus.CounterValue, float64(r.K3s.Restarts))
 	m("running", prometheus.GaugeValue, boolF(r.K3s.Running))

@@ -37,6 +37,10 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if r.Sync != nil {
 		printSync(w, r.Sync, now)
 	}
+	if rl := r.Relay; rl != nil {
+		fmt.Fprintf(w, "\nrelay      %d datagram(s) forwarded between other nodes (%s), still encrypted; %d dropped; %d session(s) routed now",
+			rl.Packets, byteSize(int64(rl.Bytes)), rl.Dropped, rl.Entries)
+	}
 	fmt.Fprintf(w, "\n\npeers\n")
 	if r.PeersUnavailable != "" {
 		fmt.Fprintf(w, "  (%s)\n", r.PeersUnavailable)
@@ -118,6 +122,9 @@ func printPeer(w io.Writer, p Peer) {
 	path := p.Path
 	if p.Via != "" {
 		path += " via " + p.Via
+	}
+	if p.RTTMillis > 0 {
+		path += fmt.Sprintf(" (%.1f ms)", p.RTTMillis)
 	}
 	fmt.Fprintf(w, "  %-16s %-22s %-18s %-14s %12s %12s  %-9s  %s\n", p.Name, ep, strings.Join(p.AllowedIPs, ","), hs,
 		byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes), reach, path)

@@ -52,6 +52,8 @@ type Report struct {
 	// PeersUnavailable says why Peers is empty though the file has peers
 	// (the device was busy applying a reload).
 	PeersUnavailable string `json:"peers_unavailable,omitempty"`
+	// Relay is what this node relayed for others (userspace mode).
+	Relay *Relay `json:"relay,omitempty"`
 	// Taken is when this report was made: a report asked for while the
 	// appliance is busy is its last one (status answers within a second).
 	Taken time.Time `json:"taken,omitzero"`
@@ -105,8 +107,11 @@ type Peer struct {
 	Path string `json:"path"`
 	Via  string `json:"via,omitempty"`
 	// LearnedEndpoint is where the master sees the peer from, used
-	// because the file gives it no endpoint.
+	// because the file gives it no endpoint, or a direct address found
+	// (on this node's own network) that wins over the file's.
 	LearnedEndpoint string `json:"learned_endpoint,omitempty"`
+	// RTTMillis is the last probe's round trip to the peer (0: none).
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
 }
 
 // PathTo says how this node reaches the peer named name: "direct",
@@ -121,6 +126,16 @@ func (r Report) PathTo(name string) (string, Peer) {
 		}
 	}
 	return "", Peer{}
+}
+
+// Relay counts the datagrams this node forwarded between two other
+// nodes, still encrypted.
+type Relay struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+	Dropped uint64 `json:"dropped"`
+	// Entries are the sessions it routes now (its index table).
+	Entries int `json:"entries"`
 }
 
 // Firewall is the firewall's state.

@@ -106,7 +106,7 @@ func (u fakeUser) Close() error {
 	return nil
 }
 
-func (h *fakeHost) createUserspace(cfg Config, _ *slog.Logger) (io.Closer, error) {
+func (h *fakeHost) createUserspace(cfg Config, _ *slog.Logger, _ *Mesh) (io.Closer, error) {
 	name, mtu := cfg.Name, cfg.MTU
 	h.mu.Lock()
 	defer h.mu.Unlock()

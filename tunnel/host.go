@@ -21,7 +21,8 @@ type host interface {
 	createKernelLink(name string, mtu int) error
 	// createUserspace creates a TUN device running wireguard-go and serves
 	// its UAPI socket. Closing the result removes both.
-	createUserspace(cfg Config, log *slog.Logger) (io.Closer, error)
+	// mesh, if not nil, gets the device's UDP port (relay and probes).
+	createUserspace(cfg Config, log *slog.Logger, mesh *Mesh) (io.Closer, error)
 	setMTU(name string, mtu int) error
 	setUp(name string) error
 	replaceAddress(name string, p netip.Prefix) error

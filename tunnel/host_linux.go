@@ -103,13 +103,17 @@ type userspace struct {
 	done    chan struct{}
 }
 
-func (netlinkHost) createUserspace(cfg Config, log *slog.Logger) (io.Closer, error) {
+func (netlinkHost) createUserspace(cfg Config, log *slog.Logger, mesh *Mesh) (io.Closer, error) {
 	name, mtu, batch := cfg.Name, cfg.MTU, cfg.BatchSize
 	tdev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w (is /dev/net/tun present and are we root?)", name, err)
 	}
-	dev, bind, err := capBatches(name, tdev, conn.NewDefaultBind(), batch)
+	var inner conn.Bind = conn.NewDefaultBind()
+	if mesh != nil {
+		inner = newMeshBind(inner, mesh)
+	}
+	dev, bind, err := capBatches(name, tdev, inner, batch)
 	if err != nil {
 		tdev.Close()
 		return nil, err

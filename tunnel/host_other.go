@@ -30,7 +30,7 @@ func (netlinkHost) blackholes() ([]netip.Prefix, error)        { return nil, err
 func (netlinkHost) watchLinks(<-chan struct{}) (<-chan struct{}, error) {
 	return nil, errNotLinux
 }
-func (netlinkHost) createUserspace(Config, *slog.Logger) (io.Closer, error) {
+func (netlinkHost) createUserspace(Config, *slog.Logger, *Mesh) (io.Closer, error) {
 	return nil, errNotLinux
 }
 

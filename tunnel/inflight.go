@@ -166,6 +166,24 @@ func (t limitedTUN) Close() error {
 
 // limitedBind is the UDP bind with the outbound count given back at Send
 // and the inbound one taken at each receive.
+// received are the buffers of a batch that hold a datagram for
+// wireguard-go: the mesh (mesh.go) leaves what it forwarded, or took for
+// itself, with size 0.
+func received(bufs [][]byte, sizes []int) [][]byte {
+	for i := range bufs {
+		if sizes[i] == 0 {
+			out := make([][]byte, 0, len(bufs))
+			for j := range bufs {
+				if sizes[j] > 0 {
+					out = append(out, bufs[j])
+				}
+			}
+			return out
+		}
+	}
+	return bufs
+}
+
 type limitedBind struct {
 	conn.Bind
 	out, in *inflight
@@ -187,7 +205,7 @@ func (b *limitedBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			b.in.admit()
 			n, err := fn(bufs, sizes, eps)
 			if n > 0 {
-				b.in.enter(bufs[:n])
+				b.in.enter(received(bufs[:n], sizes[:n]))
 			}
 			return n, err
 		}

@@ -27,7 +27,7 @@ const retireAfter = 3 * time.Minute
 // promoteEvery is how often the device is read for standby handshakes
 // while there are any: the node's traffic is lost from its switch to the
 // promotion here.
-const promoteEvery = 200 * time.Millisecond
+const promoteEvery = 50 * time.Millisecond
 
 // retiring is the old key of a peer whose key changed, kept in use until
 // the new key makes a handshake.

@@ -95,7 +95,9 @@ func (t *Tunnel) resolveOnce(ctx context.Context, host string) (netip.Addr, erro
 }
 
 // reresolve looks up again the DNS endpoint of every peer whose latest
-// handshake is older than staleHandshake (or never happened), and moves the
+// handshake is older than staleHandshake (or never happened), or that is
+// relayed (its handshakes are fresh through the relay, yet its direct
+// path does not work: its name may point elsewhere now), and moves the
 // peer to the new address if the name now points elsewhere. This is
 // wireguard-tools' reresolve-dns.sh, built in.
 func (t *Tunnel) reresolve(ctx context.Context) {
@@ -120,7 +122,8 @@ func (t *Tunnel) reresolve(ctx context.Context) {
 	}
 	for i := range t.state.peers {
 		p := &t.state.peers[i]
-		if !p.hasDNSEndpoint() || t.now().Sub(last[p.PublicKey]) < staleHandshake {
+		relayed := t.state.paths[p.PublicKey].Relayed()
+		if !p.hasDNSEndpoint() || t.now().Sub(last[p.PublicKey]) < staleHandshake && !relayed {
 			continue
 		}
 		a, err := t.resolveOnce(ctx, p.Endpoint.Host)
@@ -132,6 +135,9 @@ func (t *Tunnel) reresolve(ctx context.Context) {
 		// Compare with the endpoint in use, which roaming may have moved
 		// away from the one we configured.
 		from := current[p.PublicKey]
+		if relayed {
+			from = p.addr // the device's endpoint is the relay's
+		}
 		if addr == from {
 			p.addr = addr
 			continue

@@ -96,6 +96,8 @@ type Tunnel struct {
 	// standby wakes Run when a key change put a standby peer on the
 	// device (keychange.go).
 	standby chan struct{}
+	// mesh is the relay and the probes on the UDP port, in userspace mode.
+	mesh *Mesh
 }
 
 // Open brings the interface up from cfg: it removes a leftover interface of
@@ -175,7 +177,8 @@ func (t *Tunnel) create(cfg Config) error {
 	t.choice = choice
 	t.log.Info("WireGuard mode chosen", "mode", choice.Mode, "why", choice.Reason)
 	if choice.Mode == configs.ModeUserspace {
-		u, err := t.host.createUserspace(cfg, t.log)
+		t.mesh = newMesh(cfg.PrivateKey)
+		u, err := t.host.createUserspace(cfg, t.log, t.mesh)
 		if err != nil {
 			return err
 		}
@@ -267,6 +270,10 @@ func (t *Tunnel) failClosed(want []netip.Prefix) error {
 	return nil
 }
 
+// Mesh is the relay and the probes on WireGuard's port: nil in kernel
+// mode, where the kernel owns the port.
+func (t *Tunnel) Mesh() *Mesh { return t.mesh }
+
 // Choice returns the WireGuard mode in use and why it was chosen.
 func (t *Tunnel) Choice() Choice { return t.choice }
 
@@ -332,6 +339,10 @@ func (t *Tunnel) Apply(ctx context.Context, cfg Config) error {
 	changed := 0
 	if c != nil {
 		changed = len(c.Peers)
+	}
+	if cfg.PrivateKey != old.cfg.PrivateKey && t.mesh != nil {
+		t.mesh.Router.SetSelf(cfg.PrivateKey.PublicKey())
+		t.mesh.Prober.SetKey(cfg.PrivateKey)
 	}
 	if cfg.PrivateKey != old.cfg.PrivateKey {
 		// This node's key changed: every session is gone; start the
@@ -479,7 +490,7 @@ func (t *Tunnel) recreate() error {
 		t.user = nil
 	}
 	if t.choice.Mode == configs.ModeUserspace {
-		u, err := t.host.createUserspace(cfg, t.log)
+		u, err := t.host.createUserspace(cfg, t.log, t.mesh)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/wgk3s/wgk3s/appliance"
 	"github.com/wgk3s/wgk3s/configs"
 	"github.com/wgk3s/wgk3s/membership"
 	"github.com/wgk3s/wgk3s/status"
@@ -131,5 +132,32 @@ func runJoin(e *env, args []string) error {
 	}
 	fmt.Fprint(e.stderr, j.Notes(r))
 	fmt.Fprintf(e.stdout, "next: systemctl enable --now wgk3s\n")
+	return nil
+}
+
+func runPromote(e *env, args []string) error {
+	r := membership.PromoteRequest{}
+	fs := flagSet(e, "promote")
+	fs.StringVar(&r.Config, "config", configs.DefaultPath, "this server's cluster file")
+	fs.StringVar(&r.EnvFile, "env-file", DefaultEnvFile, "the unit's environment file, where ROLE=master goes")
+	fs.BoolVar(&r.Force, "force", false, "promote though the master still answers (two masters: see the README)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r.MasterAnswers = appliance.MasterAnswers(r.Config)
+	p, err := membership.Promote(r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(e.stderr, p.Notes(r))
+	restarted, err := appliance.RestartService()
+	switch {
+	case err != nil:
+		return fmt.Errorf("systemctl restart wgk3s: %w; restart it yourself", err)
+	case restarted:
+		fmt.Fprintln(e.stdout, "promoted; wgk3s restarted as the master")
+	default:
+		fmt.Fprintln(e.stdout, "promoted; restart the appliance with --role master")
+	}
 	return nil
 }

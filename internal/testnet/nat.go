@@ -3,6 +3,7 @@
 package testnet
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 )
@@ -47,6 +48,9 @@ func (n *Net) AddHome(name string, idx int, nat NAT) *Server {
 // natRules installs the router's NAT for its current public address.
 func (s *Server) natRules() {
 	n, pub, priv := s.net, s.PublicIP.String(), s.PrivateIP.String()
+	if s.lan { // the router's LAN (AddNeighbour): every server on it
+		priv = fmt.Sprintf("10.%d.1.0/24", s.idx)
+	}
 	switch s.NAT {
 	case OneToOne:
 		n.iptables(s.Router, "-t", "nat", "-A", "PREROUTING", "-d", pub, "-j", "DNAT", "--to-destination", priv)

@@ -93,6 +93,7 @@ type Server struct {
 	// NAT is how its router maps it to the public address.
 	NAT         NAT
 	wanFirewall bool // its router drops what the internet sends unasked (once)
+	lan         bool // its router's LAN side is a bridge (AddNeighbour)
 	idx         int
 	holder      *exec.Cmd
 	// A machine (AddMachine): its directory, cgroups and init.
