@@ -146,7 +146,7 @@ func (m *Manager) whileRelayed(np Peer, p *peer, now time.Time) bool {
 	r := m.relays[p.path.Via]
 	if r != nil && m.live(r, now) {
 		p.waiting = time.Time{}
-		return false
+		return m.renewAgain(p, now)
 	}
 	m.fast = true
 	if !m.leader(np.Key) {
@@ -162,6 +162,22 @@ func (m *Manager) whileRelayed(np Peer, p *peer, now time.Time) bool {
 		return true
 	}
 	return false
+}
+
+// renewRetry is how soon a new session through a relay is asked for
+// again when no handshake came back: the relay may not have known either
+// end yet (it learns where the nodes are each second), and WireGuard by
+// itself would wait REKEY_TIMEOUT (5 s) to try again.
+const renewRetry = time.Second
+
+// renewAgain says whether to ask again for a session through the relay,
+// within the first 15 s of a relayed path that has no handshake yet.
+func (m *Manager) renewAgain(p *peer, now time.Time) bool {
+	if !p.handshake.Before(p.since) || now.Sub(p.since) > 15*time.Second {
+		return false
+	}
+	m.fast = true
+	return now.Sub(p.renewed) >= renewRetry
 }
 
 // candidates are the addresses a relayed peer may answer at directly:

@@ -239,7 +239,7 @@ const (
 
 // Run reads the device and moves paths until ctx is cancelled.
 func (m *Manager) Run(ctx context.Context) error {
-	timer := time.NewTimer(slowEvery)
+	timer := time.NewTimer(0) // at once: the relays are pinged from the start
 	defer timer.Stop()
 	for {
 		select {

@@ -33,6 +33,7 @@ type peer struct {
 	suspect time.Time // since when its path has been in doubt
 	waiting time.Time // a follower waiting for the leader's choice
 	tried   time.Time // without a prober: the last try of the direct path
+	renewed time.Time // the last new session asked for through a relay
 	rtt     time.Duration
 }
 
@@ -63,8 +64,9 @@ func (m *Manager) Tick() {
 		if !m.decide(np, now) {
 			continue
 		}
-		if m.peers[np.Key].path.Relayed() {
+		if p := m.peers[np.Key]; p.path.Relayed() {
 			renew = append(renew, np.Key) // the relay must see the session's handshake
+			p.renewed = now
 		} else {
 			handshake = append(handshake, np.Key)
 		}

@@ -169,9 +169,27 @@ func (r *Router) Stats() Stats {
 
 // Route decides what to do with pkt, which arrived from src.
 func (r *Router) Route(pkt []byte, src netip.AddrPort) Decision {
-	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.route(pkt, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+}
+
+// RouteBatch decides for a batch from one receive (the lock taken once):
+// out[i] for pkts[i] from srcs[i]; a nil pkts[i] is skipped.
+func (r *Router) RouteBatch(pkts [][]byte, srcs []netip.AddrPort, out []Decision) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, pkt := range pkts {
+		if pkt == nil {
+			out[i] = Decision{}
+			continue
+		}
+		out[i] = r.route(pkt, srcs[i])
+	}
+}
+
+// route is Route with r.mu held.
+func (r *Router) route(pkt []byte, src netip.AddrPort) Decision {
 	var d Decision
 	switch t := messageType(pkt); {
 	case t == typeTransport && len(pkt) >= minSizeTransport:

@@ -85,42 +85,107 @@ func (b *meshBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 }
 
 func (b *meshBind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	// Scratch for one receive function's batches (each runs on its own
+	// goroutine): no allocation per batch.
+	var (
+		pkts []([]byte)
+		srcs []netip.AddrPort
+		ds   []relay.Decision
+		out  forwards
+	)
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(bufs, sizes, eps)
 		if n == 0 {
 			return n, err
 		}
-		var fwd map[netip.AddrPort][][]byte
-		var last netip.AddrPort
-		now := time.Now()
+		pkts, srcs, ds = grow(pkts, n), growAddrs(srcs, n), growDecisions(ds, n)
+		self := b.self()
+		b.note(eps[:n], srcs)
 		for i := range n {
-			src := addrOf(eps[i])
-			if src != last {
-				b.m.noteReceived(src, now)
-				last = src
+			pkts[i] = bufs[i][:sizes[i]]
+			if to, ok := probe.Destination(pkts[i]); ok && to == self {
+				b.m.Prober.Receive(pkts[i], srcs[i])
+				sizes[i], pkts[i] = 0, nil
 			}
-			pkt := bufs[i][:sizes[i]]
-			if to, ok := probe.Destination(pkt); ok && to == b.self() {
-				b.m.Prober.Receive(pkt, src)
-				sizes[i] = 0
-				continue
-			}
-			switch d := b.m.Router.Route(pkt, src); d.Action {
+		}
+		b.m.Router.RouteBatch(pkts[:n], srcs[:n], ds[:n])
+		out.reset()
+		for i := range n {
+			switch ds[i].Action {
 			case relay.Forward:
-				if fwd == nil {
-					fwd = map[netip.AddrPort][][]byte{}
-				}
-				fwd[d.To] = append(fwd[d.To], pkt)
+				out.add(ds[i].To, pkts[i])
 				sizes[i] = 0
 			case relay.Drop:
 				sizes[i] = 0
 			}
 		}
-		for to, pkts := range fwd {
-			b.sendTo(pkts, to)
+		for i := range out.to {
+			b.sendTo(out.pkts[i], out.to[i])
 		}
 		return n, err
 	}
+}
+
+// note records where a batch came from, once per source.
+func (b *meshBind) note(eps []conn.Endpoint, srcs []netip.AddrPort) {
+	now := time.Now()
+	var last netip.AddrPort
+	for i, ep := range eps {
+		srcs[i] = addrOf(ep)
+		if srcs[i] != last {
+			b.m.noteReceived(srcs[i], now)
+			last = srcs[i]
+		}
+	}
+}
+
+// forwards groups a batch's forwarded datagrams by destination.
+type forwards struct {
+	to   []netip.AddrPort
+	pkts [][][]byte
+}
+
+func (f *forwards) reset() {
+	f.to = f.to[:0]
+	for i := range f.pkts {
+		f.pkts[i] = f.pkts[i][:0]
+	}
+}
+
+func (f *forwards) add(to netip.AddrPort, pkt []byte) {
+	for i, t := range f.to {
+		if t == to {
+			f.pkts[i] = append(f.pkts[i], pkt)
+			return
+		}
+	}
+	f.to = append(f.to, to)
+	if len(f.pkts) < len(f.to) {
+		f.pkts = append(f.pkts, nil)
+	}
+	i := len(f.to) - 1
+	f.pkts[i] = append(f.pkts[i][:0], pkt)
+}
+
+func grow(s [][]byte, n int) [][]byte {
+	if cap(s) < n {
+		return make([][]byte, n)
+	}
+	return s[:n]
+}
+
+func growAddrs(s []netip.AddrPort, n int) []netip.AddrPort {
+	if cap(s) < n {
+		return make([]netip.AddrPort, n)
+	}
+	return s[:n]
+}
+
+func growDecisions(s []relay.Decision, n int) []relay.Decision {
+	if cap(s) < n {
+		return make([]relay.Decision, n)
+	}
+	return s[:n]
 }
 
 func (b *meshBind) self() wgtypes.Key { return b.m.Router.Self() }

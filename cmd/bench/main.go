@@ -22,6 +22,9 @@ import (
 
 type options struct {
 	appliance, standin, reference, out string
+	// before is an earlier appliance the nat section measures beside this
+	// one (the design before ciphertext relays).
+	before string
 	smoke, rows                        bool
 	only, inVM                         string
 	reps, seconds, starts, reloads     int
@@ -33,6 +36,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.appliance, "appliance", "bin/appliance", "the appliance binary")
 	flag.StringVar(&o.standin, "k3s-standin", "bin/k3s-standin", "the stand-in k3s")
+	flag.StringVar(&o.before, "before", "", "an earlier appliance binary the nat section measures side by side (the design before ciphertext relays)")
 	flag.StringVar(&o.reference, "wireguard-go", "bin/wireguard-go", "the reference wireguard-go, built from the module version in go.mod")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "where to write the report")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that checks the benchmark works (figures are not meaningful)")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"time"
 )
 
 // AddNeighbour adds a server on s's LAN, behind s's router: two servers in
@@ -72,6 +73,12 @@ func (s *Server) Destroy() {
 	if !s.lan {
 		killNS(s.Router)
 		exec.Command("ip", "netns", "del", s.Router).Run()
+		// The kernel frees a namespace (and the uplink's end on the
+		// internet bridge) after the last reference goes, a moment later.
+		port := fmt.Sprintf("p%d", s.idx)
+		Eventually(10*time.Second, func() bool {
+			return exec.Command("ip", "-n", n.Internet, "link", "show", port).Run() != nil
+		})
 	}
 	n.mu.Lock()
 	n.servers = slices.DeleteFunc(n.servers, func(o *Server) bool { return o == s })
