@@ -24,12 +24,12 @@ type options struct {
 	appliance, standin, reference, out string
 	// before is an earlier appliance the nat section measures beside this
 	// one (the design before ciphertext relays).
-	before string
-	smoke, rows                        bool
-	only, inVM                         string
-	reps, seconds, starts, reloads     int
-	bigCluster                         int
-	points                             []point
+	before                         string
+	smoke, rows                    bool
+	only, inVM                     string
+	reps, seconds, starts, reloads int
+	bigCluster                     int
+	points                         []point
 }
 
 func main() {

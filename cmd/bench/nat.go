@@ -51,7 +51,9 @@ func (b *bench) natVariant(label, bin string) {
 	h2 := testnet.NewNode(&b.Script, hs2, bins, "home-2", "agent", "192.168.2.25")
 	h1.Endpoint, h2.Endpoint = "", ""
 	nodes := []*testnet.Node{m, h1, h2, r2}
-	fast := func(s string) string { return strings.Replace(s, "persistent_keepalive: 25s", "persistent_keepalive: 5s", 1) }
+	fast := func(s string) string {
+		return strings.Replace(s, "persistent_keepalive: 25s", "persistent_keepalive: 5s", 1)
+	}
 	for _, n := range nodes {
 		n.WriteConfig(nodes, fast)
 	}
