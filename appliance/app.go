@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/doctor"
 	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/status"
@@ -82,11 +83,14 @@ type App struct {
 	paths *paths.Manager
 	// keyHandOverWait is keyHandOverWait; tests shorten it.
 	keyHandOverWait time.Duration
+	// pongs hands probe answers to doctor and appliance ping.
+	pongs pongWaiters
 
 	mu      sync.Mutex // guards what the status socket reads during a reload
 	plan    *Plan
 	reloads status.Reloads
-	last    status.Report // the last report made (Report)
+	last    status.Report  // the last report made (Report)
+	health  *doctor.Report // doctor's last report (status's health)
 }
 
 type phase int
@@ -231,7 +235,10 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 		a.run("metrics", func(ctx context.Context) error { return status.ServeMetrics(ctx, metricsL, a.Report) })
 		a.log.Info("serving metrics", "listen", metricsL.Addr().String())
 	}
-	a.run("status", func(ctx context.Context) error { return status.Serve(ctx, statusL, a.Report, a.opts.ReloadRequest) })
+	a.run("status", func(ctx context.Context) error {
+		return status.ServeWith(ctx, statusL, status.Handlers{Report: a.Report, Reload: a.opts.ReloadRequest, Doctor: a.Doctor, Ping: a.Ping})
+	})
+	a.run("doctor", a.doctorEvery)
 	return nil
 }
 

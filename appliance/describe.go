@@ -239,3 +239,18 @@ func (p *Plan) runtimeLines() []string {
 	}
 	return lines
 }
+
+// Check loads the cluster file at path and prints this node's plan
+// (`appliance check`); it fails when the host cannot run it yet.
+func Check(w io.Writer, path string, opts configs.Options, h Host) error {
+	cfg, err := configs.Load(path, opts)
+	if err != nil {
+		return err
+	}
+	p := NewPlan(cfg, h)
+	p.Print(w)
+	if len(p.Problems) > 0 {
+		return fmt.Errorf("the cluster file is valid, but this host cannot run it yet: %d problem(s) listed above", len(p.Problems))
+	}
+	return nil
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/doctor"
 	"github.com/wgk3s/wgk3s/firewall"
 	"github.com/wgk3s/wgk3s/status"
 	"github.com/wgk3s/wgk3s/supervisor"
@@ -60,6 +61,10 @@ type fakes struct {
 	// applyBlock, if set, holds every Apply (and with it the device, as
 	// wireguard-go's IPC lock does) until it is closed.
 	applyBlock chan struct{}
+	// pathMTU is the largest ICMP echo the fake wg0 carries (0: none);
+	// drops the host's rules the fake firewall finds.
+	pathMTU int
+	drops   []string
 }
 
 func newFakes() *fakes { return &fakes{failSet: map[int]error{}, failApply: map[int]error{}} }
@@ -104,6 +109,7 @@ func (f *fakes) parts() Parts {
 			return net.Listen("tcp", addr)
 		},
 		SetMemoryLimit: func(rt configs.Runtime, _ *slog.Logger) { f.j.add("memory limit %d", rt.MemoryLimit) },
+		Echoer:         func(string, netip.Addr) (Echoer, error) { return fakeEchoer{f}, nil },
 		CreateToken: func(path string) (bool, error) {
 			f.j.add("token created %s", filepath.Base(path))
 			return true, nil
@@ -237,8 +243,30 @@ func (w *fakeFirewall) state() *firewall.Desired {
 	return w.desired
 }
 
-func (w *fakeFirewall) Backend() string      { return "fake" }
-func (w *fakeFirewall) CatchAllNote() string { return "" }
+func (w *fakeFirewall) Backend() string            { return "fake" }
+func (w *fakeFirewall) CatchAllNote() string       { return "" }
+func (w *fakeFirewall) Drops(int, string) []string { return w.f.drops }
+
+// fakeEchoer answers every echo up to the fakes' pathMTU.
+type fakeEchoer struct{ f *fakes }
+
+func (e fakeEchoer) Echo(_ context.Context, _ netip.Addr, size int, _ time.Duration) (time.Duration, error) {
+	if size > e.f.pathMTU {
+		return 0, doctor.ErrNoReply
+	}
+	return time.Millisecond, nil
+}
+
+func (e fakeEchoer) LargestEcho(ctx context.Context, dst netip.Addr, sizes []int, _ int, t time.Duration) int {
+	for _, s := range sizes {
+		if _, err := e.Echo(ctx, dst, s, t); err == nil {
+			return s
+		}
+	}
+	return 0
+}
+
+func (e fakeEchoer) Close() error { return nil }
 
 type fakeK3s struct {
 	f    *fakes
@@ -276,6 +304,8 @@ func (k *fakeK3s) Status() supervisor.Status {
 	defer k.mu.Unlock()
 	return supervisor.Status{Args: slices.Clone(k.args), Running: true}
 }
+
+func (k *fakeK3s) Tail() []string { return nil }
 
 // fakeHost is a host with a default route on eth0, a kernel without
 // WireGuard and a k3s binary that passes the pre-flight unless told not to.

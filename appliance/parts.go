@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/doctor"
 	"github.com/wgk3s/wgk3s/firewall"
 	"github.com/wgk3s/wgk3s/meshsync"
 	"github.com/wgk3s/wgk3s/status"
@@ -50,6 +51,9 @@ type Firewall interface {
 	Backend() string
 	// CatchAllNote describes a catch-all REJECT in the host's rules, or "".
 	CatchAllNote() string
+	// Drops lists the host's rules that drop the WireGuard port or wg0's
+	// traffic where the appliance's accept cannot win (doctor).
+	Drops(port int, iface string) []string
 }
 
 // K3s is the supervised k3s child.
@@ -62,6 +66,16 @@ type K3s interface {
 	// Restart restarts k3s gracefully; why is logged once when it does.
 	Restart(why string)
 	Status() supervisor.Status
+	// Tail is k3s's last output lines (doctor).
+	Tail() []string
+}
+
+// Echoer sends ICMP echo requests over wg0 with don't-fragment set
+// (doctor's path MTU probe, appliance ping).
+type Echoer interface {
+	Echo(ctx context.Context, dst netip.Addr, size int, timeout time.Duration) (time.Duration, error)
+	LargestEcho(ctx context.Context, dst netip.Addr, sizes []int, tries int, timeout time.Duration) int
+	Close() error
 }
 
 var (
@@ -110,6 +124,10 @@ type Parts struct {
 	// SetMemoryLimit applies runtime.memory_limit to this process.
 	// Production: applyMemoryLimit (appliance/memory.go).
 	SetMemoryLimit func(rt configs.Runtime, log *slog.Logger)
+	// Echoer opens an ICMP socket on the WireGuard interface, sending
+	// from this node's wg address.
+	// Production: doctor.NewEchoer (doctor/echo_linux.go).
+	Echoer func(iface string, src netip.Addr) (Echoer, error)
 }
 
 // System returns the real parts.
@@ -135,5 +153,6 @@ func System() Parts {
 		ListenSync:     meshsync.Listen,
 		LocalPrefixes:  tunnel.LocalPrefixes,
 		SetMemoryLimit: applyMemoryLimit,
+		Echoer:         func(iface string, src netip.Addr) (Echoer, error) { return doctor.NewEchoer(iface, src) },
 	}
 }

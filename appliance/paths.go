@@ -37,7 +37,7 @@ func (a *App) startPaths(p *Plan) {
 	}
 	a.paths = paths.New(a.tun, opts)
 	if mesh != nil {
-		mesh.Prober.OnPong = func(pong probe.Pong) { a.paths.Pong(pong.Peer, pong.At, pong.RTT) }
+		mesh.Prober.OnPong = func(pong probe.Pong) { a.paths.Pong(pong.Peer, pong.At, pong.RTT); a.pongs.deliver(pong) }
 		mesh.Prober.OnCandidates = a.paths.Candidates
 		a.setProbePeers(p)
 		var cands []netip.AddrPort

@@ -96,6 +96,9 @@ func (a *App) report() status.Report {
 		st := mesh.Router.Stats()
 		r.Relay = &status.Relay{Packets: st.Packets, Bytes: st.Bytes, Dropped: st.Dropped, Entries: st.Entries}
 	}
+	a.mu.Lock()
+	r.Health = a.health
+	a.mu.Unlock()
 	k := a.k3s.Status()
 	r.K3s = status.K3s{Binary: k.Binary, Args: k.Args, Running: k.Running, PID: k.PID, Restarts: k.Restarts, LastExit: k.LastExit}
 	if k.Running {

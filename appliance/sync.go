@@ -65,6 +65,7 @@ func (a *App) startSync(p *Plan) error {
 		return err
 	}
 	a.syncServer = s
+	s.SetView(a.view)
 	if accept := a.opts.AcceptKey; accept != nil && !p.Sync.Follow { // the master's alone
 		s.SetRotate(meshsync.Rotate{Accept: accept})
 	}

@@ -4,8 +4,10 @@ import (
 	"crypto/ecdh"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
+	"github.com/wgk3s/wgk3s/internal/atomicfile"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -46,6 +48,34 @@ func ParsePublicKey(s string) (wgtypes.Key, error) {
 	}
 	if err := CheckPublicKey(k); err != nil {
 		return wgtypes.Key{}, err
+	}
+	return k, nil
+}
+
+// GenerateKey makes a new private key and, when path is not "", writes
+// it there, created 0600 (an existing file is an error wrapping
+// fs.ErrExist: it is never overwritten). `appliance genkey`.
+func GenerateKey(path string) (wgtypes.Key, error) {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return k, fmt.Errorf("generating a key: %w", err)
+	}
+	if path == "" {
+		return k, nil
+	}
+	return k, atomicfile.CreateSecret(path, []byte(k.String()+"\n"))
+}
+
+// ReadPrivateKey reads a private key from r (`appliance pubkey`). Its
+// error never holds the input: it is meant to be a secret.
+func ReadPrivateKey(r io.Reader) (wgtypes.Key, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 4096))
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("reading stdin: %w", err)
+	}
+	k, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		return wgtypes.Key{}, errors.New("stdin does not hold a WireGuard private key (want the base64 line `appliance genkey` prints)")
 	}
 	return k, nil
 }

@@ -86,3 +86,56 @@ func TestResolveEgressNamedMustExist(t *testing.T) {
 		t.Errorf("ResolveEgress(lo) = %q, %v", got, err)
 	}
 }
+
+func TestDropsFindsHostRulesTheAppliancesCannotBeat(t *testing.T) {
+	dump := `*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp -m udp --dport 5418 -j DROP
+-A PREROUTING -p udp -m udp --dport 53 -j DROP
+-A PREROUTING -p tcp -m multiport --dports 22,5000:6000 -j DROP
+COMMIT
+*mangle
+-A INPUT -i wg0 -j DROP
+-A INPUT -i eth0 -j DROP
+-A PREROUTING -j DROP
+-A WGK3S-X -j DROP
+COMMIT
+*filter
+-A INPUT -p udp --dport 5418 -j DROP
+COMMIT
+`
+	got := iptablesDrops(dump, 5418, "wg0")
+	want := []string{
+		"iptables -t raw -A PREROUTING -p udp -m udp --dport 5418 -j DROP",
+		"iptables -t raw -A PREROUTING -p tcp -m multiport --dports 22,5000:6000 -j DROP",
+		"iptables -t mangle -A INPUT -i wg0 -j DROP",
+		"iptables -t mangle -A PREROUTING -j DROP",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	nft := `table ip filter {
+	chain INPUT {
+		udp dport 5418 drop
+	}
+}
+table inet host {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		udp dport 5418 counter packets 3 bytes 444 drop
+		udp dport { 22, 5418 } reject
+		iifname "wg0" drop
+		tcp dport 80 drop
+	}
+}
+`
+	got = nftDrops(nft, 5418, "wg0")
+	want = []string{
+		"nft table inet host: udp dport 5418 counter packets 3 bytes 444 drop",
+		"nft table inet host: udp dport { 22, 5418 } reject",
+		`nft table inet host: iifname "wg0" drop`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("nft: got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -1,7 +1,10 @@
 package membership
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -48,4 +51,33 @@ func (j Joined) Notes(r JoinRequest) string {
 	}
 	fmt.Fprintf(&b, "; at its first start it fetches the master's file and its token over %s\n", j.Interface)
 	return b.String()
+}
+
+// Notes are the lines `appliance init` prints about what it made.
+func (out Initialised) Notes(r InitRequest) string {
+	var b strings.Builder
+	if out.KeyCreated {
+		fmt.Fprintf(&b, "created %s (0600): this node's private key; keep it here, never copy it\n", r.KeyFile)
+	} else {
+		fmt.Fprintf(&b, "using the existing key in %s\n", r.KeyFile)
+	}
+	for _, t := range out.Tokens {
+		fmt.Fprintf(&b, "created %s (0600): %s\n", t[0], t[1])
+	}
+	b.WriteString("paste this entry under nodes: in the cluster file, then copy the file to every node:\n")
+	return b.String()
+}
+
+// ReadCode is the join code given as arg, or read from stdin when arg
+// is "-" (out of the shell's history).
+func ReadCode(arg string, stdin io.Reader) (Code, error) {
+	text := arg
+	if arg == "-" {
+		line, err := bufio.NewReader(io.LimitReader(stdin, 128<<10)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return Code{}, err
+		}
+		text = line
+	}
+	return Parse(text)
 }

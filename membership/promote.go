@@ -25,6 +25,10 @@ type PromoteRequest struct {
 // Promoted is what promote changed.
 type Promoted struct {
 	Self, Lost configs.Node
+	// K3s is this node's k3s binary (the file's k3s.binary); K3sArgs
+	// the extra arguments the file gives its server (its --data-dir).
+	K3s     string
+	K3sArgs []string
 }
 
 // Promote makes this server the master: in its file its role becomes
@@ -76,13 +80,12 @@ func Promote(r PromoteRequest) (Promoted, error) {
 	if err := writeRole(r.EnvFile, string(configs.RoleMaster), true); err != nil {
 		return Promoted{}, fmt.Errorf("%s is written (the previous one kept as .previous), but %w", r.Config, err)
 	}
-	return Promoted{Self: cfg.Self, Lost: lost}, nil
+	return Promoted{Self: cfg.Self, Lost: lost, K3s: cfg.Cluster.K3s.Binary, K3sArgs: cfg.Cluster.K3s.ServerArgs}, nil
 }
 
 // Notes are the lines `appliance promote` prints.
 func (p Promoted) Notes(r PromoteRequest) string {
 	return fmt.Sprintf("%s is the master now in %s (role: master; %s's entry removed; the previous file kept as %s.previous) and ROLE=master in %s\n"+
-		"the appliance must restart as the master to take it; the other nodes then take the file from it and follow it\n"+
-		"with a real k3s, remove the lost etcd member: k3s kubectl delete node %s (k3s removes a deleted node's etcd member)\n",
-		p.Self.Name, r.Config, p.Lost.Name, r.Config, r.EnvFile, p.Lost.Name)
+		"the appliance must restart as the master to take it; the other nodes then take the file from it and follow it\n",
+		p.Self.Name, r.Config, p.Lost.Name, r.Config, r.EnvFile)
 }

@@ -98,8 +98,10 @@ type Server struct {
 	rotate Rotate // key changes (key.go); zero: refused
 	// agentToken, if set, hands servers the agent token (SetAgentToken).
 	agentToken func() ([]byte, error)
-	served     uint64 // authenticated requests answered
-	denied     uint64 // requests refused before authentication
+	// view, if set, is the master's view of the mesh (view.go).
+	view   func() []byte
+	served uint64 // authenticated requests answered
+	denied uint64 // requests refused before authentication
 }
 
 // follower is a Node and what the server knows of it.
@@ -251,6 +253,8 @@ func textAnswer(status int, text string) answer {
 //	                                   from, long-polled like the file
 //	POST /v1/key?new=KEY               a node joined by an invite replaces
 //	                                   the invite's key (key.go)
+//	GET  /v1/view                      the master's view of its peers, for
+//	                                   appliance doctor (view.go)
 //
 // A request that does not prove a listed node's key is answered 403 (not
 // a node) or 401 (bad or replayed authentication, or a clock too far off)
@@ -263,6 +267,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+PathToken, s.authed(s.serveToken))
 	mux.HandleFunc("GET "+PathEndpoints, s.authed(s.serveEndpoints))
 	mux.HandleFunc("POST "+PathKey, s.authed(s.serveKey))
+	mux.HandleFunc("GET "+PathView, s.authed(s.serveView))
 	return mux
 }
 

@@ -37,6 +37,7 @@ func newCollector(source func() Report) *collector {
 		"failures":  d("reload_failures_total", "SIGHUP reloads rejected or rolled back."),
 		"mode":      d("wireguard_mode", "The WireGuard implementation in use (value 1).", "mode"),
 		"recreated": d("interface_recreations_total", "Times the WireGuard interface was deleted by someone else and recreated."),
+		"doctor":    d("doctor_problems", "Problems doctor found at its last run (every minute; appliance doctor says what to do), by check and node.", "check", "node"),
 	}}
 }
 
@@ -71,6 +72,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	m("failures", prometheus.CounterValue, float64(r.Reloads.Failures))
 	m("mode", prometheus.GaugeValue, 1, r.Mode)
 	m("recreated", prometheus.CounterValue, float64(r.Recreations))
+	if r.Health != nil {
+		problems := map[[2]string]int{}
+		for _, f := range r.Health.Findings {
+			if !f.Note {
+				problems[[2]string{f.Check, f.Node}]++
+			}
+		}
+		for k, n := range problems {
+			m("doctor", prometheus.GaugeValue, float64(n), k[0], k[1])
+		}
+	}
 }
 
 func boolF(b bool) float64 {

@@ -1,11 +1,23 @@
 package status
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 )
+
+// Write writes r as JSON (asJSON) or for a human (Print).
+func Write(w io.Writer, r Report, asJSON bool, now time.Time) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	Print(w, r, now)
+	return nil
+}
 
 // Print writes r for a human.
 func Print(w io.Writer, r Report, now time.Time) {
@@ -40,6 +52,13 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if rl := r.Relay; rl != nil {
 		fmt.Fprintf(w, "\nrelay      %d datagram(s) forwarded between other nodes (%s), still encrypted; %d dropped; %d session(s) routed now",
 			rl.Packets, byteSize(int64(rl.Bytes)), rl.Dropped, rl.Entries)
+	}
+	if h := r.Health; h != nil {
+		if n := h.Problems(); n > 0 {
+			fmt.Fprintf(w, "\ndoctor     %d problem(s) %s ago: run appliance doctor", n, age(now.Sub(h.Taken)))
+		} else {
+			fmt.Fprintf(w, "\ndoctor     healthy %s ago", age(now.Sub(h.Taken)))
+		}
 	}
 	fmt.Fprintf(w, "\n\npeers\n")
 	if r.PeersUnavailable != "" {

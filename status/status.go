@@ -12,12 +12,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wgk3s/wgk3s/doctor"
 )
 
 // DefaultSocket is where a running appliance serves its status.
@@ -57,6 +60,9 @@ type Report struct {
 	// Taken is when this report was made: a report asked for while the
 	// appliance is busy is its last one (status answers within a second).
 	Taken time.Time `json:"taken,omitzero"`
+	// Health is doctor's last report (the appliance runs it every
+	// minute, and whenever `appliance doctor` asks).
+	Health *doctor.Report `json:"health,omitempty"`
 }
 
 // Sync is the cluster file's hand-over over wg0: served by the master,
@@ -167,35 +173,70 @@ type Reloads struct {
 }
 
 // Serve answers GET /status with source() as JSON on l (from Listen)
-// until ctx is cancelled, then removes the socket. POST /reload runs
-// reload (re-read the cluster file, as SIGHUP does) and answers when it is
-// done: 200, or 422 with why it was rejected. reload may be nil.
-// /debug/pprof/ serves Go's profiles (heap, allocs, CPU, goroutines).
+// until ctx is cancelled, then removes the socket; reload may be nil
+// (see Handlers).
 func Serve(ctx context.Context, l net.Listener, source func() Report, reload func() error) error {
+	return ServeWith(ctx, l, Handlers{Report: source, Reload: reload})
+}
+
+// Handlers are what the status socket serves.
+type Handlers struct {
+	// Report is GET /status.
+	Report func() Report
+	// Reload, if set, is POST /reload: it re-reads the cluster file, as
+	// SIGHUP does, and answers when it is done: 200, or 422 with why it
+	// was rejected.
+	Reload func() error
+	// Doctor, if set, is GET /doctor: `appliance doctor`'s report.
+	Doctor func(ctx context.Context) doctor.Report
+	// Ping, if set, is POST /ping?node=NAME: one answer of
+	// `appliance ping`; an error is a name that is no peer (404).
+	Ping func(ctx context.Context, node string) (doctor.PingAnswer, error)
+}
+
+// ServeWith serves h on l until ctx is cancelled, then removes the
+// socket. /debug/pprof/ serves Go's profiles (heap, allocs, CPU,
+// goroutines).
+func ServeWith(ctx context.Context, l net.Listener, h Handlers) error {
 	path := l.Addr().String()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(source())
-	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.Report()) })
 	// Go's profiles, for root on this socket only (never on the network):
 	// curl --unix-socket /run/wgk3s/status.sock http://wgk3s/debug/pprof/heap
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	if reload != nil {
+	if h.Reload != nil {
 		mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-			if err := reload(); err != nil {
+			if err := h.Reload(); err != nil {
 				http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 				return
 			}
 			io.WriteString(w, "reloaded\n")
 		})
 	}
+	if h.Doctor != nil {
+		mux.HandleFunc("GET /doctor", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.Doctor(r.Context())) })
+	}
+	if h.Ping != nil {
+		mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
+			ans, err := h.Ping(r.Context(), r.URL.Query().Get("node"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			writeJSON(w, ans)
+		})
+	}
 	err := serveHTTP(ctx, l, mux)
 	os.Remove(path)
 	return err
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
 }
 
 // serveHTTP serves h on l until ctx is cancelled, then shuts down, giving
@@ -355,4 +396,72 @@ func FetchWithin(path string, timeout time.Duration) (Report, error) {
 		return Report{}, fmt.Errorf("reading the status: %w", err)
 	}
 	return r, nil
+}
+
+// Doctor asks the appliance serving path for doctor's report.
+func Doctor(path string) (doctor.Report, error) {
+	var r doctor.Report
+	resp, err := client(path, 20*time.Second).Get("http://appliance/doctor")
+	if err != nil {
+		return r, dialError(path, "doctor", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return r, fmt.Errorf("%s answered %s (an appliance too old for doctor?)", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return r, fmt.Errorf("reading doctor's report: %w", err)
+	}
+	return r, nil
+}
+
+// PeerError is a ping of a name the appliance has no peer of; it says
+// which names it has.
+type PeerError struct{ Reason string }
+
+func (e *PeerError) Error() string { return e.Reason }
+
+// Ping asks the appliance serving path to ping node once.
+func Ping(path, node string) (doctor.PingAnswer, error) {
+	var a doctor.PingAnswer
+	resp, err := client(path, 10*time.Second).Post("http://appliance/ping?node="+url.QueryEscape(node), "text/plain", nil)
+	if err != nil {
+		return a, dialError(path, "ping", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return a, &PeerError{strings.TrimSpace(string(body))}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return a, fmt.Errorf("%s answered %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		return a, fmt.Errorf("reading the ping's answer: %w", err)
+	}
+	return a, nil
+}
+
+// PingEach pings node count times, one a second, over the appliance at
+// path and hands each answer to each; it fails when none was answered.
+func PingEach(path, node string, count int, each func(doctor.PingAnswer)) error {
+	answered := 0
+	for i := range count {
+		start := time.Now()
+		a, err := Ping(path, node)
+		if err != nil {
+			return err
+		}
+		each(a)
+		if a.Answered() {
+			answered++
+		}
+		if i+1 < count {
+			time.Sleep(max(time.Second-time.Since(start), 0)) // one a second, like ping
+		}
+	}
+	if answered == 0 {
+		return fmt.Errorf("%s did not answer %d ping(s)", node, count)
+	}
+	return nil
 }

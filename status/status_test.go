@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wgk3s/wgk3s/doctor"
 )
 
 func sample() Report {
@@ -151,7 +152,11 @@ func TestMetrics(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go ServeMetrics(ctx, l, sample)
+	go ServeMetrics(ctx, l, func() Report {
+		r := sample()
+		r.Health = &doctor.Report{Findings: []doctor.Finding{{Check: "mtu", Node: "k3s-node-1"}, {Check: "nat", Node: "k3s-master", Note: true}}}
+		return r
+	})
 	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -168,6 +173,7 @@ func TestMetrics(t *testing.T) {
 		`wgk3s_reloads_total 2`,
 		`wgk3s_reload_failures_total 1`,
 		`wgk3s_wireguard_mode{mode="userspace"} 1`,
+		`wgk3s_doctor_problems{check="mtu",node="k3s-node-1"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
@@ -239,5 +245,41 @@ func TestPathTo(t *testing.T) {
 		if got, p := r.PathTo(name); got != want || (want != "" && p.Name != name) {
 			t.Errorf("PathTo(%s) = %q, %q; want %q", name, got, p.Name, want)
 		}
+	}
+}
+
+// Doctor's report and ping's answers come over the socket; a name that
+// is no peer is a PeerError with the appliance's reason.
+func TestDoctorAndPingOverTheSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "status.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := doctor.Report{Node: "node-1", Findings: []doctor.Finding{{Node: "node-2", Check: "mtu", Problem: "small", Fix: "interface.mtu: 1320"}}}
+	pings := 0
+	h := Handlers{Report: sample, Doctor: func(context.Context) doctor.Report { return report },
+		Ping: func(_ context.Context, node string) (doctor.PingAnswer, error) {
+			if node != "node-2" {
+				return doctor.PingAnswer{}, errors.New(`"x" is no peer of node-1; its peers are: node-2`)
+			}
+			pings++
+			return doctor.PingAnswer{Node: node, Path: "direct", ProbeRTT: time.Millisecond}, nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- ServeWith(ctx, l, h) }()
+	defer func() { cancel(); <-done }()
+	got, err := Doctor(path)
+	if err != nil || got.Problems() != 1 || got.Findings[0].Fix != "interface.mtu: 1320" {
+		t.Fatalf("doctor: %+v, %v", got, err)
+	}
+	var answers []doctor.PingAnswer
+	if err := PingEach(path, "node-2", 2, func(a doctor.PingAnswer) { answers = append(answers, a) }); err != nil || len(answers) != 2 || pings != 2 {
+		t.Fatalf("ping: %v %+v", err, answers)
+	}
+	var pe *PeerError
+	if _, err := Ping(path, "x"); !errors.As(err, &pe) || !strings.Contains(pe.Reason, "its peers are: node-2") {
+		t.Fatalf("ping of no peer: %v", err)
 	}
 }

@@ -96,7 +96,12 @@ type Supervisor struct {
 	// happens; restart is signalled with it.
 	why     string
 	restart chan struct{}
+	// tail is k3s's last lines (Tail), oldest first.
+	tail []string
 }
+
+// tailLines is how many of k3s's lines Tail keeps.
+const tailLines = 60
 
 // New returns a supervisor for binary with args (argv without argv[0]).
 func New(binary string, args []string, opts Options) *Supervisor {
@@ -395,8 +400,23 @@ func (s *Supervisor) forward(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		s.log.Info(sc.Text(), "component", "k3s")
+		line := sc.Text()
+		s.log.Info(line, "component", "k3s")
+		s.mu.Lock()
+		if len(s.tail) == tailLines {
+			s.tail = append(s.tail[:0], s.tail[1:]...)
+		}
+		s.tail = append(s.tail, line)
+		s.mu.Unlock()
 	}
+}
+
+// Tail returns k3s's last lines (stdout and stderr), oldest first: what
+// `appliance doctor` reads when k3s is not Ready.
+func (s *Supervisor) Tail() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.tail)
 }
 
 // wait returns when the child exits (false, false), when ctx is cancelled

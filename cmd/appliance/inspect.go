@@ -1,14 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/wgk3s/wgk3s/appliance"
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/doctor"
 	"github.com/wgk3s/wgk3s/status"
 )
+
+// The commands that look: check (the file and this host), and status,
+// doctor and ping (the running appliance, over its status socket).
 
 func runCheck(e *env, args []string) error {
 	var nf nodeFlags
@@ -17,20 +20,11 @@ func runCheck(e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	opts, err := nf.options(false)
+	opts, err := configs.OptionsFor(nf.role, nf.node, false)
 	if err != nil {
 		return err
 	}
-	cfg, err := configs.Load(nf.config, opts)
-	if err != nil {
-		return err
-	}
-	p := appliance.NewPlan(cfg, appliance.SystemHost{Root: e.root})
-	p.Print(e.stdout)
-	if len(p.Problems) > 0 {
-		return fmt.Errorf("the cluster file is valid, but this host cannot run it yet: %d problem(s) listed above", len(p.Problems))
-	}
-	return nil
+	return appliance.Check(e.stdout, nf.config, opts, appliance.SystemHost{Root: e.root})
 }
 
 func runStatus(e *env, args []string) error {
@@ -44,13 +38,7 @@ func runStatus(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
-	}
-	status.Print(e.stdout, r, time.Now())
-	return nil
+	return status.Write(e.stdout, r, *asJSON, time.Now())
 }
 
 // runReload asks the running appliance to re-read its cluster file and
@@ -67,4 +55,32 @@ func runReload(e *env, args []string) error {
 	}
 	fmt.Fprintln(e.stdout, "reloaded")
 	return nil
+}
+
+func runDoctor(e *env, args []string) error {
+	fs := flagSet(e, "doctor")
+	asJSON := fs.Bool("json", false, "print the findings as JSON, for scripts")
+	sock := fs.String("socket", status.DefaultSocket, "the running appliance's status socket")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r, err := status.Doctor(*sock)
+	if err != nil {
+		return err
+	}
+	return doctor.Write(e.stdout, r, *asJSON)
+}
+
+func runPing(e *env, args []string) error {
+	fs := flagSet(e, "ping")
+	count := fs.Int("c", 4, "how many pings, one a second")
+	sock := fs.String("socket", status.DefaultSocket, "the running appliance's status socket")
+	node, err := parseWithName(fs, args, "NODE, the peer to ping, as the cluster file names it")
+	if err != nil {
+		return err
+	}
+	if *count < 1 {
+		return usagef("ping: -c must be 1 or more")
+	}
+	return status.PingEach(*sock, node, *count, func(a doctor.PingAnswer) { fmt.Fprintln(e.stdout, a) })
 }

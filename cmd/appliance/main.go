@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/wgk3s/wgk3s/appliance"
 	"github.com/wgk3s/wgk3s/configs"
@@ -86,18 +87,14 @@ func exitCode(e *env, err error) int {
 	}
 	var ce configs.Errors
 	if errors.As(err, &ce) {
-		fmt.Fprintf(e.stderr, "appliance: the cluster file has %d problem(s); nothing was changed:\n", len(ce))
-		for _, fe := range ce {
-			fmt.Fprintf(e.stderr, "  %s\n", fe)
-		}
-		return exitUsage
+		err = fmt.Errorf("the cluster file has %d problem(s); nothing was changed:\n  %s", len(ce), strings.ReplaceAll(ce.Error(), "\n", "\n  "))
 	}
 	fmt.Fprintf(e.stderr, "appliance: %v\n", err)
 	var ue usageError
 	var he *appliance.HostError
 	var br *membership.BadRequest
 	var re *configs.RoleError
-	if errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &br) || errors.As(err, &re) {
+	if ce != nil || errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &br) || errors.As(err, &re) {
 		return exitUsage
 	}
 	return exitFailure
@@ -144,10 +141,6 @@ func (n *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.role, "role", "", "this node's role: master, server or agent (must match its entry)")
 	fs.StringVar(&n.config, "config", configs.DefaultPath, "the cluster file")
 	fs.StringVar(&n.node, "node", "", "this node's name in the file (default: the entry matching the private key)")
-}
-
-func (n *nodeFlags) options(required bool) (configs.Options, error) {
-	return configs.OptionsFor(n.role, n.node, required)
 }
 
 func runVersion(e *env, args []string) error {

@@ -100,3 +100,29 @@ func TestNoErrorIsMatchedByItsText(t *testing.T) {
 		}
 	}
 }
+
+// maxMainLines is the most non-test lines cmd/appliance may have: it
+// parses flags, handles signals and maps errors to exit codes; the work
+// is in the packages.
+const maxMainLines = 600
+
+func TestMainIsFlagsSignalsAndExitCodes(t *testing.T) {
+	files, err := filepath.Glob("../../cmd/appliance/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines += strings.Count(string(data), "\n")
+	}
+	if lines == 0 || lines >= maxMainLines {
+		t.Fatalf("cmd/appliance has %d non-test lines; keep it under %d: move the work into a package and leave main its flags, signals and exit codes", lines, maxMainLines)
+	}
+}

@@ -83,6 +83,9 @@ func (c *Cluster) File(s string) string {
 	return strings.Replace(s, "k3s:\n", "k3s:\n  server_args: "+list(Args(true))+"\n  agent_args: "+list(Args(false))+"\n", 1)
 }
 
+// Path is the PATH the nodes get (kubectl among it).
+func (c *Cluster) Path() string { return c.path }
+
 // Start starts n's appliance with the nodes' PATH.
 func (c *Cluster) Start(n *testnet.Node) {
 	c.t.Helper()

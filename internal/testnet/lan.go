@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -63,6 +66,16 @@ func (s *Server) lanBridge() {
 // with its holder. Nothing of it answers again.
 func (s *Server) Destroy() {
 	n := s.net
+	if s.machine && s.init > 0 {
+		syscall.Kill(s.init, syscall.SIGKILL) // its pid namespace, every process in it, ends
+		for _, dir := range s.cgroups {
+			Eventually(20*time.Second, func() bool {
+				b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+				return len(strings.TrimSpace(string(b))) == 0
+			})
+		}
+		s.init = 0
+	}
 	killNS(s.NS)
 	if s.holder != nil && s.holder.Process != nil {
 		s.holder.Process.Kill()
@@ -79,6 +92,9 @@ func (s *Server) Destroy() {
 		Eventually(10*time.Second, func() bool {
 			return exec.Command("ip", "-n", n.Internet, "link", "show", port).Run() != nil
 		})
+	}
+	if s.machine {
+		os.RemoveAll(s.dir) // its disks: /var/lib/rancher, the kubelet's, ...
 	}
 	n.mu.Lock()
 	n.servers = slices.DeleteFunc(n.servers, func(o *Server) bool { return o == s })

@@ -1,11 +1,12 @@
 package main
 
+// The commands that make keys and change who is in the cluster.
+
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"io/fs"
 	"time"
 
 	"github.com/wgk3s/wgk3s/appliance"
@@ -22,7 +23,7 @@ var now = time.Now
 
 func runInvite(e *env, args []string) error {
 	var r membership.InviteRequest
-	var config, sock, role, pub string
+	var config, sock, role string
 	var dryRun bool
 	fs := flagSet(e, "invite")
 	fs.StringVar(&config, "config", configs.DefaultPath, "the master's cluster file")
@@ -30,7 +31,13 @@ func runInvite(e *env, args []string) error {
 	fs.StringVar(&r.Endpoint, "endpoint", "", "how the other nodes reach the new one, PUBLIC-IP-OR-DNS:PORT; leave out for a node behind NAT")
 	fs.StringVar(&role, "role", string(configs.RoleAgent), "the new node's role: agent, or server (a k3s server joining the master's etcd)")
 	fs.StringVar(&r.Address, "address", "", "its wg0 address (default: the next free one in network)")
-	fs.StringVar(&pub, "public-key", "", "its public key, when its key was made on it (`appliance init`); the code then holds no secret")
+	fs.Func("public-key", "its public key, when its key was made on it (`appliance init`); the code then holds no secret", func(v string) error {
+		k, err := configs.ParsePublicKey(v)
+		if r.PublicKey = &k; err != nil {
+			return fmt.Errorf("%w; print the node's key on it with `appliance pubkey < /etc/wgk3s/private.key`", err)
+		}
+		return nil
+	})
 	fs.DurationVar(&r.TTL, "ttl", membership.DefaultTTL, "how long the code works; the master removes the node if it has not made a handshake by then")
 	fs.BoolVar(&dryRun, "dry-run", false, "check the change and print the lines it adds; make none")
 	name, err := parseWithName(fs, args, "NAME, the new node's name, such as k3s-node-3")
@@ -38,13 +45,6 @@ func runInvite(e *env, args []string) error {
 		return err
 	}
 	r.Name, r.Role = name, configs.Role(role)
-	if pub != "" {
-		k, err := configs.ParsePublicKey(pub)
-		if err != nil {
-			return usagef("invite: --public-key: %v; print the node's key on it with `appliance pubkey < /etc/wgk3s/private.key`", err)
-		}
-		r.PublicKey = &k
-	}
 	m, err := membership.OpenMaster(config, sock, now)
 	if err != nil {
 		return err
@@ -115,15 +115,7 @@ func runJoin(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	text := arg
-	if arg == "-" {
-		line, err := bufio.NewReader(io.LimitReader(e.stdin, 128<<10)).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		text = line
-	}
-	if r.Code, err = membership.Parse(text); err != nil {
+	if r.Code, err = membership.ReadCode(arg, e.stdin); err != nil {
 		return usagef("join: %v", err)
 	}
 	j, err := membership.Join(r)
@@ -144,20 +136,59 @@ func runPromote(e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	r.MasterAnswers = appliance.MasterAnswers(r.Config)
-	p, err := membership.Promote(r)
+	return appliance.Promote(r, e.stdout, e.stderr)
+}
+
+func runGenkey(e *env, args []string) error {
+	flags := flagSet(e, "genkey")
+	out := flags.String("out", "", "write the key to FILE (created 0600; an existing file is not overwritten)")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	k, err := configs.GenerateKey(*out)
+	if errors.Is(err, fs.ErrExist) {
+		return usagef("%s already exists; it was left as it is (remove it first to replace it)", *out)
+	}
+	if err == nil && *out == "" {
+		fmt.Fprintln(e.stdout, k.String())
+	}
+	return err
+}
+
+func runPubkey(e *env, args []string) error {
+	fs := flagSet(e, "pubkey")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	k, err := configs.ReadPrivateKey(e.stdin)
+	if err != nil {
+		return usageError{err}
+	}
+	_, err = fmt.Fprintln(e.stdout, k.PublicKey().String())
+	return err
+}
+
+func runInit(e *env, args []string) error {
+	var r membership.InitRequest
+	var role string
+	fs := flagSet(e, "init")
+	fs.StringVar(&r.Name, "name", "", "this node's name (becomes the k3s node name)")
+	fs.StringVar(&r.Address, "address", "", "this node's wg0 address, inside the cluster's network")
+	fs.StringVar(&r.Endpoint, "endpoint", "", "how the other nodes reach this one: PUBLIC-IP-OR-DNS:PORT (required on the master)")
+	fs.StringVar(&r.ExternalIP, "external-ip", "", "this node's public IP, when the endpoint is a DNS name")
+	fs.StringVar(&role, "role", string(configs.RoleAgent), "master, server (another k3s server; it fetches the server token over wg0) or agent")
+	fs.StringVar(&r.KeyFile, "key-file", configs.DefaultPrivateKeyFile, "the private key file (interface.private_key_file)")
+	fs.StringVar(&r.TokenFile, "token-file", configs.DefaultTokenFile, "the k3s server token file (k3s.token_file); created on the master")
+	fs.StringVar(&r.AgentTokenFile, "agent-token-file", configs.DefaultAgentTokenFile, "the k3s agent token file (k3s.agent_token_file); created on the master")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r.Role = configs.Role(role)
+	out, err := membership.Init(r)
 	if err != nil {
 		return err
 	}
-	fmt.Fprint(e.stderr, p.Notes(r))
-	restarted, err := appliance.RestartService()
-	switch {
-	case err != nil:
-		return fmt.Errorf("systemctl restart wgk3s: %w; restart it yourself", err)
-	case restarted:
-		fmt.Fprintln(e.stdout, "promoted; wgk3s restarted as the master")
-	default:
-		fmt.Fprintln(e.stdout, "promoted; restart the appliance with --role master")
-	}
+	fmt.Fprint(e.stderr, out.Notes(r))
+	fmt.Fprint(e.stdout, out.Entry)
 	return nil
 }
