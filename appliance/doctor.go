@@ -11,6 +11,7 @@ import (
 	"github.com/wgk3s/wgk3s/doctor"
 	"github.com/wgk3s/wgk3s/paths"
 	"github.com/wgk3s/wgk3s/probe"
+	"github.com/wgk3s/wgk3s/tunnel"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -97,6 +98,7 @@ func (a *App) doctorPeers(p *Plan) []doctor.Peer {
 		st = a.paths.Status()
 	}
 	mesh := a.tun.Mesh()
+	configured := a.tun.Configured()
 	var out []doctor.Peer
 	for _, dp := range dev.Peers {
 		i, ok := nodes[dp.PublicKey]
@@ -113,12 +115,29 @@ func (a *App) doctorPeers(p *Plan) []doctor.Peer {
 			dpeer.Addr = dp.Endpoint.AddrPort()
 			dpeer.Addr = netip.AddrPortFrom(dpeer.Addr.Addr().Unmap(), dpeer.Addr.Port())
 		}
-		if mesh != nil && !dpeer.Relayed && dpeer.Addr.IsValid() {
-			_, dpeer.HeardFromAddr = mesh.Activity(dpeer.Addr)
+		if mesh != nil {
+			dpeer.HeardFromAddr, dpeer.HeardAt = heardFrom(mesh, dpeer, configured[dp.PublicKey])
 		}
 		out = append(out, dpeer)
 	}
 	return out
+}
+
+// heardFrom is when a datagram last came from the peer's own address:
+// where the tunnel sends (unless that is a relay's) or the file's
+// endpoint (a relayed peer still tries it).
+func heardFrom(mesh *tunnel.Mesh, p doctor.Peer, configured netip.AddrPort) (time.Time, netip.AddrPort) {
+	var heard time.Time
+	at := p.Addr
+	if !p.Relayed && p.Addr.IsValid() {
+		_, heard = mesh.Activity(p.Addr)
+	}
+	if configured.IsValid() {
+		if _, last := mesh.Activity(configured); last.After(heard) || p.Relayed {
+			heard, at = last, configured
+		}
+	}
+	return heard, at
 }
 
 // view is what GET /v1/view answers: this node's doctorPeers.

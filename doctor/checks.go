@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// window is how recent a handshake must be for a path to be alive.
+// window is how recent a datagram from a peer must be to count: two
+// keepalives and 5 s (180 s without keepalives).
 func (f *Facts) window() time.Duration {
 	if f.Keepalive == 0 {
 		return 180 * time.Second
@@ -15,8 +16,24 @@ func (f *Facts) window() time.Duration {
 	return 2*f.Keepalive + 5*time.Second
 }
 
+// sessionLife is how long a WireGuard session lasts without a new
+// handshake (REJECT_AFTER_TIME).
+const sessionLife = 180 * time.Second
+
+// alive says whether the tunnel to p carries packets both ways now: an
+// echo through wg0 came back (the MTU probe, at any size); without
+// probes, a handshake within a session's life.
 func (f *Facts) alive(p Peer) bool {
-	return !p.Handshake.IsZero() && f.Now.Sub(p.Handshake) < f.window()
+	if f.MTUProbe != nil {
+		return f.MTUProbe[p.Name] > 0
+	}
+	return !p.Handshake.IsZero() && f.Now.Sub(p.Handshake) < sessionLife
+}
+
+// viewAlive judges a peer in the master's view (no probes there): a
+// handshake within a session's life and its packets counted lately.
+func (f *Facts) viewAlive(p Peer) bool {
+	return !p.Handshake.IsZero() && f.Now.Sub(p.Handshake) < sessionLife && f.authentic(p)
 }
 
 func (f *Facts) heard(p Peer) bool {
@@ -33,6 +50,9 @@ func (f *Facts) authentic(p Peer) bool {
 // from any peer is this node's inbound; a peer silent here is asked
 // about in the master's view.
 func udpChecks(f *Facts) []Finding {
+	if len(f.FirewallDrops) > 0 {
+		return nil // this host's own rules drop the mesh: the firewall check names them
+	}
 	var silent, oneWay []Peer
 	reachable := 0
 	for _, p := range f.Peers {
@@ -49,18 +69,15 @@ func udpChecks(f *Facts) []Finding {
 	for _, p := range oneWay {
 		out = append(out, Finding{Node: p.Name,
 			Problem:  fmt.Sprintf("%s's handshakes arrive here but it never gets the answers: UDP to %s's port %d is dropped on its way in", p.Name, p.Name, f.ListenPort),
-			Evidence: fmt.Sprintf("WireGuard took %s's handshake messages %s (from %s) and answered each; no handshake completed within %s (the last: %s)", p.Name, ago(f.Now, p.Authentic), p.Addr, f.window(), ago(f.Now, p.Handshake)),
+			Evidence: fmt.Sprintf("WireGuard took packets from %s %s (from %s) and answers them, but no echo through wg0 comes back from it (its last handshake: %s)", p.Name, ago(f.Now, p.Authentic), p.Addr, ago(f.Now, p.Handshake)),
 			Fix:      fmt.Sprintf("open UDP %d inbound in %s's provider security group (from the other nodes' public addresses, or 0.0.0.0/0), and check the firewall in front of it", f.ListenPort, p.Name)})
 	}
 	if len(silent) == 0 {
 		return out
 	}
 	if reachable == 0 && len(oneWay) == 0 && len(silent) == len(f.Peers) {
-		if len(f.FirewallDrops) > 0 {
-			return nil // this host's own rules: the firewall check names them
-		}
 		return []Finding{{Node: f.Node, Problem: fmt.Sprintf("nothing comes back from any of its %d peers: UDP to this node's port %d is dropped before WireGuard sees it", len(f.Peers), f.ListenPort),
-			Evidence: fmt.Sprintf("no handshake with any peer within %s; this node sent %s to them; no datagram arrived from any", f.window(), bytesOf(silent)),
+			Evidence: fmt.Sprintf("no echo through wg0 came back from any peer and no datagram arrived from any within %s; this node sent %s to them", f.window(), bytesOf(silent)),
 			Fix:      fmt.Sprintf("open UDP %d inbound in %s's provider security group (or the firewall in front of it), from the other nodes' public addresses or 0.0.0.0/0", f.ListenPort, f.Node)}}
 	}
 	for _, p := range silent {
@@ -71,7 +88,7 @@ func udpChecks(f *Facts) []Finding {
 
 // silentPeer explains one peer nothing comes from, with the master's view.
 func (f *Facts) silentPeer(p Peer) Finding {
-	fd := Finding{Node: p.Name, Evidence: fmt.Sprintf("no handshake with it from here within %s (the last: %s); sent %d bytes to %s, received %d", f.window(), ago(f.Now, p.Handshake), p.TX, p.Addr, p.RX)}
+	fd := Finding{Node: p.Name, Evidence: fmt.Sprintf("no echo through wg0 comes back and nothing arrived from it within %s (the last handshake: %s); sent %d bytes to %s, received %d", f.window(), ago(f.Now, p.Handshake), p.TX, p.Addr, p.RX)}
 	var mv *Peer
 	if f.MasterView != nil {
 		for i := range f.MasterView.Peers {
@@ -81,10 +98,15 @@ func (f *Facts) silentPeer(p Peer) Finding {
 		}
 	}
 	switch {
-	case mv != nil && f.alive(*mv):
+	case mv != nil && f.viewAlive(*mv):
 		fd.Problem = fmt.Sprintf("%s answers the master (%s) but nothing comes back from it to %s: UDP between them is dropped on the way", p.Name, f.Master, f.Node)
 		fd.Evidence += fmt.Sprintf("; the master's last handshake with it: %s", ago(f.Now, mv.Handshake))
 		fd.Fix = fmt.Sprintf("open UDP %d inbound in %s's security group to %s's public address too (not only the master's), and check %s's outbound rules", f.ListenPort, p.Name, f.Node, f.Node)
+	case mv != nil && f.heard(*mv) && !f.authentic(*mv):
+		fd.Check = "key"
+		fd.Problem = fmt.Sprintf("datagrams from %s reach the master (%s) but do not authenticate: its WireGuard key is not the one the cluster file names for it", p.Name, f.Master)
+		fd.Evidence += fmt.Sprintf("; the master gets datagrams from %s at %s (the latest %s) and counts none of them", p.Name, mv.HeardAt, ago(f.Now, mv.HeardFromAddr))
+		fd.Fix = fmt.Sprintf("on %s run `appliance pubkey < /etc/wgk3s/private.key` and put that key in its entry in the master's cluster file (or put its old key file back)", p.Name)
 	case mv != nil && (f.authentic(*mv) || f.heard(*mv)):
 		fd.Problem = fmt.Sprintf("%s sends handshakes (the master hears them) but never gets the answers: UDP to %s's port %d is dropped on its way in", p.Name, p.Name, f.ListenPort)
 		fd.Evidence += fmt.Sprintf("; the master hears %s at %s (the latest %s) and has no session with it", p.Name, mv.Addr, ago(f.Now, mv.HeardFromAddr))
@@ -119,7 +141,7 @@ func keyChecks(f *Facts) []Finding {
 		}
 		out = append(out, Finding{Node: p.Name,
 			Problem:  fmt.Sprintf("datagrams come from %s's address but do not authenticate: its WireGuard key is not the one the cluster file names for it", p.Name),
-			Evidence: fmt.Sprintf("the latest datagram from %s %s; no handshake with it within %s (the last: %s)", p.Addr, ago(f.Now, p.HeardFromAddr), f.window(), ago(f.Now, p.Handshake)),
+			Evidence: fmt.Sprintf("the latest datagram from %s %s; none of them counted by WireGuard within %s, and no echo through wg0 comes back (the last handshake: %s)", p.HeardAt, ago(f.Now, p.HeardFromAddr), f.window(), ago(f.Now, p.Handshake)),
 			Fix:      fmt.Sprintf("on %s run `appliance pubkey < /etc/wgk3s/private.key` and put that key in its entry in the master's cluster file (or put its old key file back)", p.Name)})
 	}
 	return out

@@ -89,6 +89,9 @@ type Peer struct {
 	// HeardFromAddr is when a datagram last came from Addr, authentic or
 	// not (the userspace data path sees them; zero in kernel mode).
 	HeardFromAddr time.Time
+	// HeardAt is the address HeardFromAddr is about: Addr, or the file's
+	// endpoint while the peer is relayed.
+	HeardAt netip.AddrPort
 	Relayed       bool
 	Via           string
 	Address       string // its wg address
@@ -167,7 +170,9 @@ func Diagnose(f Facts) Report {
 	for _, c := range Checks {
 		r.Checked = append(r.Checked, c.Name)
 		for _, fd := range c.Run(&f) {
-			fd.Check = c.Name
+			if fd.Check == "" {
+				fd.Check = c.Name
+			}
 			r.Findings = append(r.Findings, fd)
 		}
 	}

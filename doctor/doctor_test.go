@@ -18,8 +18,8 @@ func base() Facts {
 			{Name: "node-2", Endpoint: "198.51.100.2:5418", Addr: netip.MustParseAddrPort("198.51.100.2:5418"), Handshake: now.Add(-20 * time.Second), RX: 1000, TX: 1000, HeardFromAddr: now.Add(-2 * time.Second)},
 		},
 		MasterView: &View{Node: "master", Peers: []Peer{
-			{Name: "node-1", Handshake: now.Add(-10 * time.Second), HeardFromAddr: now.Add(-time.Second)},
-			{Name: "node-2", Handshake: now.Add(-5 * time.Second), HeardFromAddr: now.Add(-time.Second)},
+			{Name: "node-1", Handshake: now.Add(-10 * time.Second), Authentic: now.Add(-time.Second), HeardFromAddr: now.Add(-time.Second)},
+			{Name: "node-2", Handshake: now.Add(-5 * time.Second), Authentic: now.Add(-time.Second), HeardFromAddr: now.Add(-time.Second)},
 		}},
 		MTUProbe: map[string]int{"master": 1420, "node-2": 1420},
 	}
@@ -57,6 +57,7 @@ func TestUDPDroppedTowardsThisNode(t *testing.T) {
 	f := base()
 	for i := range f.Peers {
 		f.Peers[i].Handshake, f.Peers[i].HeardFromAddr, f.Peers[i].RX = time.Time{}, time.Time{}, 0
+		f.MTUProbe[f.Peers[i].Name] = 0
 	}
 	only(t, Diagnose(f), "udp", "node-1", "port 5418", "security group", "open UDP 5418 inbound in node-1")
 }
@@ -65,16 +66,16 @@ func TestUDPDroppedTowardsThisNode(t *testing.T) {
 // UDP dropped: told apart from a peer that is down.
 func TestUDPDroppedTowardsAPeerIsNotAPeerThatIsDown(t *testing.T) {
 	f := base()
-	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr = now.Add(-10*time.Minute), time.Time{}
+	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr, f.MTUProbe["node-2"] = now.Add(-10*time.Minute), time.Time{}, 0
 	f.MasterView.Peers[1].Handshake = now.Add(-10 * time.Minute) // the master has no session either, but hears it
 	only(t, Diagnose(f), "udp", "node-2", "never gets the answers", "open UDP 5418 inbound in node-2")
 
 	f = base()
-	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr = time.Time{}, time.Time{}
+	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr, f.MTUProbe["node-2"] = time.Time{}, time.Time{}, 0
 	only(t, Diagnose(f), "udp", "node-2", "answers the master", "node-1's public address")
 
 	f = base()
-	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr = time.Time{}, time.Time{}
+	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr, f.MTUProbe["node-2"] = time.Time{}, time.Time{}, 0
 	f.MasterView.Peers[1] = Peer{Name: "node-2"}
 	only(t, Diagnose(f), "udp", "node-2", "is down", "systemctl status wgk3s")
 }
@@ -84,14 +85,23 @@ func TestUDPDroppedTowardsAPeerIsNotAPeerThatIsDown(t *testing.T) {
 func TestHandshakesArriveOneWayOnly(t *testing.T) {
 	f := base()
 	f.MasterView = nil
-	f.Peers[1].Handshake, f.Peers[1].Authentic = now.Add(-5*time.Minute), now.Add(-3*time.Second)
+	f.Peers[1].Handshake, f.Peers[1].Authentic, f.MTUProbe["node-2"] = now.Add(-5*time.Minute), now.Add(-3*time.Second), 0
 	only(t, Diagnose(f), "udp", "node-2", "never gets the answers", "open UDP 5418 inbound in node-2's provider security group")
 }
 
 func TestAKeyThatIsNotTheFiles(t *testing.T) {
 	f := base()
-	f.Peers[1].Handshake = now.Add(-time.Hour) // datagrams arrive, no session
+	f.Peers[1].Handshake, f.MTUProbe["node-2"] = now.Add(-time.Hour), 0 // datagrams arrive, nothing authenticates
 	only(t, Diagnose(f), "key", "node-2", "do not authenticate", "appliance pubkey")
+}
+
+// A relayed peer with another key: nothing from it here, but the master
+// gets its datagrams and counts none.
+func TestAKeySeenInTheMastersView(t *testing.T) {
+	f := base()
+	f.Peers[1].Handshake, f.Peers[1].HeardFromAddr, f.MTUProbe["node-2"] = time.Time{}, time.Time{}, 0
+	f.MasterView.Peers[1] = Peer{Name: "node-2", HeardFromAddr: now.Add(-time.Second), HeardAt: netip.MustParseAddrPort("198.51.100.2:5418")}
+	only(t, Diagnose(f), "key", "node-2", "reach the master (master) but do not authenticate", "198.51.100.2:5418", "appliance pubkey")
 }
 
 func TestPathMTU(t *testing.T) {
@@ -99,7 +109,7 @@ func TestPathMTU(t *testing.T) {
 	f.MTUProbe["node-2"] = 1320
 	only(t, Diagnose(f), "mtu", "node-2", "at most 1320 bytes", "interface.mtu: 1320", "1420 did not")
 	f.MTUProbe["node-2"] = 0 // nothing answered: the udp check's, not an MTU
-	if r := Diagnose(f); !r.Healthy() {
+	if r := Diagnose(f); strings.Contains(r.Findings[0].Check, "mtu") {
 		t.Fatalf("no answer at any size is no MTU finding: %+v", r.Findings)
 	}
 }
@@ -131,6 +141,7 @@ func TestHostFirewall(t *testing.T) {
 	f := base()
 	for i := range f.Peers {
 		f.Peers[i].Handshake, f.Peers[i].HeardFromAddr = time.Time{}, time.Time{}
+		f.MTUProbe[f.Peers[i].Name] = 0
 	}
 	f.FirewallDrops = []string{"iptables -t raw -A PREROUTING -p udp --dport 5418 -j DROP"}
 	// The host's own rule is named, not the provider's security group.

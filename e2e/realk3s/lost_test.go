@@ -63,6 +63,7 @@ func TestMasterMachineLost(t *testing.T) {
 		s1.Stop(t)
 		s1.Role = "master"
 		c.Start(s1)
+		c.Nodes = []*testnet.Node{s1, s2, a} // kubectl asks the master: server-1 now
 		if !testnet.Eventually(3*time.Minute, func() bool {
 			info, _ := s1.Srv.Try("curl", "-sk", "--max-time", "5", "https://127.0.0.1:6443/db/info")
 			return strings.Contains(info, "k3s-server-1") && strings.Contains(info, "k3s-server-2") && !strings.Contains(info, "k3s-master")

@@ -143,3 +143,10 @@ func inNS(ns string, f func()) error {
 	}()
 	return <-errc
 }
+
+// Delete removes name's record: it no longer resolves.
+func (d *DNS) Delete(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.records, canonical(name))
+}

@@ -309,6 +309,13 @@ func (s *Server) SetUplink(up bool) {
 	s.net.ip(s.Router, "link", "set", "up0", state)
 }
 
+// SetBridgePortMTU sets the MTU of the internet bridge's port towards
+// the server's router: a network in between with a smaller MTU, which
+// drops bigger frames and sends no ICMP (a bridge cannot).
+func (s *Server) SetBridgePortMTU(mtu int) {
+	s.net.ip(s.net.Internet, "link", "set", fmt.Sprintf("p%d", s.idx), "mtu", strconv.Itoa(mtu))
+}
+
 // KernelWireGuardMissing says why this kernel cannot run kernel WireGuard,
 // or "" if it can. It creates a WireGuard link in a scratch namespace,
 // exactly what the appliance's auto mode does.
