@@ -92,9 +92,9 @@ type Peer struct {
 	// HeardAt is the address HeardFromAddr is about: Addr, or the file's
 	// endpoint while the peer is relayed.
 	HeardAt netip.AddrPort
-	Relayed       bool
-	Via           string
-	Address       string // its wg address
+	Relayed bool
+	Via     string
+	Address string // its wg address
 }
 
 // View is a node's view of its peers (the master's, asked over the sync).

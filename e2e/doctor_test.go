@@ -59,7 +59,9 @@ func TestDoctorNamesEachFault(t *testing.T) {
 	n2.Endpoint = fmt.Sprintf("node-2.cloud.test:%d", testnet.Port)
 	dns.Set("node-2.cloud.test", n2.Srv.PublicIP)
 	nodes := []*node{m, n1, n2}
-	fast := func(s string) string { return strings.Replace(s, "persistent_keepalive: 25s", "persistent_keepalive: 5s", 1) }
+	fast := func(s string) string {
+		return strings.Replace(s, "persistent_keepalive: 25s", "persistent_keepalive: 5s", 1)
+	}
 	for _, n := range nodes {
 		n.WriteConfig(nodes, fast)
 		n.Start(t)
