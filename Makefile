@@ -75,7 +75,7 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./configs
 	$(GO) test -run '^$$' -fuzz '^FuzzExtraArgs$$' -fuzztime 200000x -fuzzminimizetime 2s ./configs
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 200000x -fuzzminimizetime 2s ./invite
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 200000x -fuzzminimizetime 2s ./membership
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

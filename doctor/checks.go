@@ -164,7 +164,7 @@ func mtuChecks(f *Facts) []Finding {
 			Problem: fmt.Sprintf("the path between %s and %s carries tunnel packets of at most %d bytes, less than interface.mtu %d: bigger ones vanish (pings work, big transfers stall)", f.Node, name, got, f.MTU),
 			Evidence: fmt.Sprintf("echoes through wg0 with don't-fragment: %d bytes came back, %d did not, twice each (%d bytes with WireGuard's headers over IPv4: a network in between has a smaller MTU and sends no ICMP)",
 				got, f.MTU, f.MTU+60),
-			Fix: fmt.Sprintf("set interface.mtu: %d in the master's cluster file (every node takes it at its next restart: systemctl restart wgk3s)", got)})
+			Fix: fmt.Sprintf("set interface.mtu: %d in the master's cluster file and reload it (systemctl reload wgk3s): every node takes it live", got)})
 	}
 	return out
 }

@@ -145,6 +145,7 @@ func TestDoctorNamesEachFault(t *testing.T) {
 		if err != nil || strings.Count(out, "pong from k3s-node-2 via direct 203.0.113.30:5418") != 2 || !strings.Contains(out, "through wg0 in") {
 			t.Fatalf("ping: %v\n%s", err, out)
 		}
+		t.Logf("appliance ping k3s-node-2 -c 2 on node-1:\n%s", out)
 		code, out := exitCode(t, n1.Srv, "ping", "k3s-node-9")
 		if code != 1 || !strings.Contains(out, `"k3s-node-9" is no peer of k3s-node-1; its peers are: k3s-master, k3s-node-2`) {
 			t.Fatalf("ping of no peer: exit %d\n%s", code, out)
