@@ -266,3 +266,24 @@ func listDir(t *testing.T, dir string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestTheREADMEsCommandsAreTheTable: the README's commands table is what
+// `appliance help --markdown` prints from the one table in commands.go.
+func TestTheREADMEsCommandsAreTheTable(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	start := strings.Index(readme, "### Commands and exit codes\n\n")
+	if start < 0 {
+		t.Fatal("the README has no \"### Commands and exit codes\" section")
+	}
+	section := readme[start+len("### Commands and exit codes\n\n"):]
+	table := section[:strings.Index(section, "\n\n")+1]
+	var want strings.Builder
+	markdown(&want)
+	if table != want.String() {
+		t.Errorf("the README's commands table is not the usage table; paste `appliance help --markdown` there:\n%s", want.String())
+	}
+}
