@@ -263,8 +263,12 @@ func (a *App) newK3s(p *Plan) (K3s, error) {
 				if err := meshsync.EnsureToken(ctx, a.syncClient, p.K3s.TokenFile, a.log); err != nil {
 					return err
 				}
-				if server { // it serves the agents their token in turn
-					return meshsync.EnsureTokenOf(ctx, a.syncClient, meshsync.TokenAgent, p.Config.Cluster.K3s.AgentTokenFile, a.log)
+				if server { // it serves the agents their token in turn, and its k3s reads it
+					agentToken := p.Config.Cluster.K3s.AgentTokenFile
+					if err := meshsync.EnsureTokenOf(ctx, a.syncClient, meshsync.TokenAgent, agentToken, a.log); err != nil {
+						return err
+					}
+					return alignPasswd(k3sDataDir(p.K3s.Args), agentToken, a.log)
 				}
 				return nil
 			}

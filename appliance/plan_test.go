@@ -55,7 +55,7 @@ func TestServersPlan(t *testing.T) {
 		}
 	}
 	if got := server.K3s.Args; got[0] != "server" || !has(got, "--server", "https://192.168.2.1:6443") || !has(got, "--token-file", "/etc/wgk3s/token") ||
-		has(got, "--cluster-init") || has(got, "--agent-token-file", "/etc/wgk3s/agent-token") || !has(got, "--node-ip", "192.168.2.2") || !has(got, "--etcd-arg=election-timeout=3000") {
+		has(got, "--cluster-init") || !has(got, "--agent-token-file", "/etc/wgk3s/agent-token") || !has(got, "--node-ip", "192.168.2.2") || !has(got, "--etcd-arg=election-timeout=3000") {
 		t.Errorf("server argv = %q", got)
 	}
 	if !slices.Equal(server.K3s.WaitFor, []string{"192.168.2.1:6443"}) || server.K3s.TokenFile != "/etc/wgk3s/token" || !server.K3s.FetchToken {

@@ -109,9 +109,9 @@ func TestK3sSupervision(t *testing.T) {
 			if r.TokenInArgv || r.TokenInEnv || r.NotifySocket {
 				t.Errorf("%s: the stand-in saw %+v", n.Name, r)
 			}
-			// The master's k3s reads both tokens; an agent's only the agent token.
+			// A server's k3s reads both tokens; an agent's only the agent token.
 			want := []string{"--token-file " + agentTokenPath}
-			if n.Role == "master" {
+			if n.Role == "master" || n.Role == "server" {
 				want = []string{"--token-file " + tokenPath, "--agent-token-file " + agentTokenPath}
 			}
 			for _, w := range want {

@@ -69,10 +69,13 @@ func serverArgs(cl *configs.Cluster, self configs.Node) []string {
 		args = append(args, "--tls-san", self.Endpoint.Host)
 	}
 	args = append(args, "--flannel-iface", cl.Interface.Name, "--node-name", self.Name, "--token-file", cl.K3s.TokenFile)
-	if self.Role == configs.RoleMaster {
-		// A joining server has the agent token from the datastore.
-		args = append(args, "--agent-token-file", cl.K3s.AgentTokenFile)
-	}
+	// Every server gives k3s the agent token, the master's and a joining
+	// server's alike: k3s writes it into server/cred/passwd at each start,
+	// and a joined server without it wrote its server token there instead,
+	// a copy that differs from etcd's; at its next start k3s refuses it
+	// ("passwd newer than datastore"), so a joined server could never
+	// restart. A joining server fetches the agent token before k3s starts.
+	args = append(args, "--agent-token-file", cl.K3s.AgentTokenFile)
 	if len(cl.Servers()) > 1 {
 		if self.Role == configs.RoleMaster {
 			args = append(args, "--cluster-init")
