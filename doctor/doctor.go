@@ -243,16 +243,16 @@ func (p PingAnswer) Answered() bool { return p.ProbeRTT > 0 || p.TunnelRTT > 0 }
 func (p PingAnswer) String() string {
 	where := p.Path
 	if p.Addr != "" {
-		where += " " + p.Addr
+		where += ", " + p.Addr
 	}
 	if !p.Answered() {
 		why := "no answer"
 		if p.TunnelError != "" && p.TunnelError != ErrNoReply.Error() {
 			why += " (" + p.TunnelError + ")"
 		}
-		return fmt.Sprintf("%s: %s, path %s", p.Node, why, where)
+		return fmt.Sprintf("%s: %s (%s)", p.Node, why, where)
 	}
-	s := fmt.Sprintf("pong from %s via %s", p.Node, where)
+	s := fmt.Sprintf("pong from %s (%s)", p.Node, where)
 	if p.ProbeRTT > 0 {
 		s += " in " + ms(p.ProbeRTT)
 	}

@@ -195,10 +195,10 @@ func TestCertificates(t *testing.T) {
 
 func TestPingAnswerSaysThePath(t *testing.T) {
 	a := PingAnswer{Node: "node-2", Path: "relayed via master", Addr: "198.51.100.1:5418", ProbeRTT: 1500 * time.Microsecond, TunnelRTT: 2 * time.Millisecond}
-	if got := a.String(); got != "pong from node-2 via relayed via master 198.51.100.1:5418 in 1.50 ms, through wg0 in 2.00 ms" {
+	if got := a.String(); got != "pong from node-2 (relayed via master, 198.51.100.1:5418) in 1.50 ms, through wg0 in 2.00 ms" {
 		t.Fatalf("%q", got)
 	}
-	if got := (PingAnswer{Node: "node-2", Path: "direct", TunnelError: "no reply"}).String(); got != "node-2: no answer, path direct" {
+	if got := (PingAnswer{Node: "node-2", Path: "direct", TunnelError: "no reply"}).String(); got != "node-2: no answer (direct)" {
 		t.Fatalf("%q", got)
 	}
 }

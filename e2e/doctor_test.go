@@ -142,7 +142,7 @@ func TestDoctorNamesEachFault(t *testing.T) {
 
 	t.Run("appliance ping says the path and the round trips", func(t *testing.T) {
 		out, err := n1.Srv.Try(applianceBin, "ping", "k3s-node-2", "-c", "2")
-		if err != nil || strings.Count(out, "pong from k3s-node-2 via direct 203.0.113.30:5418") != 2 || !strings.Contains(out, "through wg0 in") {
+		if err != nil || strings.Count(out, "pong from k3s-node-2 (direct, 203.0.113.30:5418)") != 2 || !strings.Contains(out, "through wg0 in") {
 			t.Fatalf("ping: %v\n%s", err, out)
 		}
 		t.Logf("appliance ping k3s-node-2 -c 2 on node-1:\n%s", out)
