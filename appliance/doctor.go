@@ -22,10 +22,15 @@ const doctorWait = 3 * time.Second
 
 // Doctor looks at this node and its peers and says what is wrong, and
 // what to do (`appliance doctor`).
-func (a *App) Doctor(ctx context.Context) doctor.Report {
+func (a *App) Doctor(ctx context.Context) doctor.Report { return a.diagnose(ctx, true) }
+
+// diagnose runs the checks; asked (by `appliance doctor`) it also asks
+// k3s whether this node is Ready, which runs `k3s kubectl`, too heavy for
+// every minute.
+func (a *App) diagnose(ctx context.Context, asked bool) doctor.Report {
 	ctx, cancel := context.WithTimeout(ctx, 2*doctorWait)
 	defer cancel()
-	r := doctor.Diagnose(a.facts(ctx))
+	r := doctor.Diagnose(a.facts(ctx, asked))
 	a.mu.Lock()
 	a.health = &r
 	a.mu.Unlock()
@@ -45,7 +50,7 @@ func (a *App) doctorEvery(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if r := a.Doctor(ctx); !r.Healthy() {
+			if r := a.diagnose(ctx, false); !r.Healthy() {
 				a.log.Warn("doctor found problems (appliance doctor says what to do)", "problems", r.Problems())
 			}
 		}
@@ -53,7 +58,7 @@ func (a *App) doctorEvery(ctx context.Context) error {
 }
 
 // facts gathers what the checks look at, the slow parts at once.
-func (a *App) facts(ctx context.Context) doctor.Facts {
+func (a *App) facts(ctx context.Context, asked bool) doctor.Facts {
 	p := a.Plan()
 	cfg := p.Config
 	cl := cfg.Cluster
@@ -68,7 +73,7 @@ func (a *App) facts(ctx context.Context) doctor.Facts {
 	gather(func() { m := a.probeMTU(ctx, p); mu.Lock(); f.MTUProbe = m; mu.Unlock() })
 	gather(func() { m := a.mappings(ctx, p); mu.Lock(); f.Mappings = m; mu.Unlock() })
 	gather(func() { u := unresolved(ctx, p); mu.Lock(); f.Unresolved = u; mu.Unlock() })
-	gather(func() { ready, log := a.k3sReady(ctx, p); mu.Lock(); f.K3sReady, f.K3sLog = ready, log; mu.Unlock() })
+	gather(func() { ready, log := a.k3sReady(ctx, p, asked); mu.Lock(); f.K3sReady, f.K3sLog = ready, log; mu.Unlock() })
 	f.FirewallDrops = a.fw.Drops(cl.Interface.ListenPort, cl.Interface.Name)
 	f.RPFilter, f.RPFilterDrops = rpFilter(cl.Interface.Name)
 	f.Certs = k3sCerts(p.K3s.Args)

@@ -141,8 +141,8 @@ func certExpiry(file string) (time.Time, bool) {
 }
 
 // k3sReady asks k3s whether this node is Ready (nil: cannot tell), with
-// k3s's last lines when it is not.
-func (a *App) k3sReady(ctx context.Context, p *Plan) (*bool, []string) {
+// k3s's last lines when it is not; only whether it runs unless ask.
+func (a *App) k3sReady(ctx context.Context, p *Plan, ask bool) (*bool, []string) {
 	st := a.k3s.Status()
 	no := false
 	if !st.Running {
@@ -151,6 +151,9 @@ func (a *App) k3sReady(ctx context.Context, p *Plan) (*bool, []string) {
 			lines = append(lines, fmt.Sprintf("(k3s is not running: it exited, %s; restarts: %d)", st.LastExit, st.Restarts))
 		}
 		return &no, lines
+	}
+	if !ask {
+		return nil, nil
 	}
 	kubeconfig := "/etc/rancher/k3s/k3s.yaml"
 	if p.Config.Self.Role == configs.RoleAgent {

@@ -2,6 +2,8 @@ package doctor
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -150,12 +152,7 @@ func keyChecks(f *Facts) []Finding {
 // mtuChecks: a path that carries less than full-size tunnel packets.
 func mtuChecks(f *Facts) []Finding {
 	var out []Finding
-	names := make([]string, 0, len(f.MTUProbe))
-	for n := range f.MTUProbe {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(f.MTUProbe)) {
 		got := f.MTUProbe[name]
 		if got == 0 || got >= f.MTU {
 			continue
@@ -224,12 +221,7 @@ const certRenewal = 120 * 24 * time.Hour
 
 func certChecks(f *Facts) []Finding {
 	var out []Finding
-	files := make([]string, 0, len(f.Certs))
-	for file := range f.Certs {
-		files = append(files, file)
-	}
-	sort.Strings(files)
-	for _, file := range files {
+	for _, file := range slices.Sorted(maps.Keys(f.Certs)) {
 		exp := f.Certs[file]
 		left := exp.Sub(f.Now)
 		if left > certRenewal {
