@@ -73,7 +73,12 @@ func (a *App) facts(ctx context.Context, asked bool) doctor.Facts {
 	gather(func() { m := a.probeMTU(ctx, p); mu.Lock(); f.MTUProbe = m; mu.Unlock() })
 	gather(func() { m := a.mappings(ctx, p); mu.Lock(); f.Mappings = m; mu.Unlock() })
 	gather(func() { u := unresolved(ctx, p); mu.Lock(); f.Unresolved = u; mu.Unlock() })
-	gather(func() { ready, log := a.k3sReady(ctx, p, asked); mu.Lock(); f.K3sReady, f.K3sLog = ready, log; mu.Unlock() })
+	gather(func() {
+		ready, log := a.k3sReady(ctx, p, asked)
+		mu.Lock()
+		f.K3sReady, f.K3sLog = ready, log
+		mu.Unlock()
+	})
 	f.FirewallDrops = a.fw.Drops(cl.Interface.ListenPort, cl.Interface.Name)
 	f.RPFilter, f.RPFilterDrops = rpFilter(cl.Interface.Name)
 	f.Certs = k3sCerts(p.K3s.Args)
