@@ -192,9 +192,34 @@ func (s *Supervisor) Update(binary string, args []string) bool {
 	if binary == s.binary && slices.Equal(args, s.args) {
 		return false
 	}
+	if binary == s.binary && s.status.Running && onlyServerDiffers(s.args, args) {
+		// A running k3s has joined: the server it joined through matters
+		// at its next start only (k3s's load balancer knows every server),
+		// so a new master does not restart every node's k3s.
+		s.args = slices.Clone(args)
+		s.log.Info("k3s's --server changes at its next start; the running k3s keeps its connections", "server", serverOf(args))
+		return false
+	}
 	s.binary, s.args = binary, slices.Clone(args)
 	s.ask("its command line changed")
 	return true
+}
+
+// onlyServerDiffers says whether a and b differ in --server's value
+// alone.
+func onlyServerDiffers(a, b []string) bool {
+	return len(a) == len(b) && serverOf(a) != serverOf(b) &&
+		slices.Equal(pointServer(slices.Clone(a), "x"), pointServer(slices.Clone(b), "x"))
+}
+
+// serverOf is --server's value ("" without one).
+func serverOf(args []string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--server" {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 // Restart stops the child gracefully and starts it again with the same

@@ -4,18 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.uber.org/goleak"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wgk3s/wgk3s/internal/poll"
@@ -473,5 +475,35 @@ func TestPointedServerIsNoChange(t *testing.T) {
 	}
 	if _, got := r.sup.command(); got[len(got)-1] != "https://"+up {
 		t.Errorf("the child's argv = %q", got)
+	}
+}
+
+// A new --server alone does not restart a running k3s (it joined; a new
+// master must not restart every node's k3s); its next start uses it.
+func TestANewServerAloneWaitsForTheNextStart(t *testing.T) {
+	args := func(server string) []string { return []string{"-c", "sleep 100", "--server", server} }
+	r := start(t, "/bin/sh", args("https://192.168.2.1:6443"), Options{StopGrace: 5 * time.Second})
+	poll.Until(5*time.Second, func() bool { return r.sup.Status().Running })
+	pid := r.sup.Status().PID
+	if r.sup.Update("/bin/sh", args("https://192.168.2.2:6443")) {
+		t.Fatal("a new --server alone restarted k3s")
+	}
+	if got := r.sup.Status(); got.PID != pid || !slices.Equal(got.Args, args("https://192.168.2.2:6443")) {
+		t.Fatalf("pid %d (was %d), args %q", got.PID, pid, got.Args)
+	}
+	r.sup.Restart("a test")
+	var cmdline []byte
+	if !poll.Until(5*time.Second, func() bool {
+		st := r.sup.Status()
+		if !st.Running || st.PID == pid {
+			return false
+		}
+		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.PID))
+		return len(cmdline) > 0
+	}) || !strings.Contains(string(cmdline), "https://192.168.2.2:6443") {
+		t.Fatalf("the next start's argv: %q", cmdline)
+	}
+	if !r.sup.Update("/bin/sh", []string{"-c", "sleep 200", "--server", "https://192.168.2.1:6443"}) {
+		t.Fatal("another change with it did not restart k3s")
 	}
 }
