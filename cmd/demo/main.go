@@ -223,7 +223,7 @@ func (d *demo) joinByInvite(appliance string, m, n *testnet.Node) {
 // ownKey waits until n replaced the join code's key with its own, and
 // takes that key for the files the demo writes later.
 func (d *demo) ownKey(n *testnet.Node) {
-	const line = "join: this node's own key replaces the invite's"
+	const line = "join: this node's own key replaces the join code's"
 	if !n.Proc.WaitOutput(line, 30*time.Second) {
 		d.Fatalf("%s kept the code's key:\n%s", n.Name, n.Proc.Output())
 	}
