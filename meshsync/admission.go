@@ -18,7 +18,11 @@ import (
 //
 //   - A new connection is unproven. Unproven connections are capped per
 //     address and in all; when a cap is reached, the oldest unproven
-//     connection is closed, never the new one. The appliance sends its
+//     connection is closed, never the new one. The cap in all grows with
+//     the cluster (UnprovenPerNode for each node served, never below
+//     unprovenFloor): when a master restarts, every node reconnects at
+//     once, and a burst of one connection per node must not push out the
+//     first of them before it has had the time to prove itself. The appliance sends its
 //     request as soon as it connects, so its connection is unproven for a
 //     round trip only, and another process would have to open
 //     UnprovenPerAddr connections within that round trip to push it out.
@@ -29,7 +33,8 @@ import (
 //     closed (Connection: close), so it holds nothing.
 const (
 	UnprovenPerAddr = 32
-	unprovenTotal   = 512
+	UnprovenPerNode = 4
+	unprovenFloor   = 512
 	ProvenPerKey    = 8
 )
 
@@ -43,7 +48,7 @@ type admission struct {
 }
 
 func newAdmission() *admission {
-	return &admission{perAddr: UnprovenPerAddr, total: unprovenTotal, perKey: ProvenPerKey, proven: map[wgtypes.Key][]*admitted{}}
+	return &admission{perAddr: UnprovenPerAddr, total: unprovenFloor, perKey: ProvenPerKey, proven: map[wgtypes.Key][]*admitted{}}
 }
 
 // admitted is one accepted connection.
@@ -119,6 +124,13 @@ func (a *admission) prove(c *admitted, key wgtypes.Key) *admitted {
 	}
 	a.proven[key] = list
 	return evict
+}
+
+// serving sizes the cap in all for a cluster of nodes.
+func (a *admission) serving(nodes int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.total = max(unprovenFloor, UnprovenPerNode*nodes)
 }
 
 func (a *admission) forget(c *admitted) {

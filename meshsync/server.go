@@ -152,6 +152,7 @@ func (s *Server) Update(p Published) *sync.WaitGroup {
 	s.mu.Lock()
 	s.master, s.followers = master, next
 	s.mu.Unlock()
+	s.admission.serving(len(next))
 	answered, _ := s.cluster.set(p.Data, true)
 	if answered == nil {
 		answered = &sync.WaitGroup{}
