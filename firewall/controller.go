@@ -100,12 +100,36 @@ func newController(ipt iptablesClient, save saver, fs sysctlFS, opts Options, ba
 func (c *Controller) Set(d Desired) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, err := c.apply(d); err != nil {
+	if _, err := c.applyAndNote(d); err != nil {
 		return err
 	}
 	c.desired = &d
-	c.applied = c.fingerprints()
 	return nil
+}
+
+// applyAndNote applies d and notes the fingerprint of a state that apply
+// found right. The fingerprint is read before an apply that changes
+// nothing: a change someone makes after that read is either fixed by that
+// apply (and the state read again) or differs from the fingerprint, so
+// the next check sees it. Read after a fixing apply instead, it could
+// take in a change made in between (firewalld inserting its REJECT just
+// after our jump went back) as ours, and no check would look again.
+func (c *Controller) applyAndNote(d Desired) (changed bool, err error) {
+	for range 3 {
+		fp := c.fingerprints()
+		fixed, err := c.apply(d)
+		if err != nil {
+			c.applied = nil // check in full next time
+			return changed, err
+		}
+		changed = changed || fixed
+		if !fixed {
+			c.applied = fp
+			return changed, nil
+		}
+	}
+	c.applied = nil // still changing under us: check in full next time
+	return changed, nil
 }
 
 // tables are the iptables tables the appliance's chains live in.
@@ -409,11 +433,9 @@ func (c *Controller) reconcile() {
 	if c.unchanged() {
 		return
 	}
-	changed, err := c.apply(*c.desired)
-	c.applied = c.fingerprints()
+	changed, err := c.applyAndNote(*c.desired)
 	switch {
 	case err != nil:
-		c.applied = nil // check in full next time
 		c.log.Warn("firewall reconcile failed; retrying next period", "err", err)
 	case changed:
 		c.log.Warn("firewall rules were changed by someone else and have been put back", "backend", c.backend)

@@ -107,6 +107,42 @@ func TestJumpIsInsertedFirst(t *testing.T) {
 	}
 }
 
+// TestAChangeDuringTheFixIsNotTakenAsOurs: firewalld's REJECT lands just
+// after the reconcile put the jump back and before it read the rules
+// again (a loaded machine widens that moment). The controller must not
+// note that state as its own: the jump ends up first. (Before the fix the
+// fingerprint read after the fix took the REJECT in, and no later check
+// looked again: e2e TestFirewalldDefaultRules failed so in a make test run
+// beside a compile.)
+func TestAChangeDuringTheFixIsNotTakenAsOurs(t *testing.T) {
+	r := newRig(t)
+	d := Plan(params())
+	if err := r.ctl.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	r.ipt.ClearChain("filter", "INPUT")
+	inject := false
+	r.ctl.save = func() (string, error) {
+		if inject && len(r.ipt.tables["filter"]["INPUT"]) > 0 {
+			inject = false // the jump is back: firewalld's REJECT goes in now
+			r.ipt.Insert("filter", "INPUT", 1, "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+		}
+		return r.ipt.saveAll()
+	}
+	inject = true
+	r.ctl.reconcile()
+	if inject {
+		t.Fatal("the REJECT was never inserted: the test does not test the race")
+	}
+	for range 3 {
+		r.ctl.reconcile()
+	}
+	if got := r.ipt.tables["filter"]["INPUT"][0]; !strings.HasSuffix(got, "-j "+ChainInput) {
+		t.Errorf("INPUT starts with %q, want the jump", got)
+	}
+	r.requireExactlyOnce(t, d)
+}
+
 // TestReconcileMovesTheJumpBackToTheTop replays what a firewalld reload can
 // leave: its flush, our reconcile re-adding the jumps, then its REJECT
 // inserted at position 1.
