@@ -102,7 +102,7 @@ func (m *Manager) whileDirect(np Peer, p *peer, now time.Time) bool {
 	if !p.suspect.IsZero() && (recv.After(p.suspect) || p.pongs[addr].After(p.suspect)) {
 		p.suspect = time.Time{} // it answers
 	}
-	doubt := sent.After(recv) && now.Sub(recv) > suspectAfter || now.Sub(recv) > m.cfg.Keepalive+time.Second
+	doubt := sent.After(recv) && now.Sub(recv) > max(suspectAfter, 3*p.rtt) || now.Sub(recv) > m.cfg.Keepalive+time.Second
 	if doubt && p.suspect.IsZero() {
 		p.suspect = now
 	}
@@ -114,7 +114,7 @@ func (m *Manager) whileDirect(np Peer, p *peer, now time.Time) bool {
 		p.pinged = now
 		m.opts.Prober.Ping(np.Key, addr)
 	}
-	if now.Sub(p.suspect) < deadAfter {
+	if now.Sub(p.suspect) < max(deadAfter, pingGap+3*p.rtt) {
 		return changed
 	}
 	r := m.best(np.Key, now)

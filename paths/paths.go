@@ -5,11 +5,13 @@
 // With the userspace data path the decisions rest on probes (package
 // probe) on WireGuard's own port:
 //
-//   - A direct peer is watched by what comes from its address. When this
-//     node sent to it and nothing came back for suspectAfter, or nothing
-//     came at all for a keepalive and a second, its address is pinged; a
-//     path whose pings go unanswered for deadAfter is dead, and the peer
-//     is relayed through the best live relay at once.
+//   - A direct peer is watched by what comes from its address, every
+//     fastEvery while data goes to a peer (slowEvery when idle). When this
+//     node sent to it and nothing came back for suspectAfter (or three
+//     round trips of a slower path), or nothing came at all for a
+//     keepalive and a second, its address is pinged; a path whose pings go
+//     unanswered for deadAfter (or a ping gap and three round trips) is
+//     dead, and the peer is relayed through the best live relay at once.
 //   - The relays (the nodes the file gives an endpoint) are pinged twice a
 //     second while any peer is relayed or in doubt, and every ten seconds
 //     otherwise: the live one with the shortest round trip is the best,
@@ -230,9 +232,9 @@ func Reachable(heard, now time.Time, keepalive time.Duration) bool {
 const (
 	fastEvery    = 250 * time.Millisecond
 	slowEvery    = time.Second
-	suspectAfter = 700 * time.Millisecond
+	suspectAfter = 500 * time.Millisecond
 	pingGap      = 300 * time.Millisecond
-	deadAfter    = 900 * time.Millisecond
+	deadAfter    = 700 * time.Millisecond
 	upgradeEvery = 2 * time.Second
 	leaderWait   = time.Second
 )

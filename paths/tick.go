@@ -56,10 +56,10 @@ func (m *Manager) Tick() {
 	configured := m.dev.Configured()
 	now := m.opts.Now()
 	m.mu.Lock()
-	m.read(dev, configured, now)
+	busy := m.read(dev, configured, now)
 	m.pingRelays(now)
 	var handshake, renew []wgtypes.Key
-	m.fast = false
+	m.fast = busy
 	for _, np := range m.cfg.Peers {
 		if !m.decide(np, now) {
 			continue
@@ -84,7 +84,11 @@ func (m *Manager) Tick() {
 
 // read takes the device's view: where each peer is, what came from it.
 // The caller holds m.mu.
-func (m *Manager) read(dev *wgtypes.Device, configured map[wgtypes.Key]netip.AddrPort, now time.Time) {
+//
+// It returns whether data went to a peer since the last read: the paths
+// are then ticked fast, so that a path cut under traffic is noticed within
+// fastEvery, not slowEvery.
+func (m *Manager) read(dev *wgtypes.Device, configured map[wgtypes.Key]netip.AddrPort, now time.Time) (busy bool) {
 	seen := map[wgtypes.Key]wgtypes.Peer{}
 	for _, p := range dev.Peers {
 		seen[p.PublicKey] = p
@@ -104,7 +108,9 @@ func (m *Manager) read(dev *wgtypes.Device, configured map[wgtypes.Key]netip.Add
 			ap := dp.Endpoint.AddrPort()
 			m.observed[np.Key] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		}
-		p.hear(dp, now)
+		if p.hear(dp, now) {
+			busy = true
+		}
 		if np.Configured {
 			m.relay(np, now)
 		}
@@ -119,11 +125,14 @@ func (m *Manager) read(dev *wgtypes.Device, configured map[wgtypes.Key]netip.Add
 			delete(m.relays, k)
 		}
 	}
+	return busy
 }
 
-// hear notes what came from the peer and what went unanswered.
-func (p *peer) hear(dp wgtypes.Peer, now time.Time) {
-	if dp.TransmitBytes-p.tx > keepaliveBytes && p.asked.IsZero() {
+// hear notes what came from the peer and what went unanswered; busy
+// says data went to it since the last read.
+func (p *peer) hear(dp wgtypes.Peer, now time.Time) (busy bool) {
+	busy = dp.TransmitBytes-p.tx > keepaliveBytes
+	if busy && p.asked.IsZero() {
 		p.asked = now
 	}
 	if dp.ReceiveBytes > p.rx {
@@ -133,6 +142,7 @@ func (p *peer) hear(dp wgtypes.Peer, now time.Time) {
 		p.heard = dp.LastHandshakeTime
 	}
 	p.rx, p.tx, p.handshake = dp.ReceiveBytes, dp.TransmitBytes, dp.LastHandshakeTime
+	return busy
 }
 
 // wanted are the paths to apply. The caller holds m.mu.
