@@ -484,6 +484,13 @@ func (e *authError) Unwrap() error { return e.err }
 
 // doAt is do against one source.
 func (c *Client) doAt(ctx context.Context, hc *http.Client, src Source, method, uri string) (status int, rev string, body []byte, err error) {
+	return c.exchange(ctx, hc, src, method, uri, nil, maxFile)
+}
+
+// exchange is doAt with a request body (not covered by the request's MAC:
+// what is sent this way is authenticated on its own, as a sealed snapshot
+// is) and a bound on the answer's.
+func (c *Client) exchange(ctx context.Context, hc *http.Client, src Source, method, uri string, send []byte, limit int64) (status int, rev string, body []byte, err error) {
 	for attempt := 0; ; attempt++ {
 		private, _ := c.Keys()
 		responder := src.Key
@@ -492,7 +499,11 @@ func (c *Client) doAt(ctx context.Context, hc *http.Client, src Source, method, 
 		if err != nil {
 			return 0, "", nil, fmt.Errorf("this node's key and the master's: %w", err)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, "http://"+src.Addr.String()+uri, nil)
+		var reqBody io.Reader
+		if send != nil {
+			reqBody = bytes.NewReader(send)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+src.Addr.String()+uri, reqBody)
 		if err != nil {
 			return 0, "", nil, err
 		}
@@ -511,7 +522,7 @@ func (c *Client) doAt(ctx context.Context, hc *http.Client, src Source, method, 
 			}
 			return 0, "", nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 		}
-		body, err = readAllLimited(resp.Body, maxFile)
+		body, err = readAllLimited(resp.Body, limit)
 		resp.Body.Close()
 		if err != nil {
 			return 0, "", nil, fmt.Errorf("reading the master's answer: %w", err)

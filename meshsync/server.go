@@ -99,9 +99,12 @@ type Server struct {
 	// agentToken, if set, hands servers the agent token (SetAgentToken).
 	agentToken func() ([]byte, error)
 	// view, if set, is the master's view of the mesh (view.go).
-	view   func() []byte
-	served uint64 // authenticated requests answered
-	denied uint64 // requests refused before authentication
+	view func() []byte
+	// snapshots: the newest sealed snapshot of the master's datastore,
+	// or the copies the nodes offer while it restores (snapshots.go).
+	snapshots snapshotState
+	served    uint64 // authenticated requests answered
+	denied    uint64 // requests refused before authentication
 }
 
 // follower is a Node and what the server knows of it.
@@ -113,12 +116,15 @@ type follower struct {
 	// confirmed before taking it, staged the one it last confirmed
 	// before writing it for its next start.
 	seen, confirmed, staged string
+	// held is the revision of the newest snapshot it keeps.
+	held string
 }
 
 // NewServer returns a server; token reads the token a node is handed.
 func NewServer(log *slog.Logger, token func(Node) ([]byte, error)) *Server {
 	return &Server{log: log, token: token, wait: DefaultWait, now: time.Now, cluster: newFeed(nil), endpoints: newFeed(nil),
-		admission: newAdmission(), heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{}}
+		admission: newAdmission(), heard: make(chan struct{}), followers: map[wgtypes.Key]*follower{},
+		snapshots: snapshotState{feed: newFeed(nil)}}
 }
 
 // Update publishes p. Waiting polls answer at once with the new file; the
@@ -134,7 +140,7 @@ func (s *Server) Update(p Published) *sync.WaitGroup {
 	for _, n := range p.Nodes {
 		f := &follower{Node: n, nonces: map[string]time.Time{}}
 		if o := old[n.Key]; o != nil {
-			f.nonces, f.seen, f.confirmed, f.staged = o.nonces, o.seen, o.confirmed, o.staged
+			f.nonces, f.seen, f.confirmed, f.staged, f.held = o.nonces, o.seen, o.confirmed, o.staged, o.held
 			if master == oldMaster {
 				f.keys = o.keys
 			}
@@ -256,6 +262,11 @@ func textAnswer(status int, text string) answer {
 //	                                   the invite's key (key.go)
 //	GET  /v1/view                      the master's view of its peers, for
 //	                                   appliance doctor (view.go)
+//	GET  /v1/snapshot?have=REV&held=R  the newest sealed snapshot of the
+//	                                   master's datastore, long-polled;
+//	                                   428 while it restores (snapshots.go)
+//	POST /v1/snapshot/offer            a node's newest copy, to a master
+//	                                   that restores
 //
 // A request that does not prove a listed node's key is answered 403 (not
 // a node) or 401 (bad or replayed authentication, or a clock too far off)
@@ -269,6 +280,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+PathEndpoints, s.authed(s.serveEndpoints))
 	mux.HandleFunc("POST "+PathKey, s.authed(s.serveKey))
 	mux.HandleFunc("GET "+PathView, s.authed(s.serveView))
+	mux.HandleFunc("GET "+PathSnapshot, s.authed(s.serveSnapshot))
+	mux.HandleFunc("POST "+PathSnapshotOffer, s.authed(s.serveSnapshotOffer))
 	return mux
 }
 
