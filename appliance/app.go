@@ -79,6 +79,10 @@ type App struct {
 	syncServer *meshsync.Server
 	syncClient *meshsync.Client
 	relisten   chan struct{} // the sync server listens again (wg0 recreated)
+	serving    chan struct{} // closed once syncServer is set
+	// snaps keeps a lone master's datastore: the master's taker or a
+	// follower's keeper (snapshots.go).
+	snaps *snapshots
 	// paths keeps each peer direct or relayed through the master.
 	paths *paths.Manager
 	// keyHandOverWait is keyHandOverWait; tests shorten it.
@@ -112,7 +116,7 @@ func New(opts Options) *App {
 	if opts.Parts.OpenTunnel == nil {
 		opts.Parts = System()
 	}
-	return &App{log: opts.Logger, opts: opts, parts: opts.Parts, done: make(chan struct{}), relisten: make(chan struct{}, 1),
+	return &App{log: opts.Logger, opts: opts, parts: opts.Parts, done: make(chan struct{}), relisten: make(chan struct{}, 1), serving: make(chan struct{}),
 		keyHandOverWait: keyHandOverWait}
 }
 
@@ -245,7 +249,14 @@ func (a *App) start(ctx context.Context, p *Plan) error {
 // newK3s makes the k3s supervisor: on the master, after the agent token
 // exists; on a follower, after the sync client it fetches its token with.
 func (a *App) newK3s(p *Plan) (K3s, error) {
-	if p.K3s.AgentTokenFile != "" {
+	a.snaps = &snapshots{plan: func() SnapshotPlan { return a.Plan().Snapshots }, log: a.log, followers: len(p.Sync.Followers)}
+	var beforeStart func(context.Context) error
+	if p.Snapshots.Take && p.Snapshots.RestoreRequested() {
+		// The agent token comes back with the datastore: one made now
+		// would be refused by every agent.
+		a.log.Warn("restore: appliance restore asked for the datastore from the nodes: k3s starts once it is back", "marker", p.Snapshots.Store.Dir)
+		beforeStart = func(ctx context.Context) error { return a.snaps.restoreFromNodes(ctx, a.servingSync) }
+	} else if p.K3s.AgentTokenFile != "" {
 		created, err := a.parts.CreateToken(p.K3s.AgentTokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("creating the agent token (k3s.agent_token_file): %w", err)
@@ -254,7 +265,6 @@ func (a *App) newK3s(p *Plan) (K3s, error) {
 			a.log.Info("created the k3s agent token; agents fetch it over wg0", "agent_token_file", p.K3s.AgentTokenFile)
 		}
 	}
-	var beforeStart func(context.Context) error
 	if p.Sync.Enabled && p.Sync.Follow {
 		a.syncClient = a.newSyncClient(p)
 		if p.K3s.FetchToken {

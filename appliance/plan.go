@@ -36,6 +36,8 @@ type Plan struct {
 	Firewall firewall.Desired
 	K3s      K3sCommand
 	Sync     SyncPlan
+	// Snapshots is this node's part in keeping a lone master's datastore.
+	Snapshots SnapshotPlan
 	// Paths is what package paths needs from the file: the relay and the
 	// peers, with whether the file gives each an endpoint.
 	Paths paths.Config
@@ -152,6 +154,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	}
 	p.planTokens(cfg)
 	p.planSync(cfg)
+	p.Snapshots = planSnapshots(cfg, p.K3s.Args)
 	p.Paths = pathsConfig(cfg)
 	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
 		p.Problems = append(p.Problems, err)

@@ -99,6 +99,9 @@ func (a *App) report() status.Report {
 	a.mu.Lock()
 	r.Health = a.health
 	a.mu.Unlock()
+	if a.snaps != nil {
+		r.Snapshots = a.snaps.status()
+	}
 	k := a.k3s.Status()
 	r.K3s = status.K3s{Binary: k.Binary, Args: k.Args, Running: k.Running, PID: k.PID, Restarts: k.Restarts, LastExit: k.LastExit}
 	if k.Running {

@@ -51,6 +51,9 @@ func (a *App) startSync(p *Plan) error {
 	}
 	if p.Sync.Follow {
 		a.run("sync", a.syncClient.Run)
+		if p.Snapshots.Keep {
+			a.run("snapshots", a.snaps.runKeeper(a.syncClient))
+		}
 	}
 	if !p.Sync.Serve {
 		return nil
@@ -65,6 +68,10 @@ func (a *App) startSync(p *Plan) error {
 		return err
 	}
 	a.syncServer = s
+	if !p.Sync.Follow { // the master's alone
+		a.snaps.srv = s
+		close(a.serving)
+	}
 	s.SetView(a.view)
 	if accept := a.opts.AcceptKey; accept != nil && !p.Sync.Follow { // the master's alone
 		s.SetRotate(meshsync.Rotate{Accept: accept})
@@ -73,7 +80,21 @@ func (a *App) startSync(p *Plan) error {
 	a.push("sync listener", closer(l))
 	a.run("sync serving", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Listen, p.Tunnel.Name) })
 	a.log.Info("sync: serving the cluster file and the tokens over wg0", "listen", p.Sync.Listen, "nodes", len(p.Sync.Followers))
+	if p.Snapshots.Take {
+		a.run("snapshots", a.snaps.runTaker)
+	}
 	return nil
+}
+
+// servingSync waits for the master's sync server (a restore, which runs
+// before k3s starts, needs it).
+func (a *App) servingSync(ctx context.Context) (*meshsync.Server, error) {
+	select {
+	case <-a.serving:
+		return a.syncServer, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // ChangeKey asks the master to replace this node's public key with next

@@ -91,6 +91,7 @@ type Cluster struct {
 	K3s       K3s
 	Metrics   Metrics
 	Runtime   Runtime
+	Snapshots Snapshots
 	// Sync: the master serves this file and the token over wg0 and every
 	// other node follows it (default true; `sync: false` turns it off).
 	Sync bool
@@ -99,6 +100,29 @@ type Cluster struct {
 
 	lines *locator
 }
+
+// Snapshots is the snapshots section: a lone master's datastore, sealed
+// and kept by the other nodes (package snapshot).
+type Snapshots struct {
+	Enabled bool
+	// Interval is how often the master takes one (when the datastore
+	// changed): at most this much is lost with the master's machine.
+	Interval time.Duration
+	// Keep is how many copies each node keeps.
+	Keep int
+	// Dir is where each node keeps them.
+	Dir string
+}
+
+// Snapshot defaults and bounds.
+const (
+	DefaultSnapshotInterval = 10 * time.Minute
+	MinSnapshotInterval     = 30 * time.Second
+	MaxSnapshotInterval     = 24 * time.Hour
+	DefaultSnapshotKeep     = 3
+	MaxSnapshotKeep         = 100
+	DefaultSnapshotDir      = "/var/lib/wgk3s/snapshots"
+)
 
 // Runtime is the runtime section: limits of the appliance process itself.
 type Runtime struct {
@@ -276,7 +300,15 @@ type raw struct {
 	K3s       rawK3s       `yaml:"k3s"`
 	Metrics   rawMetrics   `yaml:"metrics"`
 	Runtime   rawRuntime   `yaml:"runtime"`
+	Snapshots rawSnapshots `yaml:"snapshots"`
 	Sync      *bool        `yaml:"sync"`
+}
+
+type rawSnapshots struct {
+	Enabled  *bool        `yaml:"enabled"`
+	Interval string       `yaml:"interval"`
+	Keep     *wholeNumber `yaml:"keep"`
+	Dir      string       `yaml:"dir"`
 }
 
 type rawRuntime struct {

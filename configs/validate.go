@@ -32,7 +32,35 @@ func validate(r *raw, c *collector) *Cluster {
 	cl.K3s = validateK3s(&r.K3s, cl, c)
 	cl.Metrics = validateMetrics(&r.Metrics, c)
 	cl.Runtime = validateRuntime(&r.Runtime, len(cl.Nodes), c)
+	cl.Snapshots = validateSnapshots(&r.Snapshots, c)
 	return cl
+}
+
+func validateSnapshots(r *rawSnapshots, c *collector) Snapshots {
+	s := Snapshots{Enabled: r.Enabled == nil || *r.Enabled, Interval: DefaultSnapshotInterval, Keep: DefaultSnapshotKeep, Dir: DefaultSnapshotDir}
+	if r.Dir != "" {
+		if !filepath.IsAbs(r.Dir) || filepath.Clean(r.Dir) == "/" {
+			c.add("snapshots.dir", "write an absolute directory such as "+DefaultSnapshotDir, "%q is not an absolute directory of its own", r.Dir)
+		} else {
+			s.Dir = filepath.Clean(r.Dir)
+		}
+	}
+	if r.Interval != "" {
+		d, err := time.ParseDuration(r.Interval)
+		if err != nil || d < MinSnapshotInterval || d > MaxSnapshotInterval {
+			c.add("snapshots.interval", "write a duration from 30s to 24h, such as 10m", "%q is not an interval", r.Interval)
+		} else {
+			s.Interval = d
+		}
+	}
+	if r.Keep != nil {
+		if n := int(*r.Keep); n < 1 || n > MaxSnapshotKeep {
+			c.add("snapshots.keep", fmt.Sprintf("write a whole number from 1 to %d, such as %d", MaxSnapshotKeep, DefaultSnapshotKeep), "%d copies is out of range", n)
+		} else {
+			s.Keep = n
+		}
+	}
+	return s
 }
 
 func validateRuntime(r *rawRuntime, nodes int, c *collector) Runtime {

@@ -67,6 +67,16 @@ type InviteRequest struct {
 	TTL       time.Duration // default DefaultTTL
 }
 
+// SetPublicKey takes --public-key: the key made on the node, which it
+// prints with `appliance pubkey`.
+func (r *InviteRequest) SetPublicKey(v string) error {
+	k, err := configs.ParsePublicKey(v)
+	if r.PublicKey = &k; err != nil {
+		return fmt.Errorf("%w; print the node's key on it with `appliance pubkey < /etc/wgk3s/private.key`", err)
+	}
+	return nil
+}
+
 // Invited is an invite made.
 type Invited struct {
 	Node    configs.NewNode

@@ -50,6 +50,9 @@ func Take(ctx context.Context, src Source, work string) ([]byte, error) {
 	if _, err := os.Stat(src.Datastore); err != nil {
 		return nil, fmt.Errorf("the datastore: %w", err)
 	}
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, err
+	}
 	tmp, err := os.MkdirTemp(work, "snapshot-")
 	if err != nil {
 		return nil, err

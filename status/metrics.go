@@ -37,6 +37,9 @@ func newCollector(source func() Report) *collector {
 		"failures":  d("reload_failures_total", "SIGHUP reloads rejected or rolled back."),
 		"mode":      d("wireguard_mode", "The WireGuard implementation in use (value 1).", "mode"),
 		"recreated": d("interface_recreations_total", "Times the WireGuard interface was deleted by someone else and recreated."),
+		"snapAge":   d("snapshot_age_seconds", "Seconds since the newest snapshot of the master's datastore was taken (the master: its last; the others: the newest they keep)."),
+		"snapBytes": d("snapshot_bytes", "Size of that snapshot, sealed."),
+		"snapHeld":  d("snapshot_holders", "Nodes that keep the master's newest snapshot (the master only)."),
 		"doctor":    d("doctor_problems", "Problems doctor found at its last run (every minute; appliance doctor says what to do), by check and node.", "check", "node"),
 	}}
 }
@@ -72,6 +75,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	m("failures", prometheus.CounterValue, float64(r.Reloads.Failures))
 	m("mode", prometheus.GaugeValue, 1, r.Mode)
 	m("recreated", prometheus.CounterValue, float64(r.Recreations))
+	if sn := r.Snapshots; sn != nil && sn.Last != nil {
+		m("snapAge", prometheus.GaugeValue, r.Taken.Sub(sn.Last.Taken).Seconds())
+		m("snapBytes", prometheus.GaugeValue, float64(sn.Last.Bytes))
+		if sn.Role == "taking" {
+			m("snapHeld", prometheus.GaugeValue, float64(len(sn.Holders)))
+		}
+	}
 	if r.Health != nil {
 		problems := map[[2]string]int{}
 		for _, f := range r.Health.Findings {

@@ -49,6 +49,9 @@ func Print(w io.Writer, r Report, now time.Time) {
 	if r.Sync != nil {
 		printSync(w, r.Sync, now)
 	}
+	if sn := r.Snapshots; sn != nil {
+		printSnapshots(w, sn, now)
+	}
 	if rl := r.Relay; rl != nil {
 		fmt.Fprintf(w, "\nrelay      %d datagram(s) forwarded between other nodes (%s), still encrypted; %d dropped; %d session(s) routed now",
 			rl.Packets, byteSize(int64(rl.Bytes)), rl.Dropped, rl.Entries)
@@ -88,6 +91,29 @@ func byteSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// printSnapshots writes the snapshots' lines.
+func printSnapshots(w io.Writer, s *Snapshots, now time.Time) {
+	switch {
+	case s.Restore != nil:
+		fmt.Fprintf(w, "\nsnapshots  restoring the datastore from the nodes' copies: offered by %d (%s), waiting for %d (%s)",
+			len(s.Restore.Offered), strings.Join(s.Restore.Offered, ", "), len(s.Restore.Waiting), strings.Join(s.Restore.Waiting, ", "))
+	case s.Role == "off" || s.Off != "":
+		fmt.Fprintf(w, "\nsnapshots  none taken: %s", s.Off)
+	case s.Role == "taking" && s.Last == nil:
+		fmt.Fprintf(w, "\nsnapshots  none taken yet (every %s when the datastore changed)", age(time.Duration(s.IntervalSeconds*float64(time.Second))))
+	case s.Role == "taking":
+		fmt.Fprintf(w, "\nsnapshots  last taken %s ago, %s, held by %d node(s): %s (every %s when the datastore changed)",
+			age(now.Sub(s.Last.Taken)), byteSize(int64(s.Last.Bytes)), len(s.Holders), strings.Join(s.Holders, ", "), age(time.Duration(s.IntervalSeconds*float64(time.Second))))
+	case s.Last == nil:
+		fmt.Fprintf(w, "\nsnapshots  keeping none of the master's yet")
+	default:
+		fmt.Fprintf(w, "\nsnapshots  keeping %d of the master's (sealed), the newest taken %s ago, %s", s.Kept, age(now.Sub(s.Last.Taken)), byteSize(int64(s.Last.Bytes)))
+	}
+	if s.Problem != "" {
+		fmt.Fprintf(w, "\n           problem: %s", s.Problem)
+	}
 }
 
 // printSync writes the sync's lines.

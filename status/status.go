@@ -63,6 +63,46 @@ type Report struct {
 	// Health is doctor's last report (the appliance runs it every
 	// minute, and whenever `appliance doctor` asks).
 	Health *doctor.Report `json:"health,omitempty"`
+	// Snapshots: a lone master's datastore kept by the other nodes.
+	Snapshots *Snapshots `json:"snapshots,omitempty"`
+}
+
+// Snapshots is the master's datastore kept by the other nodes: on the
+// master, what it took and who holds it; elsewhere, the copies kept.
+type Snapshots struct {
+	// Role is "taking" (a lone master), "keeping" (the others), or "off".
+	Role string `json:"role"`
+	// Off says why none are taken here (Role "off", or a master with
+	// servers: etcd keeps the datastore on each of them).
+	Off string `json:"off,omitempty"`
+	// IntervalSeconds is how often the master takes one (if changed).
+	IntervalSeconds float64 `json:"interval_seconds,omitempty"`
+	// Last is the newest snapshot: taken by this master, or kept here.
+	Last *SnapshotCopy `json:"last,omitempty"`
+	// Holders are the nodes that keep the master's newest snapshot.
+	Holders []string `json:"holders,omitempty"`
+	// Kept counts the copies this node keeps.
+	Kept int `json:"kept,omitempty"`
+	// Checked is when the master last looked at its datastore.
+	Checked time.Time `json:"checked,omitzero"`
+	// Problem is what an operator must know (no copy on two nodes
+	// within two intervals; a snapshot that cannot be taken).
+	Problem string `json:"problem,omitempty"`
+	// Restore is a restore under way on a new master.
+	Restore *Restore `json:"restore,omitempty"`
+}
+
+// SnapshotCopy is one sealed snapshot.
+type SnapshotCopy struct {
+	Taken time.Time `json:"taken"`
+	Bytes int       `json:"bytes"`
+}
+
+// Restore is a master waiting for the nodes' copies.
+type Restore struct {
+	Offered []string `json:"offered"`
+	Waiting []string `json:"waiting"`
+	Done    string   `json:"done,omitempty"`
 }
 
 // Sync is the cluster file's hand-over over wg0: served by the master,

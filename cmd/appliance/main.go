@@ -144,8 +144,7 @@ func (n *nodeFlags) register(fs *flag.FlagSet) {
 }
 
 func runVersion(e *env, args []string) error {
-	fs := flagSet(e, "version")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(flagSet(e, "version"), args); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "appliance %s\n", version)

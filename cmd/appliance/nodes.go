@@ -31,13 +31,7 @@ func runInvite(e *env, args []string) error {
 	fs.StringVar(&r.Endpoint, "endpoint", "", "how the other nodes reach the new one, PUBLIC-IP-OR-DNS:PORT; leave out for a node behind NAT")
 	fs.StringVar(&role, "role", string(configs.RoleAgent), "the new node's role: agent, or server (a k3s server joining the master's etcd)")
 	fs.StringVar(&r.Address, "address", "", "its wg0 address (default: the next free one in network)")
-	fs.Func("public-key", "its public key, when its key was made on it (`appliance init`); the code then holds no secret", func(v string) error {
-		k, err := configs.ParsePublicKey(v)
-		if r.PublicKey = &k; err != nil {
-			return fmt.Errorf("%w; print the node's key on it with `appliance pubkey < /etc/wgk3s/private.key`", err)
-		}
-		return nil
-	})
+	fs.Func("public-key", "its public key, when its key was made on it (`appliance init`); the code then holds no secret", r.SetPublicKey)
 	fs.DurationVar(&r.TTL, "ttl", membership.DefaultTTL, "how long the code works; the master removes the node if it has not made a handshake by then")
 	fs.BoolVar(&dryRun, "dry-run", false, "check the change and print the lines it adds; make none")
 	name, err := parseWithName(fs, args, "NAME, the new node's name, such as k3s-node-3")
@@ -139,6 +133,17 @@ func runPromote(e *env, args []string) error {
 	return appliance.Promote(r, e.stdout, e.stderr)
 }
 
+func runRestore(e *env, args []string) error {
+	r := appliance.RestoreRequest{Socket: status.DefaultSocket}
+	fs := flagSet(e, "restore")
+	fs.StringVar(&r.Config, "config", configs.DefaultPath, "the cluster file (copied from any node)")
+	fs.StringVar(&r.From, "from", "", "a sealed copy taken from a node's snapshot directory (default: ask the nodes at the next start)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return appliance.Restore(r, e.stdout, e.stderr)
+}
+
 func runGenkey(e *env, args []string) error {
 	flags := flagSet(e, "genkey")
 	out := flags.String("out", "", "write the key to FILE (created 0600; an existing file is not overwritten)")
@@ -156,8 +161,7 @@ func runGenkey(e *env, args []string) error {
 }
 
 func runPubkey(e *env, args []string) error {
-	fs := flagSet(e, "pubkey")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(flagSet(e, "pubkey"), args); err != nil {
 		return err
 	}
 	k, err := configs.ReadPrivateKey(e.stdin)

@@ -41,16 +41,11 @@ func runAppliance(e *env, args []string) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	n := appliance.NewNode(appliance.NodeOptions{Path: path, Opts: opts, Host: appliance.SystemHost{Root: e.root},
-		Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl})), Version: version, StatusSocket: *sock, Notify: sdNotify})
+		Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl})), Version: version, StatusSocket: *sock,
+		// systemd's Type=notify (nothing outside systemd); NOTIFY_SOCKET is
+		// kept for READY, RELOADING, STOPPING, and stripped from k3s's env.
+		Notify: func(state string) { daemon.SdNotify(false, state) }})
 	return n.Run(sigs)
-}
-
-// sdNotify tells systemd about the service's state (Type=notify). Outside
-// systemd (no NOTIFY_SOCKET) it does nothing. The environment variable is
-// kept: the appliance notifies more than once (READY, RELOADING, STOPPING);
-// k3s never sees it (the supervisor strips it from the child's env).
-func sdNotify(state string) {
-	daemon.SdNotify(false, state)
 }
 
 // runCleanup removes what a run may have left (appliance.CleanUp):
