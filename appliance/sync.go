@@ -68,15 +68,15 @@ func (a *App) startSync(p *Plan) error {
 		return err
 	}
 	a.syncServer = s
-	if !p.Sync.Follow { // the master's alone
-		a.snaps.srv = s
-		close(a.serving)
-	}
 	s.SetView(a.view)
 	if accept := a.opts.AcceptKey; accept != nil && !p.Sync.Follow { // the master's alone
 		s.SetRotate(meshsync.Rotate{Accept: accept})
 	}
 	a.publish(p)
+	if !p.Sync.Follow { // the master's alone; it now knows the nodes
+		a.snaps.srv = s
+		close(a.serving)
+	}
 	a.push("sync listener", closer(l))
 	a.run("sync serving", func(ctx context.Context) error { return a.serveSync(ctx, s, l, p.Sync.Listen, p.Tunnel.Name) })
 	a.log.Info("sync: serving the cluster file and the tokens over wg0", "listen", p.Sync.Listen, "nodes", len(p.Sync.Followers))

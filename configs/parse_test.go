@@ -180,7 +180,7 @@ func TestParseBad(t *testing.T) {
 		{"memory limit too small", "k3s:", "runtime:\n  memory_limit: 1MiB\nk3s:", "runtime.memory_limit", 19, "less than the 32MiB", "at least 32MiB"},
 		{"batch size too large", "k3s:", "runtime:\n  batch_size: 129\nk3s:", "runtime.batch_size", 19, "129 is out of range", "from 1 to 128"},
 		{"inflight too small", "k3s:", "runtime:\n  inflight_packets: 10\nk3s:", "runtime.inflight_packets", 19, "10 is out of range", "from 64 to 65536, or 0 for no bound"},
-		{"snapshot interval too short", "k3s:", "snapshots:\n  interval: 5s\nk3s:", "snapshots.interval", 19, `"5s" is not an interval`, "from 30s to 24h"},
+		{"snapshot interval too short", "k3s:", "snapshots:\n  interval: 5s\nk3s:", "snapshots.interval", 19, `"5s" is not an interval`, "from 10s to 24h"},
 		{"snapshot interval not a duration", "k3s:", "snapshots:\n  interval: hourly\nk3s:", "snapshots.interval", 19, `"hourly" is not an interval`, "such as 10m"},
 		{"snapshots kept none", "k3s:", "snapshots:\n  keep: 0\nk3s:", "snapshots.keep", 19, "0 copies is out of range", "from 1 to 100"},
 		{"batch size negative", "k3s:", "runtime:\n  batch_size: -1\nk3s:", "runtime.batch_size", 19, "-1 is out of range", "0 for wireguard-go's own"},

@@ -117,7 +117,7 @@ type Snapshots struct {
 // Snapshot defaults and bounds.
 const (
 	DefaultSnapshotInterval = 10 * time.Minute
-	MinSnapshotInterval     = 30 * time.Second
+	MinSnapshotInterval     = 10 * time.Second
 	MaxSnapshotInterval     = 24 * time.Hour
 	DefaultSnapshotKeep     = 3
 	MaxSnapshotKeep         = 100

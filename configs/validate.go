@@ -48,7 +48,7 @@ func validateSnapshots(r *rawSnapshots, c *collector) Snapshots {
 	if r.Interval != "" {
 		d, err := time.ParseDuration(r.Interval)
 		if err != nil || d < MinSnapshotInterval || d > MaxSnapshotInterval {
-			c.add("snapshots.interval", "write a duration from 30s to 24h, such as 10m", "%q is not an interval", r.Interval)
+			c.add("snapshots.interval", "write a duration from 10s to 24h, such as 10m", "%q is not an interval", r.Interval)
 		} else {
 			s.Interval = d
 		}

@@ -97,6 +97,35 @@ func TestDeletedLinkIsRecreated(t *testing.T) {
 	}
 }
 
+// TestARecreationThatCannotBeConfiguredIsMadeAgain: `appliance cleanup
+// --force` deletes wg0 and then its UAPI socket, which can be the one the
+// recreation just made: configuring it fails. The link is made again
+// rather than the appliance stopping (e2e TestCleanUpAfterACrashAndANetwork
+// Change stopped so once in a make test beside a compile).
+func TestARecreationThatCannotBeConfiguredIsMadeAgain(t *testing.T) {
+	r := newRig()
+	tun := r.mustOpen(t, baseConfig(t, configs.ModeUserspace), Options{LinkCheckInterval: time.Hour})
+	ended, err := runTunnel(t, tun)
+	r.wg.mu.Lock()
+	r.wg.failOn = len(r.wg.calls) + 1 // the recreation's configuration
+	r.wg.mu.Unlock()
+	r.h.deleteBehindTheTunnelsBack("wg0")
+	if !poll.Until(5*time.Second, func() bool { return tun.Recreations() == 1 }) {
+		select {
+		case <-ended:
+			t.Fatalf("Run stopped: %v", *err)
+		default:
+			t.Fatal("the link was not made again")
+		}
+	}
+	if d, err := tun.Device(); err != nil || len(d.Peers) != 1 {
+		t.Errorf("peers after the second recreation: %v, %v", d, err)
+	}
+	if r.h.userClosed < 1 {
+		t.Error("the half-made link was not closed before the next")
+	}
+}
+
 func TestPeriodicCheckFindsADeletedLink(t *testing.T) {
 	r := newRig()
 	tun := r.mustOpen(t, baseConfig(t, configs.ModeUserspace), Options{LinkCheckInterval: 10 * time.Millisecond})

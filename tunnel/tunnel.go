@@ -450,6 +450,10 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	}
 }
 
+// recreateRetries bounds the attempts at a userspace link that could not
+// be configured once made again.
+const recreateRetries = 3
+
 // ensureLink recreates the link if it is gone.
 func (t *Tunnel) ensureLink() error {
 	t.mu.Lock()
@@ -470,7 +474,18 @@ func (t *Tunnel) ensureLink() error {
 	}
 	t.log.Error("the WireGuard interface disappeared (deleted by someone else); recreating it; mesh traffic is dropped, not sent in the clear, until it is back",
 		"interface", name)
-	if err := t.recreate(); err != nil {
+	err = t.recreate()
+	// Whoever deleted the link may still be at work: `appliance cleanup
+	// --force` removes the UAPI socket after the link, and can remove the
+	// new one the recreation just made, which then cannot be configured.
+	// A userspace link is made again from scratch (the half-made one is
+	// closed first), a few times, before the appliance gives up.
+	for attempt := 1; err != nil && t.user != nil && attempt <= recreateRetries; attempt++ {
+		t.log.Warn("recreating the WireGuard interface failed; making it again", "interface", name, "attempt", attempt, "err", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		err = t.recreate()
+	}
+	if err != nil {
 		return fmt.Errorf("recreating %s after it was deleted: %w", name, err)
 	}
 	t.recreations++

@@ -12,6 +12,8 @@
 //     the server token admits a server, and the answer carries the agent
 //     token it then serves with (k3s's bootstrap data). --cluster-init is
 //     recorded in the argv like any flag.
+//     With --data-dir it keeps a small SQLite datastore where k3s keeps
+//     kine's (datastore.go).
 //   - `agent`: dials --server (https://IP:6443) through the tunnel, presents
 //     the token from --token-file and keeps the connection open.
 //
@@ -68,6 +70,10 @@ func main() {
 	if len(os.Args) < 2 {
 		fail("usage: k3s server|agent [flags]")
 	}
+	if os.Args[1] == "datastore" {
+		datastoreCommand(os.Args[2:])
+		return
+	}
 	role := os.Args[1]
 	flags := parseFlags(os.Args[2:])
 	token := readToken(flags["--token-file"])
@@ -97,6 +103,14 @@ func main() {
 			rec.Server = u.Host
 			write(dir, rec)
 			agentToken = joinServer(u.Host, token, flags["--node-name"], dir)
+		}
+		if dataDir := flags["--data-dir"]; dataDir != "" {
+			db, err := openDatastore(dataDir)
+			if err != nil {
+				fail("datastore in %s: %v", dataDir, err)
+			}
+			db.Exec("INSERT OR REPLACE INTO kine VALUES ('/registry/standin/started', ?)", time.Now().String())
+			defer db.Close()
 		}
 		l, err := net.Listen("tcp", rec.Listen)
 		if err != nil {

@@ -24,6 +24,8 @@ const (
 	AgentTokenPath = "/run/wgk3s/agent-token"
 	// AgentToken is the k3s agent token.
 	AgentToken = "e2e-agent-token-83d2b0"
+	// SnapshotDir is where each node keeps the master's snapshots.
+	SnapshotDir = "/run/wgk3s/snapshots"
 	// StandinDir is where the stand-in k3s records itself.
 	StandinDir = "/run/wgk3s/standin"
 	// Port is WireGuard's UDP port on every node.
@@ -93,6 +95,8 @@ func ClusterFile(nodes []*Node, bin Binaries, edit func(string) string) string {
 			fmt.Fprintf(&b, "    endpoint: %s\n", n.Endpoint)
 		}
 	}
+	// Each server's own /run, not the host's /var/lib/wgk3s.
+	fmt.Fprintf(&b, "snapshots:\n  dir: %s\n", SnapshotDir)
 	fmt.Fprintf(&b, "k3s:\n  binary: %s\n  token_file: %s\n  agent_token_file: %s\n  stop_grace_period: 5s\n", bin.K3s, TokenPath, AgentTokenPath)
 	s := b.String()
 	if edit != nil {
