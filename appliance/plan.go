@@ -155,6 +155,7 @@ func NewPlan(cfg *configs.Config, h Host) *Plan {
 	p.planTokens(cfg)
 	p.planSync(cfg)
 	p.Snapshots = planSnapshots(cfg, p.K3s.Args)
+	p.Notes = append(p.Notes, p.Snapshots.note(cfg))
 	p.Paths = pathsConfig(cfg)
 	if err := h.K3sPreflight(cl.K3s.Binary); err != nil {
 		p.Problems = append(p.Problems, err)

@@ -79,6 +79,24 @@ func planSnapshots(cfg *configs.Config, k3sArgs []string) SnapshotPlan {
 	return sp
 }
 
+// note says, for check, what becomes of the datastore when the master's
+// machine is lost.
+func (sp SnapshotPlan) note(cfg *configs.Config) string {
+	cl := cfg.Cluster
+	switch {
+	case sp.Take:
+		return fmt.Sprintf("snapshots: this lone master takes one of its datastore every %s when it changed, sealed under the server token, and the %d other node(s) keep the last %d in %s; "+
+			"if this machine is lost: appliance restore on a new one with %s and %s kept off this machine (at most %s of changes lost)",
+			sp.Interval, len(cl.Nodes)-1, sp.Store.Keep, sp.Store.Dir, cl.Interface.PrivateKeyFile, sp.TokenFile, sp.Interval)
+	case sp.Keep:
+		return fmt.Sprintf("snapshots: this node keeps the master's last %d sealed snapshots in %s (unreadable without the server token)", sp.Store.Keep, sp.Store.Dir)
+	case cfg.Self.Role == configs.RoleMaster && len(cl.Servers()) > 1:
+		return "snapshots: none; " + sp.Off
+	default:
+		return "snapshots: none (" + sp.Off + "); the master's datastore is on its disk alone: back up " + sp.Source.Datastore + " and " + sp.TokenFile
+	}
+}
+
 // RestoreRequested says whether `appliance restore` asked this master to
 // restore from the nodes at its start.
 func (sp SnapshotPlan) RestoreRequested() bool {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,14 +30,19 @@ func TestPlanSnapshots(t *testing.T) {
 		edit       func(string) string
 		take, keep bool
 		off        string
+		note       string // what check says of a lost master's machine
 	}{
-		{"a lone master takes them", 0, nil, true, false, ""},
-		{"an agent keeps them", 1, nil, false, true, ""},
-		{"a master with servers takes none: etcd keeps the data", 0, servers, false, false, "servers keep the datastore"},
-		{"turned off", 0, off, false, false, "snapshots.enabled is false"},
+		{"a lone master takes them", 0, nil, true, false, "", "appliance restore on a new one"},
+		{"an agent keeps them", 1, nil, false, true, "", "keeps the master's last 3 sealed snapshots"},
+		{"a master with servers takes none: etcd keeps the data", 0, servers, false, false, "servers keep the datastore", "appliance promote on a server"},
+		{"turned off", 0, off, false, false, "snapshots.enabled is false", "back up /var/lib/rancher/k3s/server/db/state.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sp := c.plan(t, 3, tc.self, tc.edit).Snapshots
+			p := c.plan(t, 3, tc.self, tc.edit)
+			sp := p.Snapshots
+			if !slices.ContainsFunc(p.Notes, func(n string) bool { return strings.Contains(n, tc.note) }) {
+				t.Errorf("check's notes do not say %q:\n%s", tc.note, strings.Join(p.Notes, "\n"))
+			}
 			if sp.Take != tc.take || sp.Keep != tc.keep || !strings.Contains(sp.Off, tc.off) || (tc.off == "") != (sp.Off == "") {
 				t.Errorf("take %v keep %v off %q; want %v %v %q", sp.Take, sp.Keep, sp.Off, tc.take, tc.keep, tc.off)
 			}

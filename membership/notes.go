@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/wgk3s/wgk3s/configs"
 )
 
 // What the commands tell the operator, beside their result on stdout.
@@ -63,6 +65,10 @@ func (out Initialised) Notes(r InitRequest) string {
 	}
 	for _, t := range out.Tokens {
 		fmt.Fprintf(&b, "created %s (0600): %s\n", t[0], t[1])
+	}
+	if r.Role == configs.RoleMaster {
+		fmt.Fprintf(&b, "keep a copy of %s and %s somewhere safe, off this machine: with them (and the cluster file, on every node) "+
+			"`appliance restore` brings this master back on a new machine from the snapshots the other nodes keep; nothing else is needed\n", r.KeyFile, r.TokenFile)
 	}
 	b.WriteString("paste this entry under nodes: in the cluster file, then copy the file to every node:\n")
 	return b.String()
