@@ -255,7 +255,16 @@ func (a *App) newK3s(p *Plan) (K3s, error) {
 		// The agent token comes back with the datastore: one made now
 		// would be refused by every agent.
 		a.log.Warn("restore: appliance restore asked for the datastore from the nodes: k3s starts once it is back", "marker", p.Snapshots.Store.Dir)
-		beforeStart = func(ctx context.Context) error { return a.snaps.restoreFromNodes(ctx, a.servingSync) }
+		beforeStart = func(ctx context.Context) error {
+			if err := a.snaps.restoreFromNodes(ctx, a.servingSync); err != nil {
+				return err
+			}
+			if p.K3s.AgentTokenFile == "" {
+				return nil
+			}
+			_, err := a.parts.CreateToken(p.K3s.AgentTokenFile) // a copy taken without one
+			return err
+		}
 	} else if p.K3s.AgentTokenFile != "" {
 		created, err := a.parts.CreateToken(p.K3s.AgentTokenFile)
 		if err != nil {

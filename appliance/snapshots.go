@@ -69,10 +69,10 @@ func planSnapshots(cfg *configs.Config, k3sArgs []string) SnapshotPlan {
 		sp.Off = "snapshots.enabled is false: the master's datastore is on its disk alone"
 	case !cl.Sync:
 		sp.Off = "sync is false: snapshots travel over it"
-	case cfg.Self.Role != configs.RoleMaster:
-		sp.Keep = true
 	case len(cl.Servers()) > 1:
 		sp.Off = "the servers keep the datastore (etcd, on each of them); when the master's machine is lost, appliance promote on a server"
+	case cfg.Self.Role != configs.RoleMaster:
+		sp.Keep = true
 	default:
 		sp.Take = true
 	}
@@ -90,7 +90,7 @@ func (sp SnapshotPlan) note(cfg *configs.Config) string {
 			sp.Interval, len(cl.Nodes)-1, sp.Store.Keep, sp.Store.Dir, cl.Interface.PrivateKeyFile, sp.TokenFile, sp.Interval)
 	case sp.Keep:
 		return fmt.Sprintf("snapshots: this node keeps the master's last %d sealed snapshots in %s (unreadable without the server token)", sp.Store.Keep, sp.Store.Dir)
-	case cfg.Self.Role == configs.RoleMaster && len(cl.Servers()) > 1:
+	case len(cl.Servers()) > 1:
 		return "snapshots: none; " + sp.Off
 	default:
 		return "snapshots: none (" + sp.Off + "); the master's datastore is on its disk alone: back up " + sp.Source.Datastore + " and " + sp.TokenFile
@@ -160,7 +160,9 @@ func (s *snapshots) runTaker(ctx context.Context) error {
 	var next time.Time
 	for {
 		now := time.Now()
-		if !now.Before(next) {
+		if !s.cur().Take { // turned off, or servers added, by a reload
+			next = now.Add(check)
+		} else if !now.Before(next) {
 			if s.take(ctx, now) {
 				next = now.Add(s.cur().Interval)
 			} else {
@@ -366,9 +368,12 @@ func (s *snapshots) restoreFromNodes(ctx context.Context, srv func(context.Conte
 		problem := "no node offered a copy that opens with this token yet: check k3s.token_file holds the server token you kept; to start an empty cluster instead, remove " +
 			filepath.Join(s.cur().Store.Dir, restoreMarker) + " and restart"
 		s.mu.Lock()
+		first := s.problem != problem
 		s.problem = problem
 		s.mu.Unlock()
-		s.log.Error("restore: " + s.problem)
+		if first {
+			s.log.Error("restore: " + problem)
+		}
 		select { // the next offer (a node back up) is looked at
 		case <-ctx.Done():
 			return ctx.Err()

@@ -128,6 +128,12 @@ func (s *Server) serveSnapshot(r *http.Request, f *follower) answer {
 }
 
 func (s *Server) serveSnapshotOffer(r *http.Request, f *follower) answer {
+	s.mu.Lock()
+	restoring := s.snapshots.restoring
+	s.mu.Unlock()
+	if !restoring { // before reading a byte of it
+		return textAnswer(http.StatusConflict, "the master does not restore")
+	}
 	data, err := readAllLimited(r.Body, MaxSnapshot)
 	if err != nil {
 		return textAnswer(http.StatusRequestEntityTooLarge, "the copy: "+err.Error())

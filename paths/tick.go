@@ -59,7 +59,9 @@ func (m *Manager) Tick() {
 	busy := m.read(dev, configured, now)
 	m.pingRelays(now)
 	var handshake, renew []wgtypes.Key
-	m.fast = busy
+	// Without a prober (kernel mode) a cut path shows only after
+	// `unanswered`: ticking faster would find nothing sooner.
+	m.fast = busy && m.opts.Prober != nil
 	for _, np := range m.cfg.Peers {
 		if !m.decide(np, now) {
 			continue
