@@ -371,7 +371,10 @@ func TestUpgradeToTheAgentToken(t *testing.T) {
 		os.Remove(n.Srv.HostPath(testnet.AgentTokenPath))
 	}
 	earlier := func(s string) string {
-		return strings.Replace(c.File(s), "  agent_token_file: "+testnet.AgentTokenPath+"\n", "", 1)
+		s = strings.Replace(c.File(s), "  agent_token_file: "+testnet.AgentTokenPath+"\n", "", 1)
+		// The earlier appliance knows no snapshots section (unknown keys
+		// are errors); testnet's file has one.
+		return strings.Replace(s, "snapshots:\n  dir: "+testnet.SnapshotDir+"\n", "", 1)
 	}
 	for _, n := range nodes {
 		n.Bin.Appliance = old
