@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,6 +110,10 @@ func TestARecreationThatCannotBeConfiguredIsMadeAgain(t *testing.T) {
 	r.wg.mu.Lock()
 	r.wg.failOn = len(r.wg.calls) + 1 // the recreation's configuration
 	r.wg.mu.Unlock()
+	r.h.mu.Lock()
+	// And a TUN device by that name still going (seen once at make test).
+	r.h.fail["createUserspace"] = syscall.EBUSY
+	r.h.mu.Unlock()
 	r.h.deleteBehindTheTunnelsBack("wg0")
 	if !poll.Until(5*time.Second, func() bool { return tun.Recreations() == 1 }) {
 		select {

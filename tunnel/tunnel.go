@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wgk3s/wgk3s/configs"
+	"github.com/wgk3s/wgk3s/internal/poll"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -454,6 +455,17 @@ func (t *Tunnel) Run(ctx context.Context) error {
 // be configured once made again.
 const recreateRetries = 3
 
+// linkGoneWait bounds the wait for a closed TUN device to go.
+const linkGoneWait = 5 * time.Second
+
+// waitLinkGone waits, at most d, until no link is named name.
+func (t *Tunnel) waitLinkGone(name string, d time.Duration) {
+	poll.Until(d, func() bool {
+		_, ok, err := t.host.linkInfo(name)
+		return err == nil && !ok
+	})
+}
+
 // ensureLink recreates the link if it is gone.
 func (t *Tunnel) ensureLink() error {
 	t.mu.Lock()
@@ -480,7 +492,7 @@ func (t *Tunnel) ensureLink() error {
 	// new one the recreation just made, which then cannot be configured.
 	// A userspace link is made again from scratch (the half-made one is
 	// closed first), a few times, before the appliance gives up.
-	for attempt := 1; err != nil && t.user != nil && attempt <= recreateRetries; attempt++ {
+	for attempt := 1; err != nil && t.choice.Mode == configs.ModeUserspace && attempt <= recreateRetries; attempt++ {
 		t.log.Warn("recreating the WireGuard interface failed; making it again", "interface", name, "attempt", attempt, "err", err)
 		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		err = t.recreate()
@@ -503,6 +515,9 @@ func (t *Tunnel) recreate() error {
 	if t.user != nil {
 		t.user.Close() // wireguard-go lost its TUN device; its socket goes too
 		t.user = nil
+		// A TUN device goes when the kernel gets to its closed file; until
+		// then a new one by its name is refused (EBUSY).
+		t.waitLinkGone(cfg.Name, linkGoneWait)
 	}
 	if t.choice.Mode == configs.ModeUserspace {
 		u, err := t.host.createUserspace(cfg, t.log, t.mesh)
