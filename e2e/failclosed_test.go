@@ -220,6 +220,16 @@ func TestCleanUpAfterACrashAndANetworkChange(t *testing.T) {
 	}
 	m.Proc.Signal(syscall.SIGKILL)
 	m.Proc.Wait(10 * time.Second)
+	// systemd runs the cleanup (ExecStopPost) once every process of the
+	// unit is gone; the test waits for the same: nothing holds the lock
+	// (once in about ten runs something still did for a moment after the
+	// appliance itself exited: a child between fork and exec, presumably).
+	if !testnet.Eventually(10*time.Second, func() bool {
+		_, err := m.Srv.Try("flock", "-n", "-s", "/run/wgk3s/status.sock.lock", "true")
+		return err == nil
+	}) {
+		t.Fatal("the killed appliance's status lock is still held 10 s later")
+	}
 	// The file moves to another network; the crashed run's route is stale.
 	moved := func(s string) string { return strings.ReplaceAll(s, "192.168.2.", "192.168.7.") }
 	m.WriteConfig([]*node{m, n1}, moved)

@@ -24,6 +24,12 @@ func CleanUp(name, stateDir string) (removed bool, err error) {
 	if st.Exists && !st.Ours {
 		return false, NotOursError(name, st)
 	}
+	// The socket first: a running appliance (cleanup --force) that makes
+	// the link again after it is deleted makes a socket with it, which a
+	// removal after the link's would take away.
+	if err := os.Remove(socketPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
 	if st.Exists {
 		idx, _ := readRecord(stateDir, name)
 		if err := h.deleteLink(name); err != nil {
@@ -37,9 +43,6 @@ func CleanUp(name, stateDir string) (removed bool, err error) {
 		}
 	} else if _, ok, _ := h.linkInfo(name); !ok {
 		removeRecord(stateDir, name)
-	}
-	if err := os.Remove(socketPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return st.Exists, err
 	}
 	return st.Exists, nil
 }

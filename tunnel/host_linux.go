@@ -161,10 +161,19 @@ func (u *userspace) listen() error {
 		return fmt.Errorf("listening on the UAPI socket for %s: %w", u.name, err)
 	}
 	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closing {
+		// Close took the listener before this one: it would never be
+		// closed, and serve would wait on it for good (and Close on serve).
+		l.Close()
+		return errClosing
+	}
 	u.uapi = l
-	u.mu.Unlock()
 	return nil
 }
+
+// errClosing: the device is being closed; its socket is not made again.
+var errClosing = errors.New("the userspace device is closing")
 
 // serve answers UAPI requests until Close. If someone deletes the socket
 // (wireguard-go's own signal to exit), it is recreated: the appliance, not a
@@ -191,6 +200,8 @@ func (u *userspace) serve() {
 		for attempt := 1; ; attempt++ {
 			if err := u.listen(); err == nil {
 				break
+			} else if errors.Is(err, errClosing) {
+				return
 			} else if attempt == 10 {
 				u.log.Error("cannot recreate the UAPI socket; wg show will not see the device", "interface", u.name, "err", err)
 				return
