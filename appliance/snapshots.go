@@ -374,10 +374,13 @@ func (s *snapshots) restoreFromNodes(ctx context.Context, srv func(context.Conte
 		if first {
 			s.log.Error("restore: " + problem)
 		}
-		select { // the next offer (a node back up) is looked at
+		// Each node offers once; a node that restarts (its copy fixed, or
+		// back up) offers again: that is what is looked at next.
+		_, _, next := server.Offers()
+		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Second):
+		case <-next:
 		}
 	}
 }

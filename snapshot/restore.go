@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/wgk3s/wgk3s/internal/atomicfile"
 )
 
 // Target is where a restored snapshot's files go on the new machine.
@@ -42,27 +44,11 @@ func Restore(files map[string][]byte, t Target) error {
 	return nil
 }
 
-// writePrivate writes data to path (0600, directories 0700) through a
-// temporary file, so that path is whole or absent.
+// writePrivate writes data to path (0600, directories 0700), whole or
+// not at all (atomicfile).
 func writePrivate(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".restore-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, 0o600)
 }

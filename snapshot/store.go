@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wgk3s/wgk3s/internal/atomicfile"
 )
 
 // DefaultKeep is how many copies a node keeps.
@@ -49,24 +51,7 @@ func (s Store) Put(sealed []byte) (kept bool, err error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return false, err
 	}
-	name := s.path(info.Taken)
-	tmp, err := os.CreateTemp(s.Dir, ".incoming-")
-	if err != nil {
-		return false, err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(sealed); err != nil {
-		tmp.Close()
-		return false, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return false, err
-	}
-	if err := tmp.Close(); err != nil {
-		return false, err
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
+	if err := atomicfile.Write(s.path(info.Taken), sealed, 0o600); err != nil {
 		return false, err
 	}
 	list = append(list, info)
